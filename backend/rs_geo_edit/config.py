@@ -1,0 +1,151 @@
+"""One typed configuration object that flows from the entry points down, and the presets.
+
+Only this module and ``cli.py`` read environment variables. Presets are named bundles of model
+and sampling parameters (``fast`` for CPU, ``paper`` for a GPU); every field can be overridden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import IncompatibleOptions
+
+MODES = ("regenerate", "copy", "text")
+BLEND_MODES = ("feather", "laplacian", "poisson")
+
+
+@dataclass
+class WindowConfig:
+    """Window planning, in pixels of the scene."""
+
+    margin_px: int = 64          # smallest context margin around an ROI's bounding box
+    margin_frac: float = 0.5     # margin as a fraction of the ROI extent (per axis), if larger
+    max_side: int = 1024         # windows with a larger side are edited at reduced resolution
+    merge: bool = True           # merge ROIs whose windows overlap into one window
+
+
+@dataclass
+class BlendConfig:
+    """Compositing of an edited window back into the scene."""
+
+    mode: str = "feather"        # feather | laplacian | poisson
+    band_px: int = 16            # width of the transition band outside the ROI, pixels
+    color_match: bool = False    # fit a per-band gain/offset on the context ring first
+    ring_px: int = 24            # width of the context ring used for colour matching, pixels
+
+
+@dataclass
+class OutputConfig:
+    """How the output GeoTIFF is written."""
+
+    cog: bool = False            # write a Cloud-Optimized GeoTIFF with overviews
+    overwrite: bool = False      # replace an existing output file
+    compress: Optional[str] = None  # None: keep a lossless source compression, deflate if lossy
+    provenance: bool = True      # write <output>.json beside the output
+
+
+@dataclass
+class ModelConfig:
+    """SinDDM training and sampling parameters (see ``model/``)."""
+
+    width: int = 64              # widest block; blocks are width/2, width, width, width/2
+    timesteps: int = 100         # diffusion steps of the cosine schedule
+    steps: int = 1200            # training steps
+    batch: int = 4               # images (crops) per training step
+    crop: int = 64               # scales larger than this are trained on random crops, pixels
+    lr: float = 1e-3             # Adam learning rate
+    lr_decay_every: int = 400    # steps between learning-rate decays
+    lr_gamma: float = 0.5        # learning-rate decay factor
+    ema: float = 0.995           # EMA decay of the weights used for sampling
+    sample_stride: int = 2       # sample every n-th timestep (1 = the full chain)
+    scale_factor: float = 1.411  # pyramid scale factor (refitted to the window)
+    copy_weight: float = 0.8     # weight of the pasted content on x0 in copy mode
+    checkpoint_every: int = 200  # training steps between resumable checkpoints
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # CPU: a narrow net, 64 px crops, a short schedule and strided sampling.
+    "fast": {},
+    # The reference hyperparameters of the SinDDM paper, for a GPU.
+    "paper": {
+        "width": 160, "steps": 120_000, "batch": 32, "crop": 10_000, "lr_decay_every": 30_000,
+        "lr_gamma": 0.5, "sample_stride": 1, "checkpoint_every": 5000,
+    },
+}
+
+
+def default_cache_dir() -> Path:
+    """Trained-model cache: $RS_GEO_EDIT_CACHE, else $XDG_CACHE_HOME/rs-geo-edit, else ~/.cache."""
+    env = os.environ.get("RS_GEO_EDIT_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rs-geo-edit"
+
+
+@dataclass
+class EditConfig:
+    """Everything one edit needs besides its input and output paths."""
+
+    mode: str = "regenerate"
+    preset: str = "fast"
+    prompt: Optional[str] = None          # global prompt; a feature's prompt field overrides it
+    prompt_field: str = "prompt"
+    role_field: str = "role"              # features with role=source are copy sources
+    layer: Optional[str] = None           # layer of a multi-layer AOI file (GeoPackage)
+    seed: int = 0
+    rgb_bands: Optional[tuple[int, ...]] = None  # 1-based band numbers the RGB models see
+    device: str = "auto"                  # auto | cpu | cuda | cuda:N
+    threads: Optional[int] = None         # torch CPU threads; None leaves torch's default
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    cache_max_gb: float = 5.0             # trained-model cache size cap (LRU eviction)
+    windows: WindowConfig = field(default_factory=WindowConfig)
+    blend: BlendConfig = field(default_factory=BlendConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def validate(self) -> "EditConfig":
+        if self.mode not in MODES:
+            raise IncompatibleOptions(f"unknown mode {self.mode!r}: use one of {', '.join(MODES)}")
+        if self.blend.mode not in BLEND_MODES:
+            raise IncompatibleOptions(
+                f"unknown blend mode {self.blend.mode!r}: use one of {', '.join(BLEND_MODES)}")
+        if self.windows.margin_px < 0 or self.windows.margin_frac < 0:
+            raise IncompatibleOptions("window margins must be >= 0")
+        if self.windows.max_side < 32:
+            raise IncompatibleOptions(f"--max-side {self.windows.max_side} is too small: use 32 or more")
+        if self.blend.band_px < 0:
+            raise IncompatibleOptions("--feather must be >= 0 pixels")
+        if self.rgb_bands is not None and len(self.rgb_bands) != 3:
+            raise IncompatibleOptions("--rgb-bands takes three 1-based band numbers, e.g. 3,2,1")
+        if self.model.width < 8 or self.model.width % 2:
+            raise IncompatibleOptions("--width must be an even number >= 8")
+        if self.model.steps < 1 or self.model.batch < 1 or self.model.crop < 8:
+            raise IncompatibleOptions("--steps and --batch must be >= 1 and --crop >= 8")
+        if self.model.sample_stride < 1:
+            raise IncompatibleOptions("--sample-stride must be >= 1")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["cache_dir"] = str(self.cache_dir)
+        return out
+
+
+def make_config(preset: str = "fast", model_overrides: Optional[dict[str, Any]] = None,
+                **fields: Any) -> EditConfig:
+    """Build an :class:`EditConfig` from a preset, model overrides and top-level fields."""
+    if preset not in PRESETS:
+        raise IncompatibleOptions(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
+    model = ModelConfig(**PRESETS[preset])
+    for key, value in (model_overrides or {}).items():
+        if value is None:
+            continue
+        if not hasattr(model, key):
+            raise IncompatibleOptions(f"unknown model parameter {key!r}")
+        setattr(model, key, type(getattr(model, key))(value))
+    return EditConfig(preset=preset, model=model, **fields).validate()

@@ -1,0 +1,5 @@
+"""Evaluation metrics: seam visibility, fidelity outside ROIs, patch statistics."""
+
+from .seams import boundary_step, outside_fidelity, seam_gradient_ratio
+
+__all__ = ["boundary_step", "outside_fidelity", "seam_gradient_ratio"]

@@ -1,0 +1,69 @@
+"""Seam visibility and fidelity of a composited image.
+
+- Seam-gradient ratio (SGR): mean |grad(G_3 * I)| on a 2-px band around the ROI boundary divided
+  by the same on a ring 8-40 px outside the ROI, where I is the band mean and G_3 a Gaussian blur
+  with sigma 3 pixels. 1.0 means the boundary is no busier than the surroundings; a visible seam
+  gives a clearly larger value.
+- Boundary step: the largest per-band difference between the mean just inside (1-3 px) and just
+  outside (1-3 px) the ROI boundary, in the image's units.
+- Outside fidelity: the fraction of pixels outside a mask whose every band equals the source.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _distances(roi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.ndimage import distance_transform_edt
+
+    return distance_transform_edt(~roi), distance_transform_edt(roi)
+
+
+def seam_gradient_ratio(image: np.ndarray, roi: np.ndarray, valid: np.ndarray | None = None,
+                        ring: tuple[float, float] = (8, 40)) -> float:
+    """SGR of ``image`` (bands, rows, cols) around the boundary of ``roi`` (rows, cols)."""
+    from scipy.ndimage import gaussian_filter
+
+    roi = roi.astype(bool)
+    if not roi.any() or roi.all():
+        return float("nan")
+    intensity = gaussian_filter(image.astype(np.float64).mean(axis=0), sigma=3, mode="nearest")
+    gy, gx = np.gradient(intensity)
+    magnitude = np.hypot(gx, gy)
+    outside, inside = _distances(roi)
+    boundary = ((outside > 0) & (outside <= 1)) | ((inside > 0) & (inside <= 1))
+    context = (outside >= ring[0]) & (outside <= ring[1])
+    if valid is not None:
+        boundary &= valid
+        context &= valid
+    if not boundary.any() or not context.any():
+        return float("nan")
+    return float(magnitude[boundary].mean() / max(magnitude[context].mean(), 1e-12))
+
+
+def boundary_step(image: np.ndarray, roi: np.ndarray, valid: np.ndarray | None = None,
+                  width: float = 3) -> float:
+    """Largest per-band |mean just inside - mean just outside| of the ROI boundary."""
+    roi = roi.astype(bool)
+    outside, inside = _distances(roi)
+    near_in = (inside > 0) & (inside <= width)
+    near_out = (outside > 0) & (outside <= width)
+    if valid is not None:
+        near_in &= valid
+        near_out &= valid
+    if not near_in.any() or not near_out.any():
+        return float("nan")
+    data = image.astype(np.float64)
+    return float(max(abs(data[b][near_in].mean() - data[b][near_out].mean()) for b in range(data.shape[0])))
+
+
+def outside_fidelity(output: np.ndarray, source: np.ndarray, mask: np.ndarray) -> float:
+    """Fraction of pixels outside ``mask`` where all bands of ``output`` equal ``source``
+    (NaN equals NaN)."""
+    outside = ~mask.astype(bool)
+    if not outside.any():
+        return float("nan")
+    same = (output == source) | (np.isnan(output) & np.isnan(source)) if np.issubdtype(output.dtype, np.floating) \
+        else output == source
+    return float(np.all(same, axis=0)[outside].mean())

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Idempotent set-up: a virtual environment in .venv with the backend and its test tools.
+# Re-running skips every step whose inputs have not changed (a stamp holds their hash).
+# Usage: scripts/setup.sh            backend + tests
+#        RS_GEO_EDIT_QGIS=1 scripts/setup.sh   also Debian's QGIS for the plugin tests
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+venv="$root/.venv"
+py=${PYTHON:-python3}
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# GDAL comes inside rasterio's and pyogrio's wheels; Debian packages are needed only for QGIS.
+if [ "${RS_GEO_EDIT_QGIS:-0}" = 1 ] && ! /usr/bin/python3 -c 'import qgis.core' 2>/dev/null; then
+    log "installing Debian's QGIS (python3-qgis, qgis-providers, xvfb)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+        python3-qgis qgis-providers qgis xvfb >/dev/null
+fi
+
+if ! "$py" -c 'import venv, ensurepip' 2>/dev/null; then
+    log "installing python3-venv"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >/dev/null
+fi
+
+stamp="$venv/.rs-geo-edit-stamp"
+want=$(cat backend/pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c 'import rs_geo_edit, torch, rasterio' 2>/dev/null; then
+    log "environment up to date ($venv)"
+    exit 0
+fi
+
+[ -x "$venv/bin/python" ] || { log "creating $venv"; "$py" -m venv "$venv"; }
+pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+# torch 2.14.1 + torchvision 0.29.1 is the pair that imports together with open_clip (a CUDA
+# build that runs on the CPU too, and uses a GPU when one is present).
+if ! "$venv/bin/python" -c 'import torch, torchvision' 2>/dev/null; then
+    log "installing torch 2.14.1 and torchvision 0.29.1 (several GB, a few minutes)"
+    "${pip[@]}" "torch==2.14.1" "torchvision==0.29.1"
+fi
+log "installing the backend (editable) with its service and test extras"
+"${pip[@]}" -e "backend[serve,dev]"
+echo "$want" > "$stamp"
+log "done: $("$venv/bin/rs-geo-edit" --version)"

@@ -1,0 +1,79 @@
+"""Blending: exactness outside ROI + band, seam quality of each mode, colour matching."""
+
+import numpy as np
+import pytest
+
+from rs_geo_edit.blend import blend_window, feather_alpha, poisson_blend
+from rs_geo_edit.config import BlendConfig
+from rs_geo_edit.eval import boundary_step, seam_gradient_ratio
+
+
+def _scene(seed=0, bands=3, size=128):
+    from conftest import texture
+
+    return (texture(np.random.default_rng(seed), bands, size, size) * 1.6 - 0.8).astype(np.float32)
+
+
+def _roi(size=128):
+    roi = np.zeros((size, size), bool)
+    roi[40:88, 44:84] = True
+    return roi
+
+
+def test_feather_alpha_ramp():
+    roi = _roi()
+    alpha = feather_alpha(roi, 8)
+    assert (alpha[roi] == 1).all()
+    assert alpha[40, 43] > alpha[40, 40] > 0  # decreasing away from the ROI
+    assert alpha[40, 35] == 0                   # 9 px away: outside the band
+    valid = np.ones_like(roi)
+    valid[40, 42] = False
+    assert feather_alpha(roi, 8, valid)[40, 42] == 0
+
+
+@pytest.mark.parametrize("mode", ["feather", "laplacian", "poisson"])
+def test_exact_outside_band_and_seams_smaller_than_hard_paste(mode):
+    source = _scene(0)
+    # an edit whose content differs strongly in level: a hard paste leaves a visible seam
+    edited = np.clip(_scene(1) * 0.5 + 0.4, -1, 1)
+    roi, valid = _roi(), np.ones((128, 128), bool)
+    out, alpha, _ = blend_window(source, edited, roi, valid, BlendConfig(mode=mode, band_px=12))
+    from rs_geo_edit.blend import outside_distance
+
+    far = outside_distance(roi) > 12
+    assert (alpha[far] == 0).all()
+    assert np.array_equal(out[:, far], source[:, far])
+    hard = np.where(roi[None], edited, source)
+    assert boundary_step(out, roi) < 0.5 * boundary_step(hard, roi)
+    assert seam_gradient_ratio(out, roi) < seam_gradient_ratio(hard, roi)
+
+
+def test_poisson_keeps_gradients_and_any_band_count():
+    source = _scene(0, bands=5)
+    edited = source + 0.3  # same gradients, offset: Poisson must remove the offset entirely
+    region = np.zeros((128, 128), bool)
+    region[30:90, 30:90] = True
+    out = poisson_blend(source, edited, region, np.ones_like(region))
+    assert out.shape == source.shape
+    assert np.abs(out - source).max() < 1e-3
+
+
+def test_nodata_pixels_get_alpha_zero():
+    source, edited = _scene(0), _scene(1)
+    roi = _roi()
+    valid = np.ones_like(roi)
+    valid[50:60, 50:60] = False
+    for mode in ("feather", "laplacian", "poisson"):
+        out, alpha, _ = blend_window(source, edited, roi, valid, BlendConfig(mode=mode))
+        assert (alpha[~valid] == 0).all()
+
+
+def test_color_match_fits_gain_offset_on_ring():
+    source = _scene(0)
+    edited = np.clip(source * 0.8 + 0.1, -1, 1)  # a pure radiometric change
+    roi = _roi()
+    cfg = BlendConfig(mode="feather", band_px=8, color_match=True)
+    out, _, info = blend_window(source, edited, roi, np.ones_like(roi), cfg)
+    gains = [g for g, _ in info["color_match"]]
+    assert gains == pytest.approx([1.25] * 3, rel=1e-3)
+    assert np.abs(out - source).max() < 1e-3

@@ -1,0 +1,166 @@
+"""edit_scene end to end with a test editor: geometry, exactness, metadata, provenance, errors."""
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.enums import ColorInterp
+
+from conftest import InvertEditor, pixel_box, write_aoi, write_scene
+from rs_geo_edit.blend import outside_distance
+from rs_geo_edit.config import BlendConfig, OutputConfig, WindowConfig, make_config
+from rs_geo_edit.errors import AOIError, OutputError, SceneError
+from rs_geo_edit.pipeline import edit_scene
+
+SCENES = {
+    "uint8_rgb_utm": dict(crs="EPSG:32633"),
+    "uint16_4band_nodata": dict(dtype="uint16", bands=4, nodata=0, nodata_border=12,
+                                colorinterp=[ColorInterp.blue, ColorInterp.green, ColorInterp.red,
+                                             ColorInterp.undefined]),
+    "float32_nan": dict(dtype="float32", nan_border=True, crs="EPSG:3857"),
+    "rgba_alpha": dict(alpha=True, crs="EPSG:4326"),
+    "int16_internal_mask": dict(dtype="int16", bands=2, internal_mask=True, crs="EPSG:3857"),
+}
+
+
+def _roi_mask(scene, geoms):
+    from rasterio.features import geometry_mask
+
+    with rasterio.open(scene) as src:
+        return geometry_mask(geoms, out_shape=(src.height, src.width), transform=src.transform, invert=True,
+                             all_touched=True)
+
+
+@pytest.mark.parametrize("name", list(SCENES))
+def test_round_trip_invert_editor(tmp_path, name):
+    scene = write_scene(tmp_path / f"{name}.tif", descriptions=None, tags={"K": name}, **SCENES[name])
+    geoms = [pixel_box(scene, 100, 110, 140, 150), pixel_box(scene, 20, 190, 50, 230)]
+    aoi = write_aoi(tmp_path / "aoi.gpkg", geoms, crs=rasterio.open(scene).crs.to_string())
+    out = tmp_path / "out.tif"
+    editor = InvertEditor()
+    config = make_config(blend=BlendConfig(mode="feather", band_px=6))
+    result = edit_scene(scene, aoi, out, editor, config)
+    with rasterio.open(scene) as src, rasterio.open(out) as dst:
+        a, b = src.read(), dst.read()
+        valid = src.dataset_mask() > 0
+        for key in ("crs", "transform", "dtype", "nodata", "count", "blockxsize", "blockysize"):
+            assert dst.profile[key] == src.profile[key], key
+        assert dst.colorinterp == src.colorinterp and dst.tags()["K"] == name
+        assert np.array_equal(src.dataset_mask(), dst.dataset_mask())
+        bands = [i for i, ci in enumerate(src.colorinterp) if ci != ColorInterp.alpha]
+    if np.issubdtype(a.dtype, np.floating):
+        valid &= np.all(np.isfinite(a), axis=0)
+    roi = _roi_mask(scene, geoms)
+    band = outside_distance(roi) <= 6
+    same = np.all((a == b) | (np.isnan(a) & np.isnan(b)), axis=0)
+    assert same[~band].all(), "pixels outside ROI + feather band must be bit-identical"
+    assert same[~valid].all(), "nodata pixels must never change"
+    inside = roi & valid
+    assert inside.sum() > 500
+    # inside the ROI the inverted values: x -> lo + hi - x (per band, in source units)
+    norm = result.record["windows"][0]["normalisation"]
+    lo, hi = np.array(norm["lo"]), np.array(norm["hi"])
+    first = _roi_mask(scene, geoms[:1]) & valid
+    expected = lo[:, None] + hi[:, None] - a[bands][:, first].astype(np.float64)
+    assert np.allclose(b[bands][:, first], expected, atol=1.01 if a.dtype.kind in "ui" else 1e-3 * (hi - lo).max())
+    # provenance
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["inputs"]["scene"]["sha256"] == result.record["inputs"]["scene"]["sha256"]
+    assert len(record["inputs"]["scene"]["sha256"]) == 64
+    assert record["seed"] == 0 and record["editor"] == {"name": "invert-test"}
+    assert {"plan_s", "edit_s", "write_s", "total_s"} <= set(record["timings"])
+    assert [w["features"] for w in record["windows"]] == [[0, 1]]  # overlapping windows merged
+    assert record["versions"]["rasterio"]
+
+
+def test_reduced_resolution_window_still_exact_outside(tmp_path):
+    scene = write_scene(tmp_path / "s.tif", width=400, height=300)
+    geoms = [pixel_box(scene, 100, 80, 300, 220)]
+    aoi = write_aoi(tmp_path / "aoi.geojson", geoms)
+    out = tmp_path / "o.tif"
+    editor = InvertEditor()
+    cfg = make_config(windows=WindowConfig(max_side=128), blend=BlendConfig(band_px=4))
+    rec = edit_scene(scene, aoi, out, editor, cfg).record
+    assert editor.calls[0].image.shape[1:] == tuple(rec["windows"][0]["work_shape"])
+    assert max(editor.calls[0].image.shape[1:]) == 128
+    a, b = rasterio.open(scene).read(), rasterio.open(out).read()
+    far = outside_distance(_roi_mask(scene, geoms)) > 4
+    assert np.array_equal(a[:, far], b[:, far])
+    assert np.abs(b[:, 120:200, 140:260].astype(int) - (255 - a[:, 120:200, 140:260].astype(int))).mean() < 12
+
+
+def test_same_inputs_same_output(tmp_path, rgb_scene):
+    aoi = write_aoi(tmp_path / "a.gpkg", [pixel_box(rgb_scene, 60, 60, 100, 100)])
+    for name in ("1.tif", "2.tif"):
+        edit_scene(rgb_scene, aoi, tmp_path / name, InvertEditor(), make_config(blend=BlendConfig(mode="poisson")))
+    assert np.array_equal(rasterio.open(tmp_path / "1.tif").read(), rasterio.open(tmp_path / "2.tif").read())
+
+
+def test_cog_output(tmp_path, rgb_scene):
+    from rio_cogeo.cogeo import cog_validate
+
+    aoi = write_aoi(tmp_path / "a.gpkg", [pixel_box(rgb_scene, 60, 60, 100, 100)])
+    out = tmp_path / "c.tif"
+    edit_scene(rgb_scene, aoi, out, InvertEditor(), make_config(output=OutputConfig(cog=True)))
+    assert cog_validate(str(out))[0]
+
+
+def _listing(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_bad_outputs(tmp_path, rgb_scene):
+    aoi = write_aoi(tmp_path / "a.gpkg", [pixel_box(rgb_scene, 60, 60, 100, 100)])
+    cfg = make_config()
+    with pytest.raises(OutputError, match="also an input"):
+        edit_scene(rgb_scene, aoi, rgb_scene, InvertEditor(), cfg)
+    existing = tmp_path / "exists.tif"
+    existing.write_bytes(b"keep me")
+    with pytest.raises(OutputError, match="--overwrite"):
+        edit_scene(rgb_scene, aoi, existing, InvertEditor(), cfg)
+    assert existing.read_bytes() == b"keep me"
+    blocker = tmp_path / "file_not_dir"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="not writable"):
+        edit_scene(rgb_scene, aoi, blocker / "out.tif", InvertEditor(), cfg)
+    with pytest.raises(OutputError, match="not writable"):
+        edit_scene(rgb_scene, aoi, "/proc/rs_geo_edit_test/out.tif", InvertEditor(), cfg)
+    assert _listing(tmp_path) == ["a.gpkg", "exists.tif", "file_not_dir", "rgb_utm.tif"]
+
+
+def test_all_nodata_rois_are_refused(tmp_path):
+    scene = write_scene(tmp_path / "nd.tif", dtype="uint16", bands=2, nodata=0, nodata_border=100)
+    aoi = write_aoi(tmp_path / "a.gpkg", [pixel_box(scene, 10, 10, 60, 60)])
+    with pytest.raises(SceneError, match="nodata"):
+        edit_scene(scene, aoi, tmp_path / "o.tif", InvertEditor(), make_config())
+    assert _listing(tmp_path) == ["a.gpkg", "nd.tif"]
+
+
+class ExplodingEditor(InvertEditor):
+    def edit(self, request, progress):
+        raise RuntimeError("boom")
+
+
+def test_failure_mid_edit_leaves_no_output(tmp_path, rgb_scene):
+    aoi = write_aoi(tmp_path / "a.gpkg", [pixel_box(rgb_scene, 60, 60, 100, 100)])
+    with pytest.raises(RuntimeError, match="boom"):
+        edit_scene(rgb_scene, aoi, tmp_path / "o.tif", ExplodingEditor(), make_config())
+    assert _listing(tmp_path) == ["a.gpkg", "rgb_utm.tif"]
+
+
+def test_progress_monotonic_and_complete(tmp_path, rgb_scene):
+    aoi = write_aoi(tmp_path / "a.gpkg", [pixel_box(rgb_scene, 10, 10, 30, 30), pixel_box(rgb_scene, 200, 200, 230, 230)])
+    events = []
+    edit_scene(rgb_scene, aoi, tmp_path / "o.tif", InvertEditor(), make_config(), progress=events.append)
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert {"plan", "edit", "blend", "write"} <= {e.stage for e in events}
+
+
+def test_aoi_outside_scene_error(tmp_path, rgb_scene):
+    from shapely.geometry import box
+
+    aoi = write_aoi(tmp_path / "far.gpkg", [box(0, 0, 100, 100)])
+    with pytest.raises(AOIError, match="intersects the scene"):
+        edit_scene(rgb_scene, aoi, tmp_path / "o.tif", InvertEditor(), make_config())
