@@ -155,27 +155,156 @@ def _print_plan(summary: dict, max_side: int) -> None:
                   "Raise --max-side to edit them at full resolution (more memory and time).")
 
 
+def _progress_printer(quiet: bool):
+    """A rich progress bar fed by the pipeline's progress callback; returns (context, callback)."""
+    import contextlib
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    if quiet:
+        return contextlib.nullcontext(), None
+    bar = Progress(TextColumn("{task.fields[stage]:<7}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}"),
+                   console=console, transient=False)
+    task = bar.add_task("", total=1.0, stage="plan")
+
+    def callback(event) -> None:
+        where = f"window {event.window} " if event.window is not None else ""
+        bar.update(task, completed=event.fraction, stage=event.stage, description=f"{where}{event.message}")
+
+    return bar, callback
+
+
+def _edit_config(**kw):
+    from .config import BlendConfig, OutputConfig, WindowConfig, make_config
+
+    model = {k: kw.pop(k) for k in ("steps", "width", "batch", "crop", "lr", "sample_stride", "timesteps")}
+    blend = BlendConfig(mode=kw.pop("blend"), band_px=kw.pop("feather"), color_match=kw.pop("color_match"))
+    windows = WindowConfig(margin_px=kw.pop("margin"), margin_frac=kw.pop("margin_frac"), max_side=kw.pop("max_side"))
+    output = OutputConfig(cog=kw.pop("cog"), overwrite=kw.pop("overwrite"), compress=kw.pop("compress"))
+    cache_dir = kw.pop("cache_dir")
+    if cache_dir is not None:
+        kw["cache_dir"] = cache_dir
+    return make_config(kw.pop("preset"), model_overrides=model, blend=blend, windows=windows, output=output,
+                       rgb_bands=_parse_bands(kw.pop("rgb_bands")), **kw)
+
+
+def _print_result(result) -> None:
+    record = result.record
+    timings = record["timings"]
+    out.print(f"[green]wrote[/] {result.output}" + (f" and {result.provenance}" if result.provenance else ""),
+              highlight=False)
+    for w in record["windows"]:
+        if "skipped" in w:
+            out.print(f"  window {w['index']}: skipped ({w['skipped']})")
+            continue
+        model = next((m for m in record["editor"].get("windows", []) if m.get("window") == w["index"]), {})
+        train = ("trained in {:.1f} s".format(model["train_s"]) if model.get("trained")
+                 else "model from the cache" if model else "")
+        sample = f", sampled in {model['sample_s']:.1f} s" if "sample_s" in model else ""
+        out.print(f"  window {w['index']}: {w['width']} x {w['height']} px, {w['roi_pixels']} ROI px; {train}{sample}; "
+                  f"seam gradient ratio {w['seam_gradient_ratio']}", highlight=False)
+    out.print(f"  total {timings['total_s']:.1f} s (plan {timings['plan_s']:.1f}, edit {timings['edit_s']:.1f}, "
+              f"write {timings['write_s']:.1f})", highlight=False)
+
+
+@app.command(epilog=EXAMPLES)
+def edit(
+    scene: Path = typer.Argument(..., help="Input raster (GeoTIFF)."),
+    aoi: Path = typer.Option(..., "--aoi", "-a", help="ROI polygons: GeoJSON, GeoPackage, Shapefile, FlatGeobuf."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output GeoTIFF [default: <scene>_edited.tif]."),
+    mode: str = typer.Option("regenerate", "--mode", "-m", help="regenerate (new content in the window's style) or copy."),
+    preset: str = typer.Option("fast", "--preset", help="fast (CPU) or paper (reference hyperparameters, GPU)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Prompt for ROIs without their own."),
+    prompt_field: str = typer.Option("prompt", "--prompt-field", help="AOI attribute holding per-ROI prompts."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Layer of a multi-layer AOI file."),
+    copy_from: Optional[Path] = typer.Option(None, "--copy-from", help="Copy mode: source polygons (vector) or content (raster)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same inputs and seed give the same output."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    cog: bool = typer.Option(False, "--cog", help="Write a Cloud-Optimized GeoTIFF with overviews."),
+    compress: Optional[str] = typer.Option(None, "--compress", help="Output compression [default: the source's if lossless, else deflate]."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads [default: torch's choice]."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Trained-model cache [default: ~/.cache/rs-geo-edit]."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (overrides the preset)."),
+    width: Optional[int] = typer.Option(None, "--width", help="Denoiser width (overrides the preset)."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Training batch size (overrides the preset)."),
+    crop: Optional[int] = typer.Option(None, "--crop", help="Training crop size, pixels (overrides the preset)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (overrides the preset)."),
+    timesteps: Optional[int] = typer.Option(None, "--timesteps", help="Diffusion timesteps (overrides the preset)."),
+    sample_stride: Optional[int] = typer.Option(None, "--sample-stride", help="Sample every n-th timestep (overrides the preset)."),
+    blend: str = typer.Option("feather", "--blend", help="feather, laplacian or poisson."),
+    feather: int = typer.Option(16, "--feather", help="Width of the blend band outside the ROI, pixels."),
+    color_match: bool = typer.Option(False, "--color-match", help="Fit a per-band gain/offset on the context ring."),
+    margin: int = typer.Option(64, "--margin", help="Smallest context margin around each ROI, pixels."),
+    margin_frac: float = typer.Option(0.5, "--margin-frac", help="Margin as a fraction of the ROI extent, if larger."),
+    max_side: int = typer.Option(1024, "--max-side", help="Windows with a longer side are edited at reduced resolution."),
+    rgb_bands: Optional[str] = typer.Option(None, "--rgb-bands", help="1-based bands the RGB model sees, e.g. 3,2,1."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Edit the ROIs of a scene and write a GeoTIFF (plus a provenance JSON beside it)."""
+
+    def body():
+        from .model.editor import SinDDMEditor
+        from .pipeline import default_output, edit_scene
+
+        config = _edit_config(mode=mode, preset=preset, prompt=prompt, prompt_field=prompt_field, layer=layer,
+                              copy_from=str(copy_from) if copy_from else None, seed=seed, overwrite=overwrite,
+                              cog=cog, compress=compress, device=device, threads=threads, cache_dir=cache_dir,
+                              steps=steps, width=width, batch=batch, crop=crop, lr=lr, timesteps=timesteps,
+                              sample_stride=sample_stride, blend=blend, feather=feather, color_match=color_match,
+                              margin=margin, margin_frac=margin_frac, max_side=max_side, rgb_bands=rgb_bands)
+        target = output or default_output(scene)
+        editor = SinDDMEditor(config)
+        bar, callback = _progress_printer(quiet)
+        with bar:
+            result = edit_scene(scene, aoi, target, editor, config, progress=callback)
+        _print_result(result)
+
+    _run(body)
+
+
 def sample_paths() -> tuple[Path, Path]:
     """The bundled sample scene and its AOI."""
     data = Path(__file__).resolve().parent / "data"
     return data / "aerial_3857.tif", data / "aerial_aoi.geojson"
 
 
-@app.command(epilog="Example: rs-geo-edit demo --out-dir out")
-def demo(out_dir: Path = typer.Option(Path("out"), "--out-dir", help="Folder for the demo's outputs.")) -> None:
-    """Run the bundled sample: the window plan of the aerial scene and its AOI, with a preview PNG."""
+@app.command(epilog="Example: rs-geo-edit demo --out-dir out --seed 3")
+def demo(
+    out_dir: Path = typer.Option(Path("out"), "--out-dir", help="Folder for the demo's outputs."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the edit."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads [default: torch's choice]."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Trained-model cache [default: ~/.cache/rs-geo-edit]."),
+) -> None:
+    """Edit the bundled aerial scene: regenerate the forest ROI with the fast preset, write the
+    GeoTIFF, its provenance JSON and a before/after PNG, and print the timings. A second run
+    reuses the trained model from the cache."""
 
     def body():
-        from .config import make_config
-        from .geo.preview import render_plan
-        from .pipeline import plan_scene
+        from .config import OutputConfig, make_config
+        from .geo.preview import render_before_after
+        from .model.editor import SinDDMEditor
+        from .pipeline import edit_scene
 
         scene, aoi = sample_paths()
+        extra = {"cache_dir": cache_dir} if cache_dir else {}
+        config = make_config("fast", mode="regenerate", seed=seed, device=device, threads=threads,
+                             output=OutputConfig(overwrite=True), **extra)
         out_dir.mkdir(parents=True, exist_ok=True)
-        result = plan_scene(scene, aoi, make_config())
-        _print_plan(result.as_dict(), 1024)
-        preview = render_plan(scene, result, out_dir / "demo_plan.png")
-        out.print(f"plan preview: {preview}")
+        target = out_dir / "aerial_demo.tif"
+        out.print(f"demo: {scene.name} + {aoi.name}, mode regenerate, preset fast, seed {seed}, "
+                  f"cache {config.cache_dir}", highlight=False)
+        editor = SinDDMEditor(config)
+        bar, callback = _progress_printer(False)
+        with bar:
+            result = edit_scene(scene, aoi, target, editor, config, progress=callback)
+        _print_result(result)
+        from .pipeline import plan_scene
+
+        picture = render_before_after(scene, target, plan_scene(scene, aoi, config), out_dir / "aerial_demo_before_after.png")
+        out.print(f"before/after: {picture}", highlight=False)
 
     _run(body)
 

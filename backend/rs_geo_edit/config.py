@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from .errors import IncompatibleOptions
 
-MODES = ("regenerate", "copy", "text")
+MODES = ("regenerate", "copy")
 BLEND_MODES = ("feather", "laplacian", "poisson")
 
 
@@ -52,11 +52,11 @@ class OutputConfig:
 class ModelConfig:
     """SinDDM training and sampling parameters (see ``model/``)."""
 
-    width: int = 64              # widest block; blocks are width/2, width, width, width/2
+    width: int = 48              # widest block; blocks are width/2, width, width, width/2
     timesteps: int = 100         # diffusion steps of the cosine schedule
-    steps: int = 1200            # training steps
+    steps: int = 1000            # training steps
     batch: int = 4               # images (crops) per training step
-    crop: int = 64               # scales larger than this are trained on random crops, pixels
+    crop: int = 48               # scales larger than this are trained on random crops, pixels
     lr: float = 1e-3             # Adam learning rate
     lr_decay_every: int = 400    # steps between learning-rate decays
     lr_gamma: float = 0.5        # learning-rate decay factor
@@ -64,7 +64,7 @@ class ModelConfig:
     sample_stride: int = 2       # sample every n-th timestep (1 = the full chain)
     scale_factor: float = 1.411  # pyramid scale factor (refitted to the window)
     copy_weight: float = 0.8     # weight of the pasted content on x0 in copy mode
-    checkpoint_every: int = 200  # training steps between resumable checkpoints
+    checkpoint_every: int = 250  # training steps between resumable checkpoints
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -72,7 +72,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fast": {},
     # The reference hyperparameters of the SinDDM paper, for a GPU.
     "paper": {
-        "width": 160, "steps": 120_000, "batch": 32, "crop": 10_000, "lr_decay_every": 30_000,
+        "width": 160, "steps": 120_000, "batch": 32, "crop": 100_000, "lr_decay_every": 30_000,
         "lr_gamma": 0.5, "sample_stride": 1, "checkpoint_every": 5000,
     },
 }
@@ -97,6 +97,7 @@ class EditConfig:
     prompt_field: str = "prompt"
     role_field: str = "role"              # features with role=source are copy sources
     layer: Optional[str] = None           # layer of a multi-layer AOI file (GeoPackage)
+    copy_from: Optional[str] = None       # copy mode: a vector of source polygons, or a raster of content
     seed: int = 0
     rgb_bands: Optional[tuple[int, ...]] = None  # 1-based band numbers the RGB models see
     device: str = "auto"                  # auto | cpu | cuda | cuda:N

@@ -77,6 +77,8 @@ class ScenePlan:
     transform: tuple
     bands: list[int]
     rgb: list[int]
+    copy_sources: list[ROI] = field(default_factory=list)
+    copy_raster: Optional[Path] = None
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -120,11 +122,36 @@ def plan_scene(scene: str | Path, aoi: str | Path, config: EditConfig) -> SceneP
             plan = ScenePlan(scene=scene, aoi=result, windows=windows, width=src.width, height=src.height,
                              count=src.count, dtype=src.dtypes[0], crs=src.crs.to_string(),
                              transform=tuple(src.transform), bands=data_bands(src),
-                             rgb=rgb_bands(src, config.rgb_bands))
+                             rgb=rgb_bands(src, config.rgb_bands), copy_sources=result.sources)
+            if config.copy_from:
+                _add_copy_from(plan, config, src)
     plan.warnings = [str(w.message) for w in caught]
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return plan
+
+
+def _add_copy_from(plan: ScenePlan, config: EditConfig, src) -> None:
+    """``--copy-from``: polygons of a vector file become copy sources; a raster is content."""
+    from .geo.aoi import list_layers
+
+    path = Path(config.copy_from)
+    if not path.exists():
+        from .errors import IncompatibleOptions
+
+        raise IncompatibleOptions(f"--copy-from {str(path)!r} does not exist: check the path")
+    try:
+        is_vector = bool(list_layers(path))
+    except Exception:  # not a vector file: try it as a raster
+        is_vector = False
+    if is_vector:
+        donors = read_aoi(path, src.crs, footprint(src), layer=None, prompt_field=config.prompt_field,
+                          role_field="__none__", default_prompt=None)
+        plan.copy_sources = list(donors.rois) + plan.copy_sources
+    else:
+        with open_scene(path):
+            pass  # raises a clear SceneError if it is not a raster either
+        plan.copy_raster = path
 
 
 def default_output(scene: str | Path) -> Path:
@@ -142,28 +169,51 @@ def window_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def _copy_content(src, plan: ScenePlan, ew: EditWindow, transform, norm: Normaliser, work_shape) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-    """Copy mode: the source ROI's pixels, shifted so that its bounding box sits on each target
-    ROI's bounding box, as a window-aligned image plus the mask where it holds content."""
-    from .geo.windows import pixel_bbox
+def _copy_donor(src, plan: ScenePlan, config: EditConfig, transform) -> tuple[np.ndarray, np.ndarray]:
+    """Copy mode: the content to paste, in source units, and where it is valid.
+
+    From the first source polygon (``role=source`` in the AOI, or polygons of ``--copy-from``),
+    read from the scene; or from a ``--copy-from`` raster with the scene's data band count.
+    """
     from rasterio.windows import Window
 
-    sources = plan.aoi.sources
-    if not sources:
-        return None, None
-    donor_roi = sources[0]
+    from .errors import IncompatibleOptions
+    from .geo.windows import pixel_bbox
+
+    if plan.copy_raster is not None:
+        with open_scene(plan.copy_raster) as donor_src:
+            bands = data_bands(donor_src)
+            if len(bands) != len(plan.bands):
+                raise IncompatibleOptions(f"--copy-from raster {str(plan.copy_raster)!r} has {len(bands)} data band(s), "
+                                          f"the scene {len(plan.bands)}: give a raster with the same bands")
+            full = Window(0, 0, donor_src.width, donor_src.height)
+            pixels = read_window(donor_src, full)
+            return pixels, validity_mask(donor_src, full, pixels)
+    if not plan.copy_sources:
+        raise IncompatibleOptions("copy mode needs a source region: give a feature the attribute role=source in "
+                                  "the AOI file, or pass --copy-from with a vector or raster")
+    donor_roi = plan.copy_sources[0]
     r0, c0, r1, c1 = pixel_bbox(donor_roi.geometry, transform)
     r0, c0, r1, c1 = max(0, r0), max(0, c0), min(src.height, r1), min(src.width, c1)
     donor_window = Window(c0, r0, c1 - c0, r1 - r0)
-    donor = read_window(src, donor_window)
-    donor_valid = validity_mask(src, donor_window, donor) & _mask_of([donor_roi], donor_window, transform)
+    pixels = read_window(src, donor_window)
+    valid = validity_mask(src, donor_window, pixels) & _mask_of([donor_roi], donor_window, transform)
+    return pixels, valid
+
+
+def _copy_content(donor: tuple[np.ndarray, np.ndarray], ew: EditWindow, transform, norm: Normaliser,
+                  work_shape) -> tuple[np.ndarray, np.ndarray]:
+    """The donor resampled onto each target ROI's bounding box, as a window-aligned image
+    (normalised with the window's normaliser) plus the mask where it holds content."""
+    from .geo.windows import pixel_bbox
+
+    pixels, donor_valid = donor
+    donor_n = norm.forward(pixels)
     h, w = ew.shape
-    content = np.zeros((donor.shape[0], h, w), np.float32)
+    content = np.zeros((donor_n.shape[0], h, w), np.float32)
     has = np.zeros((h, w), bool)
-    donor_n = norm.forward(donor)
     for roi in ew.rois:
         tr0, tc0, tr1, tc1 = pixel_bbox(roi.geometry, transform)
-        # Fit the donor's box onto the target's box (resampled), in window pixels.
         th, tw = max(1, tr1 - tr0), max(1, tc1 - tc0)
         scaled = resize(donor_n, (th, tw), "lanczos")
         scaled_mask = resize(donor_valid.astype(np.float32), (th, tw), "bilinear") > 0.5
@@ -199,7 +249,7 @@ def edit_scene(scene: str | Path, aoi: str | Path, output: str | Path, editor: E
     config.validate()
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    output = check_output_path(output, [scene, aoi], config.output.overwrite)
+    output = check_output_path(output, [scene, aoi, config.copy_from], config.output.overwrite)
     prov_path = provenance_path(output) if config.output.provenance else None
     if prov_path is not None:
         check_output_path(prov_path, [scene, aoi], True)
@@ -212,6 +262,7 @@ def edit_scene(scene: str | Path, aoi: str | Path, output: str | Path, editor: E
     patches: list[Patch] = []
     window_records = []
     span = 0.88 / len(plan.windows)
+    donor = None
     with open_scene(scene) as src:
         for ew in plan.windows:
             t0 = time.perf_counter()
@@ -236,7 +287,9 @@ def edit_scene(scene: str | Path, aoi: str | Path, output: str | Path, editor: E
                 w_image, w_valid, w_roi, w_labels = image, valid, roi, labels
             copy_source, copy_mask = (None, None)
             if config.mode == "copy":
-                copy_source, copy_mask = _copy_content(src, plan, ew, transform, norm, work_shape)
+                if donor is None:
+                    donor = _copy_donor(src, plan, config, transform)
+                copy_source, copy_mask = _copy_content(donor, ew, transform, norm, work_shape)
             request = EditRequest(image=w_image, roi=w_roi, labels=w_labels, valid=w_valid,
                                   prompts=[r.prompt for r in ew.rois], rgb=plan.rgb,
                                   seed=window_seed(config.seed, ew.index), window=ew,

@@ -70,3 +70,46 @@ def render_plan(scene: str | Path, plan, path: str | Path, max_side: int = 1024)
             for poly in getattr(geom, "geoms", [geom]):
                 draw.line([(x * sx, y * sy) for x, y in poly.exterior.coords], fill=(255, 40, 40), width=2)
     return save_png(np.asarray(canvas), path)
+
+
+def render_before_after(scene: str | Path, output: str | Path, plan, path: str | Path, max_side: int = 768) -> Path:
+    """Side-by-side PNG of every edit window, source on the left and edit on the right, with the
+    ROIs outlined; both halves share one stretch so colours compare."""
+    from PIL import Image, ImageDraw
+    from affine import Affine
+
+    from .raster import open_scene
+    from .windows import to_pixel_space
+
+    transform = Affine(*plan.transform[:6])
+    bands = [plan.bands[i] for i in plan.rgb]
+    rows = []
+    with open_scene(scene) as src, open_scene(output) as dst:
+        for ew in plan.windows:
+            before = src.read(bands, window=ew.window)
+            after = dst.read(bands, window=ew.window)
+            valid = src.dataset_mask(window=ew.window) > 0
+            left, limits = stretch_rgb(before, [0, 1, 2], valid)
+            right, _ = stretch_rgb(after, [0, 1, 2], valid, limits)
+            h, w = left.shape[:2]
+            pair = Image.new("RGB", (2 * w + 8, h), (255, 255, 255))
+            pair.paste(Image.fromarray(left), (0, 0))
+            pair.paste(Image.fromarray(right), (w + 8, 0))
+            draw = ImageDraw.Draw(pair)
+            for roi in ew.rois:
+                geom = to_pixel_space(roi.geometry, transform)
+                for poly in getattr(geom, "geoms", [geom]):
+                    pts = [(x - ew.window.col_off, y - ew.window.row_off) for x, y in poly.exterior.coords]
+                    draw.line(pts, fill=(255, 40, 40), width=1)
+                    draw.line([(x + w + 8, y) for x, y in pts], fill=(255, 40, 40), width=1)
+            scale = min(1.0, max_side / max(pair.size))
+            if scale < 1.0:
+                pair = pair.resize((round(pair.size[0] * scale), round(pair.size[1] * scale)), Image.Resampling.LANCZOS)
+            rows.append(pair)
+    width = max(r.size[0] for r in rows)
+    sheet = Image.new("RGB", (width, sum(r.size[1] for r in rows) + 8 * (len(rows) - 1)), (255, 255, 255))
+    y = 0
+    for r in rows:
+        sheet.paste(r, (0, y))
+        y += r.size[1] + 8
+    return save_png(np.asarray(sheet), path)

@@ -1,0 +1,253 @@
+"""SinDDM diffusion: cosine schedule, multi-scale training with blur mixing, and the sampler.
+
+Training (per step): a scale s is drawn uniformly; for s > 0 the clean target is
+``gamma_t * blurry + (1 - gamma_t) * image`` with ``gamma_t = clamp(sigma_t / recon_error_s, 0, 1)``
+and ``sigma_t = sqrt(1 - abar_t) / sqrt(abar_t)``; timesteps at s > 0 are limited to those whose
+noise is below the scale's reconstruction error (``t_start[s]``). L1 loss on the noise, over valid
+pixels. Scales larger than the crop size are trained on random crops, so a step costs the same
+whatever the window size.
+
+Sampling: scale 0 runs the whole chain from noise; each later scale upsamples the previous
+result, noises it to ``t_start[s]`` and denoises with "reblurring" (gamma clamped to [0, 0.55]).
+Steps may be strided (DDIM-style updates). Hooks plug in at every step: ``x0_hook`` edits the
+predicted clean image (content copy, CLIP guidance) and a mask keeps the re-noised original
+outside the edited region.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .pyramid import Pyramid
+
+REBLUR_MAX = 0.55
+
+
+def cosine_alphas_cumprod(timesteps: int, s: float = 0.008) -> np.ndarray:
+    """abar_t of the cosine schedule (Nichol & Dhariwal), betas clipped to 0.999."""
+    steps = np.arange(timesteps + 1, dtype=np.float64) / timesteps
+    f = np.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    betas = np.clip(1 - f[1:] / f[:-1], 0, 0.999)
+    return np.cumprod(1 - betas)
+
+
+@dataclass
+class Schedule:
+    """Per-timestep constants and per-scale blur mixing weights."""
+
+    abar: torch.Tensor                 # (T,)
+    gammas: torch.Tensor               # (n_scales, T); row 0 is zeros
+    t_start: list[int]                 # per scale: first timestep trained / sampled from
+
+    @classmethod
+    def build(cls, timesteps: int, recon_error: list[float]) -> "Schedule":
+        abar = cosine_alphas_cumprod(timesteps)
+        sigma = np.sqrt(1 - abar) / np.sqrt(abar)
+        gammas = np.zeros((len(recon_error), timesteps))
+        t_start = [timesteps]
+        for s, err in enumerate(recon_error[1:], start=1):
+            err = max(err, 1e-4)
+            gammas[s] = np.clip(sigma / err, 0, 1)
+            above = np.nonzero(sigma > err)[0]
+            t_start.append(int(max(1, above[0])) if above.size else timesteps)
+        return cls(torch.tensor(abar, dtype=torch.float32), torch.tensor(gammas, dtype=torch.float32), t_start)
+
+    def to(self, device) -> "Schedule":
+        return Schedule(self.abar.to(device), self.gammas.to(device), self.t_start)
+
+
+def _bcast(values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return values[t][:, None, None, None]
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+
+
+def _crop(arrays: list[torch.Tensor], crop: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """The same random crop (at most ``crop`` x ``crop``) of several (C, H, W) tensors."""
+    h, w = arrays[0].shape[-2:]
+    ch, cw = min(crop, h), min(crop, w)
+    r = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
+    c = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+    return [a[..., r:r + ch, c:c + cw] for a in arrays]
+
+
+def training_batch(pyramid_t: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], schedule: Schedule,
+                   batch: int, crop: int, generator: torch.Generator):
+    """Draw a scale, crops, timesteps and noise. Returns (s, x_noisy, t, noise, weights)."""
+    n_scales = len(pyramid_t)
+    s = int(torch.randint(0, n_scales, (1,), generator=generator))
+    image, blurry, valid = pyramid_t[s]
+    clean, weights = [], []
+    t = torch.randint(0, schedule.t_start[s], (batch,), generator=generator)
+    for b in range(batch):
+        img, blr, ok = _crop([image, blurry, valid], crop, generator)
+        if s > 0:
+            g = schedule.gammas[s, t[b]]
+            img = g * blr + (1 - g) * img
+        clean.append(img)
+        weights.append(ok)
+    clean = torch.stack(clean)
+    weights = torch.stack(weights)
+    noise = torch.randn(clean.shape, generator=generator)
+    abar = _bcast(schedule.abar, t)
+    noisy = abar.sqrt() * clean + (1 - abar).sqrt() * noise
+    return s, noisy, t, noise, weights
+
+
+def train(net: torch.nn.Module, ema: torch.nn.Module, pyramid: Pyramid, schedule: Schedule, *,
+          steps: int, batch: int, crop: int, lr: float, lr_decay_every: int, lr_gamma: float,
+          ema_decay: float, device: torch.device, generator: torch.Generator,
+          state: Optional[TrainState] = None, optimizer_state: Optional[dict] = None,
+          on_step: Optional[Callable[[TrainState, torch.optim.Optimizer], None]] = None) -> TrainState:
+    """Train ``net`` (and its EMA copy ``ema``) on the pyramid, from ``state.step`` to ``steps``.
+
+    ``generator`` (a CPU generator) draws scales, crops, timesteps and noise, so training is
+    reproducible and a resumed run continues the same sequence when its state is restored.
+    ``on_step`` is called after every step (progress, checkpoints, cancellation).
+    """
+    state = state or TrainState()
+    pyramid_t = [(torch.from_numpy(img), torch.from_numpy(blr), torch.from_numpy(ok.astype(np.float32))[None])
+                 for img, blr, ok in zip(pyramid.images, pyramid.blurry, pyramid.valid)]
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, lr_decay_every), gamma=lr_gamma)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state["optimizer"])
+        scheduler.load_state_dict(optimizer_state["scheduler"])
+    amp = device.type == "cuda"
+    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
+    net.train()
+    while state.step < steps:
+        s, noisy, t, noise, weights = training_batch(pyramid_t, schedule, batch, crop, generator)
+        noisy, t, noise, weights = noisy.to(device), t.to(device), noise.to(device), weights.to(device)
+        scale = torch.full_like(t, s)
+        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
+            pred = net(noisy, t, scale)
+        err = (pred.float() - noise).abs() * weights
+        loss = err.sum() / (weights.sum() * noise.shape[1]).clamp(min=1.0)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), net.parameters()):
+                p_ema.lerp_(p, 1 - ema_decay)
+        state.step += 1
+        state.losses.append(loss.item())
+        if on_step is not None:
+            on_step(state, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
+    return state
+
+
+# ---------------------------------------------------------------------------------------- sampling
+
+X0Hook = Callable[[torch.Tensor, int, int], torch.Tensor]   # (x0, scale, t) -> x0
+
+
+@dataclass
+class Constraint:
+    """Where the original is kept: ``keep`` is 1 outside the edited region (per scale, resized),
+    ``originals`` the clean images per scale."""
+
+    keep: list[torch.Tensor]
+    originals: list[torch.Tensor]
+
+
+def _timesteps(t_from: int, stride: int) -> list[int]:
+    """Descending timesteps t_from-1 .. 0 taking every ``stride``-th, always ending at 0."""
+    steps = list(range(t_from - 1, -1, -stride))
+    if steps[-1] != 0:
+        steps.append(0)
+    return steps
+
+
+@torch.no_grad()
+def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]], bands: int, *,
+           device: torch.device, generator: torch.Generator, stride: int = 1,
+           constraint: Optional[Constraint] = None, x0_hook: Optional[X0Hook] = None,
+           on_step: Optional[Callable[[int, int, int], None]] = None) -> torch.Tensor:
+    """Generate an image of ``sizes[-1]`` through all scales. Returns (1, bands, H, W) in [-1, 1].
+
+    Noise is drawn on the CPU from ``generator`` so that results do not depend on the device.
+    ``on_step(scale, done, total)`` reports progress and may raise to cancel.
+    """
+    net.eval()
+    amp = device.type == "cuda"
+    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    sched = schedule.to(device)
+    plans = [_timesteps(sched.t_start[s] if s > 0 else len(sched.abar), stride) for s in range(len(sizes))]
+    total = sum(len(p) for p in plans)
+    done = 0
+    result = None
+
+    def randn(shape):
+        return torch.randn(shape, generator=generator).to(device)
+
+    for s, size in enumerate(sizes):
+        shape = (1, bands) + tuple(size)
+        blurry = None if s == 0 else F.interpolate(result, size=size, mode="bilinear", align_corners=False)
+        gam = sched.gammas[s].clamp(0, REBLUR_MAX) if s > 0 else None
+        keep = constraint.keep[s].to(device) if constraint is not None else None
+        original = constraint.originals[s].to(device) if constraint is not None else None
+        fixed_noise = randn(shape)   # the same noise re-noises the original at every step
+
+        def mixed(x_clean, t):
+            return x_clean if gam is None or t < 0 else gam[t] * blurry + (1 - gam[t]) * x_clean
+
+        def renoised_original(t):
+            ab = sched.abar[t]
+            return ab.sqrt() * mixed(original, t) + (1 - ab).sqrt() * fixed_noise
+
+        steps = plans[s]
+        t0 = steps[0]
+        if s == 0:
+            x = randn(shape)
+        else:
+            ab = sched.abar[t0]
+            x = ab.sqrt() * blurry + (1 - ab).sqrt() * randn(shape)
+        if keep is not None:
+            x = keep * renoised_original(t0) + (1 - keep) * x
+        for i, t in enumerate(steps):
+            t_next = steps[i + 1] if i + 1 < len(steps) else -1
+            tt = torch.full((1,), t, device=device, dtype=torch.long)
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
+                eps = net(x, tt, torch.full((1,), s, device=device, dtype=torch.long)).float()
+            ab = sched.abar[t]
+            x0_mix = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
+            if gam is not None:     # undo the blur mixing: the sharp estimate
+                x0 = ((x0_mix - gam[t] * blurry) / (1 - gam[t])).clamp(-1, 1)
+            else:
+                x0 = x0_mix
+            if x0_hook is not None:
+                x0 = x0_hook(x0, s, t).clamp(-1, 1)
+            if t_next < 0:
+                x = x0
+            else:
+                ab_next = sched.abar[t_next]
+                target = mixed(x0, t_next)
+                eps_hat = (x - ab.sqrt() * x0_mix) / (1 - ab).sqrt()
+                if s == 0:   # stochastic (DDPM-like, eta = 1) at the coarsest scale
+                    sigma = ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).clamp(min=0).sqrt()
+                else:        # deterministic at finer scales, as the reference's reblurring sampler
+                    sigma = torch.zeros((), device=device)
+                x = ab_next.sqrt() * target + (1 - ab_next - sigma ** 2).clamp(min=0).sqrt() * eps_hat
+                if s == 0:
+                    x = x + sigma * randn(shape)
+            if keep is not None:
+                x = keep * (renoised_original(t_next) if t_next >= 0 else original) + (1 - keep) * x
+            done += 1
+            if on_step is not None:
+                on_step(s, done, total)
+        result = x.clamp(-1, 1)
+    return result

@@ -1,0 +1,255 @@
+"""SinDDM: pyramid formulas, training, sample quality, cache, resume, modes, determinism."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.windows import Window
+
+from conftest import SAMPLE, pixel_box, write_aoi, write_scene
+from rs_geo_edit.blend import outside_distance
+from rs_geo_edit.config import ModelConfig
+from rs_geo_edit.eval import patch_swd
+from rs_geo_edit.geo.raster import Normaliser
+from rs_geo_edit.model.diffusion import Schedule, TrainState, sample, train
+from rs_geo_edit.model.net import SinDDMNet, parameter_count
+from rs_geo_edit.model.pyramid import build_pyramid, pyramid_spec
+
+torch.set_num_threads(1)
+CLI = [sys.executable, "-m", "rs_geo_edit.cli"]
+TINY = ["--steps", "60", "--width", "16", "--crop", "32", "--batch", "2", "--threads", "1", "--quiet"]
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (260, 256), (100, 400), (1024, 700), (600, 90), (40, 40)])
+def test_pyramid_sizes_match_formulas(shape):
+    h, w = shape
+    spec = pyramid_spec(h, w)
+    short, long = min(h, w), max(h, w)
+    coarse = min(max(math.sqrt(3110 * short / long), 42), 55)
+    if short <= coarse:
+        assert spec.sizes == ((h, w),)
+        return
+    n = round(math.log(short / coarse) / math.log(1.411)) + 1
+    assert spec.n_scales == n
+    assert spec.sizes[-1] == (h, w)                       # finest = native resolution
+    assert abs(min(spec.sizes[0]) - coarse) <= 1           # coarsest short side
+    factor = (short / coarse) ** (1 / (n - 1))
+    assert spec.factor == pytest.approx(factor)
+    for s in range(n):
+        shrink = factor ** (n - 1 - s)
+        assert spec.sizes[s] == (round(h / shrink), round(w / shrink)) or s == n - 1
+
+
+def test_reference_width_has_about_1_1m_parameters():
+    assert 1.0e6 < parameter_count(SinDDMNet(3, 160)) < 1.2e6
+
+
+def test_recon_error_in_float_without_wraparound():
+    img = np.full((3, 120, 120), -1.0, np.float32)
+    img[:, :, 60:] = 1.0  # a hard edge: blur error is large, and would wrap in uint8
+    pyr = build_pyramid(img, np.ones((120, 120), bool))
+    assert all(0 < e < 1 for e in pyr.recon_error[1:])
+
+
+def _aerial_crop(size=96, col=640, row=640):
+    with rasterio.open(SAMPLE) as src:
+        raw = src.read(window=Window(col, row, size, size))
+    return Normaliser.fit(raw, np.ones(raw.shape[1:], bool)).forward(raw)
+
+
+def test_training_loss_falls_and_samples_have_source_statistics():
+    image = _aerial_crop(96, col=560, row=420)   # snow, road edge and forest: strong structure
+    valid = np.ones(image.shape[1:], bool)
+    pyr = build_pyramid(image, valid)
+    assert pyr.spec.n_scales >= 2
+    sched = Schedule.build(100, pyr.recon_error)
+    torch.manual_seed(0)
+    net = SinDDMNet(3, 32)
+    import copy
+
+    ema = copy.deepcopy(net)
+    state = train(net, ema, pyr, sched, steps=900, batch=4, crop=32, lr=2e-3, lr_decay_every=600, lr_gamma=0.5,
+                  ema_decay=0.99, device=torch.device("cpu"), generator=torch.Generator().manual_seed(1))
+    first, last = np.mean(state.losses[:40]), np.mean(state.losses[-40:])
+    assert last < 0.8 * first, (first, last)
+    out = sample(ema, sched, list(pyr.spec.sizes), 3, device=torch.device("cpu"),
+                 generator=torch.Generator().manual_seed(0), stride=2)[0].numpy()
+    assert out.shape == image.shape
+    rng = np.random.default_rng(0)
+    noise = (rng.standard_normal(image.shape) * image.std(axis=(1, 2), keepdims=True)
+             + image.mean(axis=(1, 2), keepdims=True)).astype(np.float32)
+    swd_sample, swd_noise = patch_swd(out, image), patch_swd(noise, image)
+    assert swd_sample < 0.6 * swd_noise, (swd_sample, swd_noise)
+
+
+def test_training_is_deterministic_and_resumable_in_process():
+    image = _aerial_crop(64)
+    pyr = build_pyramid(image, np.ones((64, 64), bool))
+    sched = Schedule.build(100, pyr.recon_error)
+
+    def run(stop_at=None, resume=None):
+        import copy
+
+        torch.manual_seed(0)
+        net = SinDDMNet(3, 16)
+        ema = copy.deepcopy(net)
+        gen = torch.Generator().manual_seed(5)
+        kept = {}
+        state, opt = TrainState(), None
+        if resume:
+            net.load_state_dict(resume["net"])
+            ema.load_state_dict(resume["ema"])
+            gen.set_state(resume["gen"])
+            state, opt = TrainState(resume["step"], list(resume["losses"])), resume["opt"]
+
+        def on_step(st, o):
+            if stop_at and st.step == stop_at:
+                kept.update(net=copy.deepcopy(net.state_dict()), ema=copy.deepcopy(ema.state_dict()),
+                            gen=gen.get_state(), step=st.step, losses=list(st.losses), opt=copy.deepcopy(o))
+                raise KeyboardInterrupt
+
+        try:
+            train(net, ema, pyr, sched, steps=40, batch=2, crop=32, lr=1e-3, lr_decay_every=15, lr_gamma=0.5,
+                  ema_decay=0.9, device=torch.device("cpu"), generator=gen, state=state, optimizer_state=opt,
+                  on_step=on_step)
+        except KeyboardInterrupt:
+            return kept
+        return ema.state_dict()
+
+    full = run()
+    checkpoint = run(stop_at=17)
+    resumed = run(resume=checkpoint)
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def _small_scene(tmp_path, **kw):
+    scene = write_scene(tmp_path / "scene.tif", width=128, height=128, blocksize=64, **kw)
+    aoi = write_aoi(tmp_path / "aoi.geojson", [pixel_box(scene, 44, 40, 84, 80)],
+                    crs=rasterio.open(scene).crs.to_string())
+    return scene, aoi
+
+
+def _run_cli(*args, timeout=300):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_regenerate_end_to_end_cache_and_determinism(tmp_path):
+    scene, aoi = _small_scene(tmp_path)
+    cache = tmp_path / "cache"
+    outs = {}
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        out = tmp_path / f"{name}.tif"
+        t0 = time.perf_counter()
+        proc = _run_cli(scene, "--aoi", aoi, "-o", out, "--seed", seed, "--cache-dir", cache, *TINY)
+        assert proc.returncode == 0, proc.stderr
+        outs[name] = (rasterio.open(out).read(), json.loads(out.with_suffix(".json").read_text()),
+                      time.perf_counter() - t0)
+    src = rasterio.open(scene).read()
+    first, rec_a, _ = outs["a"]
+    # trained once; then the cache is hit for another run and another seed
+    assert rec_a["editor"]["windows"][0]["trained"] is True
+    assert outs["b"][1]["editor"]["windows"][0]["trained"] is False
+    assert outs["c"][1]["editor"]["windows"][0]["trained"] is False
+    assert len([p for p in cache.iterdir() if p.is_dir()]) == 1
+    # same seed -> identical; another seed -> different content inside the ROI
+    assert np.array_equal(first, outs["b"][0])
+    assert not np.array_equal(first, outs["c"][0])
+    # the ROI changed; outside ROI + feather band bit-identical
+    from rasterio.features import geometry_mask
+    import geopandas as gpd
+
+    with rasterio.open(scene) as s:
+        roi = geometry_mask(list(gpd.read_file(aoi).to_crs(s.crs).geometry), out_shape=(128, 128),
+                            transform=s.transform, invert=True, all_touched=True)
+    far = outside_distance(roi) > 16
+    assert np.array_equal(first[:, far], src[:, far])
+    assert np.abs(first[:, roi].astype(int) - src[:, roi].astype(int)).mean() > 2
+
+
+def test_uint16_four_bands_with_nodata(tmp_path):
+    scene = write_scene(tmp_path / "u16.tif", dtype="uint16", bands=4, nodata=0, nodata_border=50, width=128,
+                        height=128, blocksize=64)
+    aoi = write_aoi(tmp_path / "aoi.gpkg", [pixel_box(scene, 30, 30, 90, 90)])  # half on nodata
+    out = tmp_path / "out.tif"
+    proc = _run_cli(scene, "--aoi", aoi, "-o", out, "--cache-dir", tmp_path / "cache", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    a, b = rasterio.open(scene).read(), rasterio.open(out).read()
+    nodata = np.all(a == 0, axis=0)
+    assert nodata.sum() > 0 and np.array_equal(a[:, nodata], b[:, nodata])
+    assert (b[:, 55:85, 55:85] != a[:, 55:85, 55:85]).any()
+    assert not np.all(b[:, ~nodata] == 0, axis=0).any()     # no new holes
+
+
+def test_copy_mode_pastes_source_content(tmp_path):
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(0)
+    data = np.zeros((3, 128, 128), np.uint8)
+    data[:, :, :64] = 200 + rng.integers(0, 30, (3, 128, 64))     # bright left half
+    data[:, :, 64:] = 30 + rng.integers(0, 30, (3, 128, 64))      # dark right half
+    scene = tmp_path / "two.tif"
+    with rasterio.open(scene, "w", driver="GTiff", width=128, height=128, count=3, dtype="uint8",
+                       crs="EPSG:32633", transform=from_origin(500000, 5100000, 10, 10)) as dst:
+        dst.write(data)
+    aoi = write_aoi(tmp_path / "aoi.gpkg", [pixel_box(scene, 10, 40, 40, 70), pixel_box(scene, 84, 40, 114, 70)],
+                    properties={"role": ["source", None]})
+    out = tmp_path / "copy.tif"
+    proc = _run_cli(scene, "--aoi", aoi, "-o", out, "--mode", "copy", "--cache-dir", tmp_path / "c", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    edited = rasterio.open(out).read()[:, 45:65, 89:109].astype(float)
+    assert edited.mean() > 110, "the bright source content should dominate the target ROI"
+    proc = _run_cli(scene, "--aoi", tmp_path / "aoi.gpkg", "-o", tmp_path / "x.tif", "--mode", "copy",
+                    "--copy-from", tmp_path / "nothing.gpkg", *TINY)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+@pytest.mark.slow
+def test_training_resumes_after_kill(tmp_path):
+    scene, aoi = _small_scene(tmp_path)
+    cache = tmp_path / "cache"
+    args = [scene, "--aoi", aoi, "--cache-dir", cache, "--steps", "400", "--width", "16", "--crop", "32",
+            "--batch", "2", "--threads", "1", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(CLI + [str(a) for a in args] + ["-o", str(tmp_path / "killed.tif")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(cache.glob("*/checkpoint.pt")):
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(cache.glob("*/checkpoint.pt")), "a checkpoint should exist before the kill"
+    assert not (tmp_path / "killed.tif").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".killed")]
+    resumed = _run_cli(*args, "-o", tmp_path / "resumed.tif")
+    assert resumed.returncode == 0, resumed.stderr
+    record = json.loads((tmp_path / "resumed.json").read_text())
+    assert record["editor"]["windows"][0]["resumed_from"] >= 250
+    # the resumed model is the model an uninterrupted run trains
+    fresh = _run_cli(*[a if a != cache else tmp_path / "cache2" for a in args], "-o", tmp_path / "fresh.tif")
+    assert fresh.returncode == 0, fresh.stderr
+    assert np.array_equal(rasterio.open(tmp_path / "resumed.tif").read(), rasterio.open(tmp_path / "fresh.tif").read())
+
+
+def test_cache_evicts_least_recently_used(tmp_path):
+    from rs_geo_edit.model.checkpoint import ModelCache
+
+    cache = ModelCache(tmp_path, max_bytes=10**9)
+    state = SinDDMNet(3, 16).state_dict()
+    for key in ("old", "mid", "new"):
+        cache.save(key, state, {"k": key})
+        time.sleep(0.05)
+    cache.load("old")  # now the most recent
+    size = sum(e[2] for e in cache.entries()) // 3
+    cache.max_bytes = 2 * size + size // 2
+    assert cache.evict() == ["mid"]
+    assert cache.load("old") is not None and cache.load("new") is not None
