@@ -70,7 +70,8 @@ def test_training_loss_falls_and_samples_have_source_statistics():
     valid = np.ones(image.shape[1:], bool)
     pyr = build_pyramid(image, valid)
     assert pyr.spec.n_scales >= 2
-    sched = Schedule.build(100, pyr.recon_error)
+    sched = Schedule.build(100, pyr.recon_error, 10.0)
+    assert all(t >= 10 for t in sched.t_start[1:]), sched.t_start   # finer scales generate detail
     torch.manual_seed(0)
     net = SinDDMNet(3, 32)
     import copy

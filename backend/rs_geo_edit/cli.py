@@ -178,7 +178,8 @@ def _progress_printer(quiet: bool):
 def _edit_config(**kw):
     from .config import BlendConfig, OutputConfig, WindowConfig, make_config
 
-    model = {k: kw.pop(k) for k in ("steps", "width", "batch", "crop", "lr", "sample_stride", "timesteps")}
+    model = {k: kw.pop(k) for k in ("steps", "width", "batch", "crop", "lr", "sample_stride", "timesteps",
+                                    "detail_factor")}
     blend = BlendConfig(mode=kw.pop("blend"), band_px=kw.pop("feather"), color_match=kw.pop("color_match"))
     windows = WindowConfig(margin_px=kw.pop("margin"), margin_frac=kw.pop("margin_frac"), max_side=kw.pop("max_side"))
     output = OutputConfig(cog=kw.pop("cog"), overwrite=kw.pop("overwrite"), compress=kw.pop("compress"))
@@ -233,6 +234,7 @@ def edit(
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (overrides the preset)."),
     timesteps: Optional[int] = typer.Option(None, "--timesteps", help="Diffusion timesteps (overrides the preset)."),
     sample_stride: Optional[int] = typer.Option(None, "--sample-stride", help="Sample every n-th timestep (overrides the preset)."),
+    detail_factor: Optional[float] = typer.Option(None, "--detail-factor", help="Finer scales start where noise is this x their blur error (overrides the preset)."),
     blend: str = typer.Option("feather", "--blend", help="feather, laplacian or poisson."),
     feather: int = typer.Option(16, "--feather", help="Width of the blend band outside the ROI, pixels."),
     color_match: bool = typer.Option(False, "--color-match", help="Fit a per-band gain/offset on the context ring."),
@@ -252,7 +254,7 @@ def edit(
                               copy_from=str(copy_from) if copy_from else None, seed=seed, overwrite=overwrite,
                               cog=cog, compress=compress, device=device, threads=threads, cache_dir=cache_dir,
                               steps=steps, width=width, batch=batch, crop=crop, lr=lr, timesteps=timesteps,
-                              sample_stride=sample_stride, blend=blend, feather=feather, color_match=color_match,
+                              sample_stride=sample_stride, detail_factor=detail_factor, blend=blend, feather=feather, color_match=color_match,
                               margin=margin, margin_frac=margin_frac, max_side=max_side, rgb_bands=rgb_bands)
         target = output or default_output(scene)
         editor = SinDDMEditor(config)

@@ -63,6 +63,7 @@ class ModelConfig:
     ema: float = 0.995           # EMA decay of the weights used for sampling
     sample_stride: int = 2       # sample every n-th timestep (1 = the full chain)
     scale_factor: float = 1.411  # pyramid scale factor (refitted to the window)
+    detail_factor: float = 10.0  # finer scales start where noise = this x their blur error
     copy_weight: float = 0.8     # weight of the pasted content on x0 in copy mode
     checkpoint_every: int = 250  # training steps between resumable checkpoints
 

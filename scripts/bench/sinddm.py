@@ -53,7 +53,7 @@ def step_costs(image, valid, model_cfg, batch, label, scale_batch=1):
     from rs_geo_edit.model.pyramid import build_pyramid
 
     pyr = build_pyramid(image, valid, model_cfg.scale_factor)
-    sched = Schedule.build(model_cfg.timesteps, pyr.recon_error)
+    sched = Schedule.build(model_cfg.timesteps, pyr.recon_error, model_cfg.detail_factor)
     net = SinDDMNet(image.shape[0], model_cfg.width)
     opt = torch.optim.Adam(net.parameters())
     gen = torch.Generator().manual_seed(0)
@@ -85,7 +85,7 @@ def quality_curve(image, valid, model_cfg, checkpoints, label):
     from rs_geo_edit.model.pyramid import build_pyramid
 
     pyr = build_pyramid(image, valid, model_cfg.scale_factor)
-    sched = Schedule.build(model_cfg.timesteps, pyr.recon_error)
+    sched = Schedule.build(model_cfg.timesteps, pyr.recon_error, model_cfg.detail_factor)
     torch.manual_seed(0)
     net = SinDDMNet(image.shape[0], model_cfg.width)
     ema = copy.deepcopy(net)

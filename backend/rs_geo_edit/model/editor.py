@@ -90,7 +90,7 @@ class SinDDMEditor:
         params = dataclasses.asdict(cfg)
         key = cache_key(image, valid, params)
         pyramid = build_pyramid(image, valid, cfg.scale_factor)
-        schedule = Schedule.build(cfg.timesteps, pyramid.recon_error)
+        schedule = Schedule.build(cfg.timesteps, pyramid.recon_error, cfg.detail_factor)
         bands = image.shape[0]
         stats = {"cache_key": key, "scales": [list(s) for s in pyramid.spec.sizes],
                  "recon_error": [round(e, 5) for e in pyramid.recon_error], "t_start": schedule.t_start}
