@@ -227,6 +227,7 @@ def edit(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads [default: torch's choice]."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Trained-model cache [default: ~/.cache/rs-geo-edit]."),
+    cache_max_gb: float = typer.Option(5.0, "--cache-max-gb", help="Cache size cap; least recently used models go first."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (overrides the preset)."),
     width: Optional[int] = typer.Option(None, "--width", help="Denoiser width (overrides the preset)."),
     batch: Optional[int] = typer.Option(None, "--batch", help="Training batch size (overrides the preset)."),
@@ -247,23 +248,86 @@ def edit(
     """Edit the ROIs of a scene and write a GeoTIFF (plus a provenance JSON beside it)."""
 
     def body():
-        from .model.editor import SinDDMEditor
-        from .pipeline import default_output, edit_scene
+        from .pipeline import default_output, edit_scene, make_editor
 
         config = _edit_config(mode=mode, preset=preset, prompt=prompt, prompt_field=prompt_field, layer=layer,
                               copy_from=str(copy_from) if copy_from else None, seed=seed, overwrite=overwrite,
                               cog=cog, compress=compress, device=device, threads=threads, cache_dir=cache_dir,
+                              cache_max_gb=cache_max_gb,
                               steps=steps, width=width, batch=batch, crop=crop, lr=lr, timesteps=timesteps,
                               sample_stride=sample_stride, detail_factor=detail_factor, blend=blend, feather=feather, color_match=color_match,
                               margin=margin, margin_frac=margin_frac, max_side=max_side, rgb_bands=rgb_bands)
         target = output or default_output(scene)
-        editor = SinDDMEditor(config)
+        editor = make_editor(config)
         bar, callback = _progress_printer(quiet)
         with bar:
             result = edit_scene(scene, aoi, target, editor, config, progress=callback)
         _print_result(result)
 
     _run(body)
+
+
+@app.command(epilog="Example: rs-geo-edit serve --port 8765 --workers 1   (then: rs-geo-edit serve --print-token)")
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; other than loopback needs --allow-remote."),
+    port: int = typer.Option(8765, "--port", help="TCP port."),
+    workers: int = typer.Option(1, "--workers", help="Concurrent jobs (worker processes); 1 per GPU is sensible."),
+    allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow binding a non-loopback address."),
+    print_token: bool = typer.Option(False, "--print-token", help="Print the bearer token and exit."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Job database folder [default: ~/.local/share/rs-geo-edit]."),
+    config_dir: Optional[Path] = typer.Option(None, "--config-dir", help="Token folder [default: ~/.config/rs-geo-edit]."),
+) -> None:
+    """Run the local job service (FastAPI): submit, follow and cancel edits over HTTP; the QGIS
+    plugin talks to it. Jobs survive restarts; OpenAPI docs at http://HOST:PORT/docs."""
+
+    def body():
+        from .config import default_config_dir, default_data_dir
+        from .errors import IncompatibleOptions
+        from .jobs.service import LOOPBACK, load_or_create_token
+
+        token = load_or_create_token(config_dir or default_config_dir())
+        if print_token:
+            out.print(token, highlight=False)
+            return
+        if host not in LOOPBACK and not allow_remote:
+            raise IncompatibleOptions(f"refusing to bind {host}: the service is local by default; pass "
+                                      "--allow-remote to expose it (every request still needs the token)")
+        if workers < 1:
+            raise IncompatibleOptions("--workers must be >= 1")
+        _serve(host, port, workers, data_dir or default_data_dir(), token)
+
+    _run(body)
+
+
+def _serve(host: str, port: int, workers: int, data_dir: Path, token: str) -> None:
+    import multiprocessing
+    import os
+
+    import uvicorn
+
+    from .jobs.service import create_app
+    from .jobs.store import JobStore
+    from .jobs.worker import worker_main
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = JobStore(data_dir / "jobs.sqlite")
+    requeued = store.recover()
+    if requeued:
+        console.print(f"re-queued {len(requeued)} interrupted job(s): {', '.join(requeued)}")
+    (data_dir / "device.json").unlink(missing_ok=True)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=worker_main, args=(str(store.path), str(data_dir), os.getpid()), daemon=True,
+                         name=f"rs-geo-edit-worker-{i}") for i in range(workers)]
+    for proc in procs:
+        proc.start()
+    console.print(f"rs-geo-edit service on http://{host}:{port} ({workers} worker(s), jobs in {store.path})")
+    try:
+        uvicorn.run(create_app(store, token, data_dir, workers), host=host, port=port, log_level="warning")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.join(timeout=10)
 
 
 def sample_paths() -> tuple[Path, Path]:
@@ -287,8 +351,7 @@ def demo(
     def body():
         from .config import OutputConfig, make_config
         from .geo.preview import render_before_after
-        from .model.editor import SinDDMEditor
-        from .pipeline import edit_scene
+        from .pipeline import edit_scene, make_editor
 
         scene, aoi = sample_paths()
         extra = {"cache_dir": cache_dir} if cache_dir else {}
@@ -298,7 +361,7 @@ def demo(
         target = out_dir / "aerial_demo.tif"
         out.print(f"demo: {scene.name} + {aoi.name}, mode regenerate, preset fast, seed {seed}, "
                   f"cache {config.cache_dir}", highlight=False)
-        editor = SinDDMEditor(config)
+        editor = make_editor(config)
         bar, callback = _progress_printer(False)
         with bar:
             result = edit_scene(scene, aoi, target, editor, config, progress=callback)

@@ -88,6 +88,24 @@ def default_cache_dir() -> Path:
     return Path(base) / "rs-geo-edit"
 
 
+def _xdg(variable: str, override: str, fallback: str) -> Path:
+    env = os.environ.get(override)
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get(variable) or str(Path.home() / fallback)
+    return Path(base) / "rs-geo-edit"
+
+
+def default_config_dir() -> Path:
+    """Service token and settings: $RS_GEO_EDIT_CONFIG_DIR, else $XDG_CONFIG_HOME/rs-geo-edit."""
+    return _xdg("XDG_CONFIG_HOME", "RS_GEO_EDIT_CONFIG_DIR", ".config")
+
+
+def default_data_dir() -> Path:
+    """Service job database: $RS_GEO_EDIT_DATA_DIR, else $XDG_DATA_HOME/rs-geo-edit."""
+    return _xdg("XDG_DATA_HOME", "RS_GEO_EDIT_DATA_DIR", ".local/share")
+
+
 @dataclass
 class EditConfig:
     """Everything one edit needs besides its input and output paths."""

@@ -154,6 +154,13 @@ def _add_copy_from(plan: ScenePlan, config: EditConfig, src) -> None:
         plan.copy_raster = path
 
 
+def make_editor(config: EditConfig) -> Editor:
+    """The editor for ``config.mode`` (SinDDM for regenerate and copy); torch loads here."""
+    from .model.editor import SinDDMEditor
+
+    return SinDDMEditor(config)
+
+
 def default_output(scene: str | Path) -> Path:
     """``<scene>_edited.tif`` beside the scene."""
     scene = Path(scene)

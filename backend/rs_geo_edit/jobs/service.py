@@ -1,0 +1,207 @@
+"""The FastAPI app of ``rs-geo-edit serve``: submit, follow and cancel edit jobs over HTTP.
+
+Every endpoint but /health needs ``Authorization: Bearer <token>``. Jobs live in the SQLite
+store and run in worker processes; this process only validates, stores and reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import __version__
+from ..errors import RsGeoEditError
+from .store import TERMINAL, JobStore
+
+MAX_BODY = 4 << 20  # bytes: an inline AOI of a few thousand polygons fits
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def load_or_create_token(config_dir: Path) -> str:
+    """The service's bearer token, created on first use in ``config_dir/token`` (mode 0600)."""
+    config_dir.mkdir(parents=True, exist_ok=True)
+    path = config_dir / "token"
+    if path.is_file():
+        token = path.read_text().strip()
+        if token:
+            return token
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    os.chmod(path, 0o600)
+    return token
+
+
+class JobOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    overwrite: bool = False
+    cog: bool = False
+    blend: Literal["feather", "laplacian", "poisson"] = "feather"
+    feather: int = Field(16, ge=0, le=512)
+    color_match: bool = False
+    max_side: int = Field(1024, ge=32)
+    device: str = "auto"
+    threads: Optional[int] = Field(None, ge=1)
+    cache_dir: Optional[str] = None
+    steps: Optional[int] = Field(None, ge=1)
+    width: Optional[int] = Field(None, ge=8)
+    batch: Optional[int] = Field(None, ge=1)
+    crop: Optional[int] = Field(None, ge=8)
+    lr: Optional[float] = Field(None, gt=0)
+    timesteps: Optional[int] = Field(None, ge=2)
+    sample_stride: Optional[int] = Field(None, ge=1)
+    detail_factor: Optional[float] = Field(None, gt=0)
+
+
+class JobRequest(BaseModel):
+    """An edit: the scene, the ROIs (a vector file path or an inline GeoJSON FeatureCollection)."""
+
+    model_config = ConfigDict(extra="forbid")
+    scene: str
+    aoi: Union[str, dict[str, Any]]
+    prompt: Optional[str] = None
+    mode: Literal["regenerate", "copy"] = "regenerate"
+    preset: Literal["fast", "paper"] = "fast"
+    seed: int = 0
+    output: Optional[str] = None
+    layer: Optional[str] = None
+    prompt_field: str = "prompt"
+    copy_from: Optional[str] = None
+    options: JobOptions = Field(default_factory=JobOptions)
+
+
+class JobView(BaseModel):
+    id: str
+    state: Literal["queued", "running", "done", "failed", "cancelled"]
+    interrupted: bool
+    progress: float
+    stage: str
+    message: str
+    eta_s: Optional[float]
+    created: float
+    started: Optional[float]
+    finished: Optional[float]
+    log: list[dict]
+    result: Optional[dict]
+    error: Optional[str]
+    request: dict
+
+
+def _view(job: dict) -> dict:
+    eta = None
+    if job["state"] == "running" and job["started"] and 0.01 < job["progress"] < 1:
+        elapsed = time.time() - job["started"]
+        eta = round(elapsed * (1 - job["progress"]) / job["progress"], 1)
+    keys = ("id", "state", "interrupted", "progress", "stage", "message", "created", "started", "finished", "log",
+            "result", "error", "request")
+    return {**{k: job[k] for k in keys}, "eta_s": eta}
+
+
+def _check_paths(body: JobRequest) -> None:
+    """422 with the path in the message for anything that cannot be read or written."""
+    from ..geo.raster import check_output_path
+    from .worker import job_config
+
+    def readable(path: str, what: str) -> None:
+        p = Path(path)
+        if not p.exists():
+            raise HTTPException(422, f"{what} {path!r} does not exist")
+        if not os.access(p, os.R_OK):
+            raise HTTPException(422, f"{what} {path!r} is not readable")
+
+    readable(body.scene, "scene")
+    if isinstance(body.aoi, str):
+        readable(body.aoi, "aoi")
+    elif body.aoi.get("type") not in ("FeatureCollection", "Feature"):
+        raise HTTPException(422, "inline aoi must be a GeoJSON FeatureCollection or Feature")
+    if body.copy_from:
+        readable(body.copy_from, "copy_from")
+    try:
+        scene, aoi, output, config = job_config(body.model_dump())
+        inputs = [scene] + ([aoi] if aoi else []) + ([body.copy_from] if body.copy_from else [])
+        check_output_path(output, inputs, config.output.overwrite)
+    except RsGeoEditError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def create_app(store: JobStore, token: str, data_dir: Path, workers: int) -> FastAPI:
+    app = FastAPI(title="rs-geo-edit", version=__version__,
+                  description="Text-guided generative editing of georeferenced scenes: local job service.")
+    bearer = HTTPBearer(auto_error=False)
+
+    def authorised(credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
+        if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
+            raise HTTPException(401, "missing or wrong token: send 'Authorization: Bearer <token>' "
+                                     "(see rs-geo-edit serve --print-token)", headers={"WWW-Authenticate": "Bearer"})
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and int(length) > MAX_BODY:
+            return JSONResponse({"detail": f"request body over {MAX_BODY} bytes: pass the AOI as a file path"}, 413)
+        return await call_next(request)
+
+    @app.get("/health")
+    def health() -> dict:
+        device_file = data_dir / "device.json"
+        device = json.loads(device_file.read_text()) if device_file.is_file() else {"device": "starting"}
+        return {"status": "ok", "version": __version__, **device, "workers": workers,
+                "clip_weights": [], "modes": ["regenerate", "copy"], "queue_length": store.queue_length()}
+
+    @app.post("/jobs", status_code=201, dependencies=[Depends(authorised)])
+    def submit(body: JobRequest) -> JobView:
+        _check_paths(body)
+        return JobView(**_view(store.create(body.model_dump())))
+
+    @app.get("/jobs", dependencies=[Depends(authorised)])
+    def recent(limit: int = 50) -> list[JobView]:
+        return [JobView(**_view(j)) for j in store.list(min(max(limit, 1), 500))]
+
+    def _job(job_id: str) -> dict:
+        job = store.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id!r}")
+        return job
+
+    @app.get("/jobs/{job_id}", dependencies=[Depends(authorised)])
+    def status(job_id: str) -> JobView:
+        return JobView(**_view(_job(job_id)))
+
+    @app.delete("/jobs/{job_id}", dependencies=[Depends(authorised)])
+    def cancel(job_id: str) -> JobView:
+        _job(job_id)
+        return JobView(**_view(store.request_cancel(job_id)))
+
+    @app.get("/jobs/{job_id}/events", dependencies=[Depends(authorised)])
+    async def events(job_id: str) -> StreamingResponse:
+        _job(job_id)
+
+        async def stream():
+            last = None
+            while True:
+                job = store.get(job_id)
+                view = _view(job)
+                key = (job["updated"], job["state"])
+                if key != last:
+                    last = key
+                    payload = {k: view[k] for k in ("id", "state", "progress", "stage", "message", "eta_s", "error",
+                                                    "result")}
+                    yield f"event: progress\ndata: {json.dumps(payload)}\n\n"
+                if job["state"] in TERMINAL:
+                    return
+                await asyncio.sleep(0.5)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    return app

@@ -1,0 +1,150 @@
+"""SQLite (WAL) job store shared by the API process and the worker processes.
+
+States: queued -> running -> done | failed | cancelled; a running job found by a restarted
+service (its worker died with the service) is marked interrupted and queued again, and its
+edit resumes from the trained-model cache where training had checkpointed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+TERMINAL = ("done", "failed", "cancelled")
+LOG_LINES = 20
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    state TEXT NOT NULL,
+    request TEXT NOT NULL,
+    progress REAL NOT NULL DEFAULT 0,
+    stage TEXT NOT NULL DEFAULT '',
+    message TEXT NOT NULL DEFAULT '',
+    log TEXT NOT NULL DEFAULT '[]',
+    result TEXT,
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    interrupted INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, created);
+"""
+
+
+class JobStore:
+    """One SQLite file; every method opens a short transaction, so processes can share it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout=30000")
+        try:
+            yield db
+        finally:
+            db.close()
+
+    @staticmethod
+    def _row(row: Optional[sqlite3.Row]) -> Optional[dict]:
+        if row is None:
+            return None
+        job = dict(row)
+        job["request"] = json.loads(job["request"])
+        job["log"] = json.loads(job["log"])
+        job["result"] = json.loads(job["result"]) if job["result"] else None
+        job["interrupted"] = bool(job["interrupted"])
+        job["cancel_requested"] = bool(job["cancel_requested"])
+        return job
+
+    def create(self, request: dict) -> dict:
+        job_id = uuid.uuid4().hex[:16]
+        now = time.time()
+        with self._connect() as db:
+            db.execute("INSERT INTO jobs (id, created, updated, state, request) VALUES (?, ?, ?, 'queued', ?)",
+                       (job_id, now, now, json.dumps(request)))
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> Optional[dict]:
+        with self._connect() as db:
+            return self._row(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+
+    def list(self, limit: int = 50) -> list[dict]:
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM jobs ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
+        return [self._row(r) for r in rows]
+
+    def queue_length(self) -> int:
+        with self._connect() as db:
+            return db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()[0]
+
+    def claim(self) -> Optional[dict]:
+        """Atomically take the oldest queued job and mark it running."""
+        now = time.time()
+        with self._connect() as db:
+            row = db.execute(
+                "UPDATE jobs SET state = 'running', started = ?, updated = ?, attempts = attempts + 1 "
+                "WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY created LIMIT 1) "
+                "AND state = 'queued' RETURNING *", (now, now)).fetchone()
+        return self._row(row)
+
+    def progress(self, job_id: str, fraction: float, stage: str, message: str) -> None:
+        now = time.time()
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute("SELECT log, message FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            log = json.loads(row["log"]) if row else []
+            if message and (not log or log[-1]["message"] != message):
+                log = (log + [{"time": now, "stage": stage, "message": message}])[-LOG_LINES:]
+            db.execute("UPDATE jobs SET progress = MAX(progress, ?), stage = ?, message = ?, log = ?, updated = ? "
+                       "WHERE id = ? AND state = 'running'",
+                       (float(fraction), stage, message, json.dumps(log), now, job_id))
+            db.execute("COMMIT")
+
+    def finish(self, job_id: str, state: str, *, result: Optional[dict] = None, error: Optional[str] = None) -> None:
+        now = time.time()
+        progress = "1.0" if state == "done" else "progress"
+        with self._connect() as db:
+            db.execute(f"UPDATE jobs SET state = ?, result = ?, error = ?, finished = ?, updated = ?, "
+                       f"progress = {progress} WHERE id = ?",
+                       (state, json.dumps(result) if result is not None else None, error, now, now, job_id))
+
+    def request_cancel(self, job_id: str) -> Optional[dict]:
+        """Cancel a queued job at once; ask a running one to stop at its next step."""
+        now = time.time()
+        with self._connect() as db:
+            db.execute("UPDATE jobs SET state = 'cancelled', finished = ?, updated = ?, cancel_requested = 1 "
+                       "WHERE id = ? AND state = 'queued'", (now, now, job_id))
+            db.execute("UPDATE jobs SET cancel_requested = 1, updated = ? WHERE id = ? AND state = 'running'",
+                       (now, job_id))
+        return self.get(job_id)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self._connect() as db:
+            row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return bool(row and row[0])
+
+    def recover(self) -> list[str]:
+        """At service start: running jobs lost their worker; mark them interrupted and queue them again."""
+        now = time.time()
+        with self._connect() as db:
+            rows = db.execute("UPDATE jobs SET state = 'queued', interrupted = 1, updated = ?, "
+                              "stage = 'interrupted', message = 'service restarted; queued again' "
+                              "WHERE state = 'running' RETURNING id", (now,)).fetchall()
+        return [r[0] for r in rows]

@@ -1,0 +1,142 @@
+"""Worker processes: claim queued jobs from the store and run ``pipeline.edit_scene``.
+
+The work never runs in the API process. Each worker dies with the service (PR_SET_PDEATHSIG on
+Linux), so a killed service leaves no orphan writing outputs; on restart the store re-queues
+the jobs that were running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import JobCancelled, RsGeoEditError
+
+MODEL_OPTIONS = ("steps", "width", "batch", "crop", "lr", "timesteps", "sample_stride", "detail_factor")
+
+
+def job_config(request: dict[str, Any], job_dir: Optional[Path] = None):
+    """(scene, aoi path, output path, EditConfig) of a job request. An inline GeoJSON AOI is
+    written to ``job_dir/aoi.geojson``. Raises RsGeoEditError subclasses for bad options."""
+    from ..config import BlendConfig, OutputConfig, WindowConfig, make_config
+    from ..pipeline import default_output
+
+    options = dict(request.get("options") or {})
+    aoi = request["aoi"]
+    if isinstance(aoi, dict):
+        if job_dir is None:
+            aoi_path = None
+        else:
+            job_dir.mkdir(parents=True, exist_ok=True)
+            aoi_path = job_dir / "aoi.geojson"
+            aoi_path.write_text(json.dumps(aoi))
+    else:
+        aoi_path = Path(aoi)
+    scene = Path(request["scene"])
+    output = Path(request["output"]) if request.get("output") else default_output(scene)
+    extra = {"cache_dir": Path(options["cache_dir"])} if options.get("cache_dir") else {}
+    config = make_config(
+        request.get("preset", "fast"),
+        model_overrides={k: options.get(k) for k in MODEL_OPTIONS},
+        mode=request.get("mode", "regenerate"), prompt=request.get("prompt"), seed=int(request.get("seed", 0)),
+        layer=request.get("layer"), prompt_field=request.get("prompt_field", "prompt"),
+        copy_from=request.get("copy_from"), device=options.get("device", "auto"), threads=options.get("threads"),
+        blend=BlendConfig(mode=options.get("blend", "feather"), band_px=int(options.get("feather", 16)),
+                          color_match=bool(options.get("color_match", False))),
+        windows=WindowConfig(max_side=int(options.get("max_side", 1024))),
+        output=OutputConfig(overwrite=bool(options.get("overwrite", False)), cog=bool(options.get("cog", False))),
+        **extra)
+    return scene, aoi_path, output, config
+
+
+class Reporter:
+    """Progress callback for a job: throttled writes to the store, and the cancel check."""
+
+    def __init__(self, store, job_id: str, interval: float = 0.5):
+        self.store, self.job_id, self.interval = store, job_id, interval
+        self.last = 0.0
+        self.stage = None
+
+    def __call__(self, event) -> None:
+        now = time.monotonic()
+        if event.stage == self.stage and now - self.last < self.interval and event.fraction < 1.0:
+            return
+        self.last, self.stage = now, event.stage
+        where = f"window {event.window}: " if event.window is not None else ""
+        self.store.progress(self.job_id, event.fraction, event.stage, where + event.message)
+        if self.store.cancel_requested(self.job_id):
+            raise JobCancelled("cancelled by the user")
+
+
+def run_job(store, job: dict, data_dir: Path) -> None:
+    """Run one claimed job to a terminal state."""
+    from ..pipeline import edit_scene, make_editor
+
+    job_id = job["id"]
+    try:
+        scene, aoi, output, config = job_config(job["request"], data_dir / "jobs" / job_id)
+        if job["attempts"] > 1 or job["interrupted"]:
+            _remove_leftovers(output)
+        result = edit_scene(scene, aoi, output, make_editor(config), config, progress=Reporter(store, job_id))
+        store.finish(job_id, "done", result={"output": str(result.output),
+                                             "provenance": str(result.provenance) if result.provenance else None,
+                                             "timings": result.record["timings"]})
+    except JobCancelled:
+        store.finish(job_id, "cancelled", error="cancelled by the user")
+    except RsGeoEditError as exc:
+        store.finish(job_id, "failed", error=str(exc))
+    except Exception as exc:  # a bug or a system error: keep the worker alive, record the traceback
+        detail = traceback.format_exc(limit=5)
+        store.finish(job_id, "failed", error=f"{type(exc).__name__}: {exc}\n{detail}")
+
+
+def _remove_leftovers(output: Path) -> None:
+    """Temporary files of an attempt that was killed (its finally clauses never ran)."""
+    for pattern in (f".{output.stem}.partial-*", f".{output.stem}.stage-*"):
+        for leftover in output.parent.glob(pattern):
+            leftover.unlink(missing_ok=True)
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def worker_main(db_path: str, data_dir: str, parent_pid: int, poll: float = 0.5) -> None:
+    """Entry point of a worker process."""
+    from .store import JobStore
+
+    _die_with_parent()
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the service; it stops us
+    store = JobStore(db_path)
+    _write_device_info(Path(data_dir))
+    while True:
+        job = store.claim()
+        if job is None:
+            time.sleep(poll)
+            continue
+        run_job(store, job, Path(data_dir))
+
+
+def _write_device_info(data_dir: Path) -> None:
+    """What the workers compute on, for /health (the API process never imports torch)."""
+    import torch
+
+    info = {"device": "cuda" if torch.cuda.is_available() else "cpu",
+            "cuda_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "torch": torch.__version__}
+    tmp = data_dir / f".device.{os.getpid()}.json"
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, data_dir / "device.json")

@@ -1,0 +1,191 @@
+"""The job service on a real uvicorn server on 127.0.0.1: jobs, progress, cancel, restarts, auth."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import rasterio
+
+from conftest import pixel_box, write_aoi, write_scene
+
+TINY = {"steps": 40, "width": 16, "crop": 32, "batch": 2, "threads": 1}
+LONG = {"steps": 4000, "width": 16, "crop": 32, "batch": 2, "threads": 1}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    def __init__(self, tmp: Path, workers: int = 1):
+        self.tmp, self.workers = tmp, workers
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def args(self, *extra):
+        return [sys.executable, "-m", "rs_geo_edit.cli", "serve", "--port", str(self.port), "--data-dir",
+                str(self.tmp / "data"), "--config-dir", str(self.tmp / "config"), *extra]
+
+    def start(self):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "RS_GEO_EDIT_CACHE": str(self.tmp / "cache")}
+        self.log = open(self.tmp / f"service-{time.time()}.log", "w")
+        self.proc = subprocess.Popen(self.args("--workers", str(self.workers)), env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                health = httpx.get(self.url + "/health", timeout=2).json()
+                if health["device"] != "starting":
+                    break
+            except httpx.HTTPError:
+                pass
+            assert self.proc.poll() is None, (self.tmp / "data").as_posix()
+            time.sleep(0.3)
+        else:
+            raise AssertionError("service did not come up")
+        self.token = (self.tmp / "config" / "token").read_text().strip()
+        self.client = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+        return self
+
+    def kill9(self):
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+    def wait(self, job_id, states=("done", "failed", "cancelled"), timeout=240):
+        deadline = time.time() + timeout
+        seen = []
+        while time.time() < deadline:
+            job = self.client.get(f"/jobs/{job_id}").json()
+            seen.append(job["progress"])
+            if job["state"] in states:
+                return job, seen
+            time.sleep(0.3)
+        raise AssertionError(f"job {job_id} stuck in {job['state']}")
+
+
+@pytest.fixture
+def scene(tmp_path):
+    path = write_scene(tmp_path / "scene.tif", width=96, height=96, blocksize=32)
+    aoi = write_aoi(tmp_path / "aoi.geojson", [pixel_box(path, 30, 30, 60, 60)])
+    return path, aoi
+
+
+@pytest.fixture
+def service(tmp_path):
+    svc = Service(tmp_path).start()
+    yield svc
+    svc.stop()
+
+
+def submit(svc, scene, aoi, out, options, **kw):
+    body = {"scene": str(scene), "aoi": str(aoi) if not isinstance(aoi, dict) else aoi, "output": str(out),
+            "options": options, **kw}
+    resp = svc.client.post("/jobs", json=body)
+    assert resp.status_code == 201, resp.text
+    return resp.json()["id"]
+
+
+def test_job_runs_to_done_with_monotonic_progress(service, scene, tmp_path):
+    path, aoi = scene
+    inline = json.loads(Path(aoi).read_text())
+    job_id = submit(service, path, inline, tmp_path / "out.tif", TINY, seed=3)
+    job, seen = service.wait(job_id)
+    assert job["state"] == "done", job["error"]
+    assert seen == sorted(seen) and job["progress"] == 1.0
+    assert job["result"]["output"] == str(tmp_path / "out.tif")
+    with rasterio.open(path) as src, rasterio.open(tmp_path / "out.tif") as dst:
+        assert dst.crs == src.crs and dst.transform == src.transform
+        assert not np.array_equal(src.read(), dst.read())
+    listed = service.client.get("/jobs").json()
+    assert [j["id"] for j in listed] == [job_id]
+    events = service.client.get(f"/jobs/{job_id}/events").text
+    assert "event: progress" in events and '"state": "done"' in events
+    health = httpx.get(service.url + "/health").json()
+    assert health["version"] and health["device"] == "cpu" and health["queue_length"] == 0
+
+
+def test_cancel_running_job_leaves_no_output(service, scene, tmp_path):
+    path, aoi = scene
+    out = tmp_path / "cancelled.tif"
+    job_id = submit(service, path, aoi, out, LONG)
+    job, _ = service.wait(job_id, states=("running",))
+    deadline = time.time() + 60
+    while service.client.get(f"/jobs/{job_id}").json()["progress"] < 0.05 and time.time() < deadline:
+        time.sleep(0.2)
+    t0 = time.time()
+    assert service.client.delete(f"/jobs/{job_id}").status_code == 200
+    job, _ = service.wait(job_id, timeout=30)
+    assert job["state"] == "cancelled" and time.time() - t0 < 10
+    assert not out.exists() and not list(tmp_path.glob(".cancelled*"))
+
+
+def test_kill9_restart_finishes_running_and_queued(tmp_path, scene):
+    path, aoi = scene
+    svc = Service(tmp_path).start()
+    first = submit(svc, path, aoi, tmp_path / "first.tif", {**TINY, "steps": 1500})
+    second = submit(svc, path, aoi, tmp_path / "second.tif", TINY, seed=1)
+    svc.wait(first, states=("running",))
+    deadline = time.time() + 60
+    while svc.client.get(f"/jobs/{first}").json()["progress"] < 0.05 and time.time() < deadline:
+        time.sleep(0.2)
+    assert svc.client.get(f"/jobs/{second}").json()["state"] == "queued"
+    svc.kill9()
+    restarted = Service(tmp_path)
+    restarted.port, restarted.url = svc.port, svc.url
+    restarted.start()
+    try:
+        for job_id, name in ((first, "first.tif"), (second, "second.tif")):
+            job, _ = restarted.wait(job_id)
+            assert job["state"] == "done", job["error"]
+            assert (tmp_path / name).exists()
+        assert restarted.client.get(f"/jobs/{first}").json()["interrupted"] is True
+        assert not list(tmp_path.glob(".first*"))
+    finally:
+        restarted.stop()
+
+
+def test_auth_validation_and_limits(service, scene, tmp_path):
+    path, aoi = scene
+    body = {"scene": str(path), "aoi": str(aoi)}
+    assert httpx.post(service.url + "/jobs", json=body).status_code == 401
+    assert httpx.post(service.url + "/jobs", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert httpx.get(service.url + "/jobs").status_code == 401
+    missing = str(tmp_path / "nowhere" / "x.tif")
+    resp = service.client.post("/jobs", json={"scene": missing, "aoi": str(aoi)})
+    assert resp.status_code == 422 and missing in resp.json()["detail"]
+    resp = service.client.post("/jobs", json={**body, "output": str(path)})
+    assert resp.status_code == 422 and "also an input" in resp.json()["detail"]
+    resp = service.client.post("/jobs", json={**body, "colour": "red"})
+    assert resp.status_code == 422 and "colour" in resp.text
+    big = {**body, "aoi": {"type": "FeatureCollection", "features": [], "pad": "x" * (5 << 20)}}
+    assert service.client.post("/jobs", json=big).status_code == 413
+    assert service.client.get("/jobs/unknown").status_code == 404
+    token_file = tmp_path / "config" / "token"
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    printed = subprocess.run(service.args("--print-token"), capture_output=True, text=True)
+    assert printed.stdout.strip() == service.token
+
+
+def test_remote_bind_refused_without_flag(tmp_path):
+    svc = Service(tmp_path)
+    proc = subprocess.run(svc.args("--host", "0.0.0.0"), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--allow-remote" in proc.stderr
