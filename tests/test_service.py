@@ -38,7 +38,9 @@ class Service:
                 str(self.tmp / "data"), "--config-dir", str(self.tmp / "config"), *extra]
 
     def start(self):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "RS_GEO_EDIT_CACHE": str(self.tmp / "cache")}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "RS_GEO_EDIT_CACHE": str(self.tmp / "cache"),
+               "HF_HOME": str(self.tmp / "hf"), "HF_HUB_OFFLINE": "1"}
+        env.pop("RS_GEO_EDIT_WEIGHTS", None)
         self.log = open(self.tmp / f"service-{time.time()}.log", "w")
         self.proc = subprocess.Popen(self.args("--workers", str(self.workers)), env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
@@ -121,6 +123,7 @@ def test_job_runs_to_done_with_monotonic_progress(service, scene, tmp_path):
     assert "event: progress" in events and '"state": "done"' in events
     health = httpx.get(service.url + "/health").json()
     assert health["version"] and health["device"] == "cpu" and health["queue_length"] == 0
+    assert health["clip_weights"] == [] and "text" in health["modes"]
 
 
 def test_cancel_running_job_leaves_no_output(service, scene, tmp_path):

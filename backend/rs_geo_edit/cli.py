@@ -183,11 +183,17 @@ def _edit_config(**kw):
     blend = BlendConfig(mode=kw.pop("blend"), band_px=kw.pop("feather"), color_match=kw.pop("color_match"))
     windows = WindowConfig(margin_px=kw.pop("margin"), margin_frac=kw.pop("margin_frac"), max_side=kw.pop("max_side"))
     output = OutputConfig(cog=kw.pop("cog"), overwrite=kw.pop("overwrite"), compress=kw.pop("compress"))
+    from .config import GuidanceConfig
+
+    guidance = GuidanceConfig(clip=kw.pop("clip"), strength=kw.pop("strength"), views=kw.pop("clip_views"),
+                              every=kw.pop("guide_every"), momentum=kw.pop("momentum"), ensemble=not kw.pop("no_ensemble"),
+                              synonyms=kw.pop("synonyms"), llm_endpoint=kw.pop("llm_endpoint"),
+                              llm_model=kw.pop("llm_model"))
     cache_dir = kw.pop("cache_dir")
     if cache_dir is not None:
         kw["cache_dir"] = cache_dir
     return make_config(kw.pop("preset"), model_overrides=model, blend=blend, windows=windows, output=output,
-                       rgb_bands=_parse_bands(kw.pop("rgb_bands")), **kw)
+                       guidance=guidance, rgb_bands=_parse_bands(kw.pop("rgb_bands")), **kw)
 
 
 def _print_result(result) -> None:
@@ -214,7 +220,7 @@ def edit(
     scene: Path = typer.Argument(..., help="Input raster (GeoTIFF)."),
     aoi: Path = typer.Option(..., "--aoi", "-a", help="ROI polygons: GeoJSON, GeoPackage, Shapefile, FlatGeobuf."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output GeoTIFF [default: <scene>_edited.tif]."),
-    mode: str = typer.Option("regenerate", "--mode", "-m", help="regenerate (new content in the window's style) or copy."),
+    mode: Optional[str] = typer.Option(None, "--mode", "-m", help="text (CLIP-guided to the prompt), regenerate (new content in the window's style) or copy [default: text when --prompt is given, else regenerate]."),
     preset: str = typer.Option("fast", "--preset", help="fast (CPU) or paper (reference hyperparameters, GPU)."),
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Prompt for ROIs without their own."),
     prompt_field: str = typer.Option("prompt", "--prompt-field", help="AOI attribute holding per-ROI prompts."),
@@ -243,6 +249,15 @@ def edit(
     margin_frac: float = typer.Option(0.5, "--margin-frac", help="Margin as a fraction of the ROI extent, if larger."),
     max_side: int = typer.Option(1024, "--max-side", help="Windows with a longer side are edited at reduced resolution."),
     rgb_bands: Optional[str] = typer.Option(None, "--rgb-bands", help="1-based bands the RGB model sees, e.g. 3,2,1."),
+    clip: str = typer.Option("remoteclip-vit-b-32", "--clip", help="CLIP for text mode: remoteclip-vit-b-32|-rn50|-vit-l-14, ARCH:TAG or ARCH:/path.pt."),
+    strength: float = typer.Option(0.3, "--strength", help="CLIP guidance step, relative to the ROI's image norm."),
+    clip_views: int = typer.Option(4, "--clip-views", help="Augmented CLIP views per ROI and step."),
+    guide_every: int = typer.Option(1, "--guide-every", help="Guide every n-th sampling step."),
+    momentum: float = typer.Option(0.2, "--momentum", help="Weight of the new estimate inside the ROI (0..1)."),
+    no_ensemble: bool = typer.Option(False, "--no-ensemble", help="Use the prompt as written, no ensemble of phrasings."),
+    synonyms: Optional[Path] = typer.Option(None, "--synonyms", help="JSON file of prompt -> alternative phrasings."),
+    llm_endpoint: Optional[str] = typer.Option(None, "--llm-endpoint", help="OpenAI-compatible chat URL for paraphrases."),
+    llm_model: str = typer.Option("default", "--llm-model", help="Model name sent to --llm-endpoint."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Edit the ROIs of a scene and write a GeoTIFF (plus a provenance JSON beside it)."""
@@ -250,7 +265,11 @@ def edit(
     def body():
         from .pipeline import default_output, edit_scene, make_editor
 
-        config = _edit_config(mode=mode, preset=preset, prompt=prompt, prompt_field=prompt_field, layer=layer,
+        chosen = mode or ("text" if prompt else "regenerate")
+        config = _edit_config(mode=chosen, preset=preset, clip=clip, strength=strength, clip_views=clip_views,
+                              guide_every=guide_every, momentum=momentum, no_ensemble=no_ensemble,
+                              synonyms=str(synonyms) if synonyms else None, llm_endpoint=llm_endpoint,
+                              llm_model=llm_model, prompt=prompt, prompt_field=prompt_field, layer=layer,
                               copy_from=str(copy_from) if copy_from else None, seed=seed, overwrite=overwrite,
                               cog=cog, compress=compress, device=device, threads=threads, cache_dir=cache_dir,
                               cache_max_gb=cache_max_gb,
@@ -277,8 +296,9 @@ def serve(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Job database folder [default: ~/.local/share/rs-geo-edit]."),
     config_dir: Optional[Path] = typer.Option(None, "--config-dir", help="Token folder [default: ~/.config/rs-geo-edit]."),
 ) -> None:
-    """Run the local job service (FastAPI): submit, follow and cancel edits over HTTP; the QGIS
-    plugin talks to it. Jobs survive restarts; OpenAPI docs at http://HOST:PORT/docs."""
+    """Run the local job service: submit, follow and cancel edits over HTTP.
+
+    The QGIS plugin talks to it. Jobs survive restarts; OpenAPI docs at http://HOST:PORT/docs."""
 
     def body():
         from .config import default_config_dir, default_data_dir
@@ -330,6 +350,125 @@ def _serve(host: str, port: int, workers: int, data_dir: Path, token: str) -> No
             proc.join(timeout=10)
 
 
+@app.command("eval", epilog="Example: rs-geo-edit eval scene_edited.tif --source scene.tif --aoi rois.geojson --prompt forest")
+def eval_command(
+    output: Path = typer.Argument(..., help="The edited GeoTIFF."),
+    source: Path = typer.Option(..., "--source", "-s", help="The scene it was edited from."),
+    aoi: Path = typer.Option(..., "--aoi", "-a", help="The ROIs of the edit."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Prompt for ROIs without their own."),
+    prompt_field: str = typer.Option("prompt", "--prompt-field", help="AOI attribute holding per-ROI prompts."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Layer of a multi-layer AOI file."),
+    clip: Optional[str] = typer.Option("remoteclip-vit-b-32", "--clip", help="CLIP for the scores; 'none' skips them."),
+    feather: int = typer.Option(16, "--feather", help="Blend band of the edit, pixels (excluded from fidelity)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics as JSON."),
+) -> None:
+    """Score an edit per ROI: CLIP score, outside-ROI fidelity, seam metrics.
+
+    CLIP score (100 x cosine) of the edited and the source crop against the prompt, the fraction
+    of identical pixels outside the ROIs and blend band, seam-gradient ratio and boundary step."""
+
+    def body():
+        import json
+
+        from rich.table import Table
+
+        from .config import BlendConfig, make_config
+        from .eval.report import evaluate
+        from .geo.raster import atomic_path
+
+        config = make_config(prompt=prompt, prompt_field=prompt_field, layer=layer, device=device,
+                             blend=BlendConfig(band_px=feather))
+        model = None
+        if clip and clip.lower() != "none":
+            from .guidance.clip import load_clip
+            from .model.editor import resolve_device
+
+            weights = config.guidance.weights_dir
+            model = load_clip(clip, resolve_device(device), Path(weights) if weights else None)
+        report = evaluate(output, source, aoi, config, model)
+        table = Table(title=f"evaluation of {output}")
+        for col in ("feature", "prompt", "ROI px", "CLIP edit", "CLIP source", "fidelity", "SGR", "step"):
+            table.add_column(col)
+        fmt = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+        for r in report["rois"]:
+            table.add_row(str(r["feature"]), r["prompt"] or "-", str(r["roi_pixels"]), fmt(r.get("clip_score_edit")),
+                          fmt(r.get("clip_score_source")), fmt(r["outside_fidelity"]), fmt(r["seam_gradient_ratio"]),
+                          fmt(r["boundary_step"]))
+        out.print(table)
+        if json_out:
+            with atomic_path(json_out) as tmp:
+                tmp.write_text(json.dumps(report, indent=2, default=float))
+            console.print(f"metrics written to {json_out}")
+
+    _run(body)
+
+
+weights_app = typer.Typer(help="CLIP weights for text mode: list, fetch, verify.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """Known CLIP weights and where each is found (weights folder, hub cache) or that it is missing."""
+
+    def body():
+        from .config import GuidanceConfig
+        from .guidance.clip import KNOWN, parse_spec, resolve_weights
+        from .errors import WeightsNotFound
+
+        folder = GuidanceConfig().weights_dir
+        for name, (arch, filename) in KNOWN.items():
+            try:
+                where = resolve_weights(parse_spec(name), Path(folder) if folder else None, offline=True)
+            except WeightsNotFound:
+                where = "missing"
+            out.print(f"{name:<22} {arch:<10} {filename:<26} {where}", highlight=False)
+
+    _run(body)
+
+
+@weights_app.command("fetch")
+def weights_fetch(name: str = typer.Argument("remoteclip-vit-b-32", help="A RemoteCLIP name (see weights list).")) -> None:
+    """Download RemoteCLIP weights from the Hugging Face hub into its cache (needs the network)."""
+
+    def body():
+        from .guidance.clip import parse_spec, resolve_weights
+
+        out.print(resolve_weights(parse_spec(name), None, offline=False), highlight=False)
+
+    _run(body)
+
+
+@weights_app.command("verify")
+def weights_verify() -> None:
+    """Check found weights against the sha256 recorded after their first successful load."""
+
+    def body():
+        from .config import GuidanceConfig
+        from .errors import WeightsNotFound
+        from .guidance.clip import KNOWN, file_sha256, parse_spec, resolve_weights
+
+        folder = GuidanceConfig().weights_dir
+        bad = 0
+        for name in KNOWN:
+            try:
+                path = Path(resolve_weights(parse_spec(name), Path(folder) if folder else None, offline=True))
+            except WeightsNotFound:
+                continue
+            marker = path.with_name(path.name + ".sha256")
+            if not marker.is_file():
+                out.print(f"{name}: {path} (no checksum recorded yet: load it once)", highlight=False)
+                continue
+            ok = marker.read_text().split()[0] == file_sha256(path)
+            bad += not ok
+            out.print(f"{name}: {path} {'OK' if ok else 'CHANGED since first load'}", highlight=False)
+        if bad:
+            raise typer.Exit(1)
+
+    _run(body)
+
+
 def sample_paths() -> tuple[Path, Path]:
     """The bundled sample scene and its AOI."""
     data = Path(__file__).resolve().parent / "data"
@@ -344,9 +483,10 @@ def demo(
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads [default: torch's choice]."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Trained-model cache [default: ~/.cache/rs-geo-edit]."),
 ) -> None:
-    """Edit the bundled aerial scene: regenerate the forest ROI with the fast preset, write the
-    GeoTIFF, its provenance JSON and a before/after PNG, and print the timings. A second run
-    reuses the trained model from the cache."""
+    """Edit the bundled aerial scene (regenerate, fast preset) and write a before/after PNG.
+
+    Writes the GeoTIFF, its provenance JSON and the PNG to --out-dir and prints the timings. A
+    second run reuses the trained model from the cache."""
 
     def body():
         from .config import OutputConfig, make_config
@@ -378,6 +518,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point; a first argument that is not a command means ``edit``."""
     args = list(sys.argv[1:] if argv is None else argv)
     commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    commands |= {g.name for g in app.registered_groups}
     if args and not args[0].startswith("-") and args[0] not in commands and "edit" in commands:
         args.insert(0, "edit")
     app(args=args, prog_name="rs-geo-edit")

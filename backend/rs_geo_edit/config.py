@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from .errors import IncompatibleOptions
 
-MODES = ("regenerate", "copy")
+MODES = ("regenerate", "copy", "text")
 BLEND_MODES = ("feather", "laplacian", "poisson")
 
 
@@ -66,6 +66,23 @@ class ModelConfig:
     detail_factor: float = 10.0  # finer scales start where noise = this x their blur error
     copy_weight: float = 0.8     # weight of the pasted content on x0 in copy mode
     checkpoint_every: int = 250  # training steps between resumable checkpoints
+
+
+@dataclass
+class GuidanceConfig:
+    """CLIP text guidance (mode ``text``)."""
+
+    clip: str = "remoteclip-vit-b-32"    # see guidance/clip.py for the accepted names
+    strength: float = 0.3                # step size, relative to the masked image norm
+    views: int = 4                       # augmented views per ROI and step (reference: 16)
+    every: int = 1                       # guide every n-th sampling step
+    momentum: float = 0.2                # weight of the new x0 inside the mask (paper: 0.05)
+    stop_frac: float = 0.3               # no guidance in the last fraction of the finest scale
+    ensemble: bool = True                # prompt ensembling over remote-sensing phrasings
+    synonyms: Optional[str] = None       # JSON file of prompt -> alternatives
+    llm_endpoint: Optional[str] = None   # OpenAI-compatible chat endpoint for paraphrases
+    llm_model: str = "default"
+    weights_dir: Optional[str] = field(default_factory=lambda: os.environ.get("RS_GEO_EDIT_WEIGHTS"))
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -127,6 +144,7 @@ class EditConfig:
     blend: BlendConfig = field(default_factory=BlendConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
 
     def validate(self) -> "EditConfig":
         if self.mode not in MODES:
@@ -146,6 +164,8 @@ class EditConfig:
             raise IncompatibleOptions("--width must be an even number >= 8")
         if self.model.steps < 1 or self.model.batch < 1 or self.model.crop < 8:
             raise IncompatibleOptions("--steps and --batch must be >= 1 and --crop >= 8")
+        if self.guidance.views < 1 or self.guidance.every < 1 or not 0 <= self.guidance.momentum <= 1:
+            raise IncompatibleOptions("--clip-views and --guide-every must be >= 1, --momentum within [0, 1]")
         if self.model.sample_stride < 1:
             raise IncompatibleOptions("--sample-stride must be >= 1")
         return self

@@ -62,6 +62,12 @@ class JobOptions(BaseModel):
     timesteps: Optional[int] = Field(None, ge=2)
     sample_stride: Optional[int] = Field(None, ge=1)
     detail_factor: Optional[float] = Field(None, gt=0)
+    clip: Optional[str] = None
+    strength: Optional[float] = Field(None, gt=0)
+    clip_views: Optional[int] = Field(None, ge=1)
+    guide_every: Optional[int] = Field(None, ge=1)
+    momentum: Optional[float] = Field(None, ge=0, le=1)
+    ensemble: Optional[bool] = None
 
 
 class JobRequest(BaseModel):
@@ -71,7 +77,7 @@ class JobRequest(BaseModel):
     scene: str
     aoi: Union[str, dict[str, Any]]
     prompt: Optional[str] = None
-    mode: Literal["regenerate", "copy"] = "regenerate"
+    mode: Literal["regenerate", "copy", "text"] = "regenerate"
     preset: Literal["fast", "paper"] = "fast"
     seed: int = 0
     output: Optional[str] = None
@@ -135,6 +141,23 @@ def _check_paths(body: JobRequest) -> None:
         raise HTTPException(422, str(exc)) from None
 
 
+def available_weights() -> list[str]:
+    """Names of the RemoteCLIP weights found locally (weights folder or hub cache)."""
+    from ..config import GuidanceConfig
+    from ..errors import WeightsNotFound
+    from ..guidance.clip import KNOWN, parse_spec, resolve_weights
+
+    folder = GuidanceConfig().weights_dir
+    found = []
+    for name in KNOWN:
+        try:
+            resolve_weights(parse_spec(name), Path(folder) if folder else None, offline=True)
+            found.append(name)
+        except WeightsNotFound:
+            pass
+    return found
+
+
 def create_app(store: JobStore, token: str, data_dir: Path, workers: int) -> FastAPI:
     app = FastAPI(title="rs-geo-edit", version=__version__,
                   description="Text-guided generative editing of georeferenced scenes: local job service.")
@@ -157,7 +180,8 @@ def create_app(store: JobStore, token: str, data_dir: Path, workers: int) -> Fas
         device_file = data_dir / "device.json"
         device = json.loads(device_file.read_text()) if device_file.is_file() else {"device": "starting"}
         return {"status": "ok", "version": __version__, **device, "workers": workers,
-                "clip_weights": [], "modes": ["regenerate", "copy"], "queue_length": store.queue_length()}
+                "clip_weights": available_weights(), "modes": ["regenerate", "copy", "text"],
+                "queue_length": store.queue_length()}
 
     @app.post("/jobs", status_code=201, dependencies=[Depends(authorised)])
     def submit(body: JobRequest) -> JobView:

@@ -50,8 +50,19 @@ def job_config(request: dict[str, Any], job_dir: Optional[Path] = None):
                           color_match=bool(options.get("color_match", False))),
         windows=WindowConfig(max_side=int(options.get("max_side", 1024))),
         output=OutputConfig(overwrite=bool(options.get("overwrite", False)), cog=bool(options.get("cog", False))),
-        **extra)
+        guidance=_guidance(options), **extra)
     return scene, aoi_path, output, config
+
+
+def _guidance(options: dict):
+    from ..config import GuidanceConfig
+
+    g = GuidanceConfig()
+    for key, attr in (("clip", "clip"), ("strength", "strength"), ("clip_views", "views"), ("guide_every", "every"),
+                      ("momentum", "momentum"), ("ensemble", "ensemble")):
+        if options.get(key) is not None:
+            setattr(g, attr, options[key])
+    return g
 
 
 class Reporter:

@@ -8,6 +8,8 @@ Modes:
 - ``copy``: the content of a source region is pasted onto the predicted clean image inside the
   target ROIs at every scale but the finest (weight ``copy_weight``); the finest scale then
   harmonises it with its surroundings.
+- ``text``: ``regenerate`` steered by CLIP towards each ROI's prompt (guidance/roi.py); with a
+  copy source as well, the pasted content guides the coarse scales and CLIP the rest.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from typing import Optional
+from pathlib import Path
 
 import numpy as np
 
@@ -65,17 +67,25 @@ class SinDDMEditor:
     name = "sinddm"
 
     def __init__(self, config: EditConfig):
-        if config.mode not in ("regenerate", "copy"):
-            raise IncompatibleOptions(f"mode {config.mode!r} is not a SinDDM-only mode: use regenerate or copy")
         self.config = config
         self.device = resolve_device(config.device)
+        self.clip = None
+        self.last_guidance = None
+        if config.mode == "text":
+            from ..guidance.clip import load_clip
+
+            g = config.guidance
+            self.clip = load_clip(g.clip, self.device, Path(g.weights_dir) if g.weights_dir else None)
         self.cache = ModelCache(config.cache_dir, int(config.cache_max_gb * 1e9))
         self.windows: list[dict] = []
 
     def describe(self) -> dict:
-        return {"name": self.name, "mode": self.config.mode, "preset": self.config.preset,
-                "device": str(self.device), "model": dataclasses.asdict(self.config.model),
-                "windows": self.windows}
+        out = {"name": self.name, "mode": self.config.mode, "preset": self.config.preset,
+               "device": str(self.device), "model": dataclasses.asdict(self.config.model), "windows": self.windows}
+        if self.clip is not None:
+            out["clip"] = self.clip.describe()
+            out["guidance"] = dataclasses.asdict(self.config.guidance)
+        return out
 
     # ------------------------------------------------------------------------------- training
 
@@ -172,15 +182,16 @@ class SinDDMEditor:
         net, pyramid, schedule, stats = self.trained_model(request.image, request.valid,
                                                            progress.sub("train", 0.0, 0.85))
         started = time.perf_counter()
-        result = self.sample(net, pyramid, schedule, request, progress.sub("sample", 0.85, 1.0))
+        result = self.sample(net, pyramid, schedule, request, progress.sub("sample", 0.85, 1.0), stats)
         stats["sample_s"] = round(time.perf_counter() - started, 2)
         stats["window"] = request.window.index
         self.windows.append(stats)
         return result
 
-    def sample(self, net, pyramid: Pyramid, schedule, request, progress: StageReporter) -> np.ndarray:
+    def sample(self, net, pyramid: Pyramid, schedule, request, progress: StageReporter, stats: dict) -> np.ndarray:
         import torch
 
+        from ..guidance.roi import CopyHook, chain
         from .diffusion import Constraint, sample
 
         cfg = self.config.model
@@ -189,37 +200,43 @@ class SinDDMEditor:
         constraint = Constraint(
             keep=[torch.from_numpy((~m).astype(np.float32))[None, None] for m in roi_masks],
             originals=[torch.from_numpy(img)[None] for img in pyramid.images])
-        hook = None
-        if self.config.mode == "copy":
-            hook = self._copy_hook(request, sizes, roi_masks)
+        copy_hook = guide = None
+        if self.config.mode == "copy" or (self.config.mode == "text" and request.copy_source is not None):
+            copy_hook = CopyHook.build(request, sizes, roi_masks, cfg.copy_weight, self.device)
+        if self.config.mode == "text":
+            guide = self._guidance(request, sizes, schedule)
         generator = torch.Generator().manual_seed(int(request.seed))
 
         def on_step(scale: int, done: int, total: int) -> None:
             progress(done, total, f"sampling scale {scale + 1}/{len(sizes)}")
 
         out = sample(net, schedule, sizes, request.image.shape[0], device=self.device, generator=generator,
-                     stride=cfg.sample_stride, constraint=constraint, x0_hook=hook, on_step=on_step)
+                     stride=cfg.sample_stride, constraint=constraint, x0_hook=chain(copy_hook, guide), on_step=on_step)
+        if guide is not None:
+            stats["guidance"] = {"steps": guide.stats.steps, "first_score": guide.stats.scores[0] if guide.stats.scores
+                                 else None, "last_score": guide.stats.scores[-1] if guide.stats.scores else None}
+        self.last_guidance = guide
         return out[0].float().cpu().numpy()
 
-    def _copy_hook(self, request, sizes, roi_masks):
-        import torch
+    def _guidance(self, request, sizes, schedule):
+        from ..guidance.prompts import ensemble_embedding, llm_phrasings, load_synonyms, template_phrasings
+        from ..guidance.roi import ClipGuidance
 
-        if request.copy_source is None or request.copy_mask is None or not request.copy_mask.any():
-            raise IncompatibleOptions("copy mode needs a source region: a feature with role=source in the AOI "
-                                      "file, or --copy-from")
-        weight = self.config.model.copy_weight
-        contents, masks = [], []
-        for size, roi in zip(sizes, roi_masks):
-            content = resize(request.copy_source, size, "lanczos")
-            mask = (resize(request.copy_mask.astype(np.float32), size, "area") > 0.5) & roi
-            contents.append(torch.from_numpy(content)[None].to(self.device))
-            masks.append(torch.from_numpy(mask.astype(np.float32))[None, None].to(self.device))
-        finest = len(sizes) - 1
-
-        def hook(x0: torch.Tensor, scale: int, t: int) -> torch.Tensor:
-            if scale == finest:
-                return x0
-            m = masks[scale] * weight
-            return m * contents[scale] + (1 - m) * x0
-
-        return hook
+        g = self.config.guidance
+        synonyms = load_synonyms(g.synonyms)
+        masks, embeddings = [], []
+        for k, prompt in enumerate(request.prompts, start=1):
+            if not prompt:
+                raise IncompatibleOptions(f"text mode: ROI {k} of window {request.window.index} has no prompt; pass "
+                                          "--prompt or give the feature a prompt attribute")
+            if not g.ensemble:
+                phrasings = [prompt]
+            elif g.llm_endpoint:
+                phrasings = [prompt] + llm_phrasings(prompt, g.llm_endpoint, self.config.cache_dir, model=g.llm_model)
+            else:
+                phrasings = template_phrasings(prompt, synonyms)
+            embeddings.append(ensemble_embedding(self.clip, phrasings))
+            masks.append(_mask_pyramid(request.labels == k, sizes))
+        return ClipGuidance(self.clip, masks, embeddings, request.rgb, t_start_finest=schedule.t_start[-1],
+                            strength=g.strength, views=g.views, every=g.every, momentum=g.momentum,
+                            stop_frac=g.stop_frac, seed=request.seed)

@@ -1,0 +1,184 @@
+"""ROI-masked CLIP guidance and content copy, as hooks on SinDDM's predicted clean image.
+
+At a guided step the predicted clean image x0 of the current scale is scored by CLIP against
+each ROI's text embedding, ``L = -cos(f_I(views(x0_roi)), f_T(text))``; the gradient flows
+through CLIP only (x0 is a leaf, the denoiser is not in the graph). The update is applied inside
+the ROI mask M alone:
+
+    x0 += strength * (||x0 * M|| / ||g * M||) * g * M,  clamped to [-1, 1]
+
+with momentum inside M: ``x0 <- (1 - momentum) * previous + momentum * x0``. M is the ROI mask
+resized to each scale, fixed when guidance starts; outside M the sampler keeps the re-noised
+original, so transitions stay smooth. Guidance runs at every scale but the coarsest and stops
+before the end of the finest (``stop_frac`` of its steps). CLIP sees the RGB bands; other bands
+follow the SinDDM model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass
+class GuidanceStats:
+    steps: int = 0
+    max_outside_update: float = 0.0
+    mask_sums: dict = field(default_factory=dict)      # scale -> list of mask sums at guided steps
+    scores: list = field(default_factory=list)          # mean cosine per guided step
+
+
+class ClipGuidance:
+    """Callable hook ``(x0, scale, t) -> x0`` for :func:`rs_geo_edit.model.diffusion.sample`."""
+
+    def __init__(self, clip, roi_masks: list[list[np.ndarray]], embeddings: list, rgb: list[int], *,
+                 t_start_finest: int, strength: float = 0.3, views: int = 4, every: int = 1,
+                 momentum: float = 0.2, stop_frac: float = 0.3, seed: int = 0):
+        """``roi_masks[k][s]`` is ROI k's boolean mask at scale s; ``embeddings[k]`` its (1, D)
+        text embedding."""
+        import torch
+
+        self.clip, self.rgb, self.embeddings = clip, list(rgb), embeddings
+        self.strength, self.views, self.every, self.momentum = strength, max(1, views), max(1, every), momentum
+        self.n_scales = len(roi_masks[0])
+        self.stop_t = int(math.floor(stop_frac * t_start_finest))
+        self.roi_masks = [[torch.from_numpy(m.astype(np.float32))[None, None] for m in per] for per in roi_masks]
+        self.union = [torch.clamp(sum(per[s] for per in self.roi_masks), 0, 1) for s in range(self.n_scales)]
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.previous = None
+        self.previous_scale = None
+        self.counter = 0
+        self.stats = GuidanceStats()
+
+    def active(self, scale: int, t: int) -> bool:
+        if scale == 0:
+            return False
+        return not (scale == self.n_scales - 1 and t < self.stop_t)
+
+    def _views(self, crop):
+        """``self.views`` differentiable views of a (1, 3, h, w) crop in [0, 1] at CLIP's size."""
+        import torch
+        import torch.nn.functional as F
+
+        size = self.clip.image_size
+        out = [F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)]
+        h, w = crop.shape[-2:]
+        g = self.generator
+        for _ in range(self.views - 1):
+            frac = 0.6 + 0.4 * float(torch.rand(1, generator=g))
+            ch, cw = max(2, int(h * frac)), max(2, int(w * frac))
+            r = int(torch.randint(0, h - ch + 1, (1,), generator=g))
+            c = int(torch.randint(0, w - cw + 1, (1,), generator=g))
+            view = crop[..., r:r + ch, c:c + cw]
+            if float(torch.rand(1, generator=g)) < 0.5:
+                view = view.flip(-1)
+            angle = (float(torch.rand(1, generator=g)) - 0.5) * math.radians(10)
+            shear = (float(torch.rand(1, generator=g)) - 0.5) * 0.1
+            theta = torch.tensor([[math.cos(angle), -math.sin(angle) + shear, 0.0],
+                                  [math.sin(angle), math.cos(angle), 0.0]], dtype=view.dtype, device=view.device)
+            grid = F.affine_grid(theta[None], (1, 3, size, size), align_corners=False)
+            view = F.grid_sample(view, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+            brightness = (float(torch.rand(1, generator=g)) - 0.5) * 0.1
+            contrast = 1.0 + (float(torch.rand(1, generator=g)) - 0.5) * 0.1
+            view = ((view - view.mean()) * contrast + view.mean() + brightness).clamp(0, 1)
+            out.append(view)
+        return torch.cat(out, 0)
+
+    def score(self, x0):
+        """Mean cosine between each ROI's views and its text embedding (differentiable in x0)."""
+        import torch
+
+        scale = self.previous_scale
+        rgb = (x0[:, self.rgb] + 1) / 2
+        scores = []
+        for k, masks in enumerate(self.roi_masks):
+            mask = masks[scale][0, 0]
+            rows = torch.nonzero(mask.any(dim=1)).flatten()
+            cols = torch.nonzero(mask.any(dim=0)).flatten()
+            if rows.numel() == 0:
+                continue
+            r0, r1 = int(rows[0]), int(rows[-1]) + 1
+            c0, c1 = int(cols[0]), int(cols[-1]) + 1
+            feats = self.clip.encode_image(self._views(rgb[..., r0:r1, c0:c1]))
+            scores.append((feats @ self.embeddings[k].to(feats.device).T).mean())
+        return torch.stack(scores).mean() if scores else None
+
+    def __call__(self, x0, scale: int, t: int):
+        import torch
+        import torch.nn.functional as F
+
+        if not self.active(scale, t):
+            return x0
+        mask = self.union[scale].to(x0.device)
+        if self.previous is not None and self.previous_scale != scale:
+            self.previous = F.interpolate(self.previous, size=x0.shape[-2:], mode="bilinear", align_corners=False)
+        self.previous_scale = scale
+        if self.previous is not None:
+            x0 = x0 * (1 - mask) + ((1 - self.momentum) * self.previous + self.momentum * x0) * mask
+        self.counter += 1
+        if (self.counter - 1) % self.every == 0:
+            with torch.enable_grad():
+                leaf = x0.detach().clone().requires_grad_(True)
+                score = self.score(leaf)
+                if score is not None:
+                    grad, = torch.autograd.grad(score, leaf)
+                    g = grad * mask
+                    ratio = (x0 * mask).norm() / g.norm().clamp(min=1e-12)
+                    update = self.strength * ratio * g
+                    self.stats.max_outside_update = max(self.stats.max_outside_update,
+                                                        float((update * (1 - mask)).abs().max()))
+                    x0 = (x0.detach() + update).clamp(-1, 1)
+                    self.stats.scores.append(score.item())
+            self.stats.steps += 1
+            self.stats.mask_sums.setdefault(scale, []).append(float(mask.sum()))
+        self.previous = x0.detach()
+        return x0
+
+
+class CopyHook:
+    """Content copy: pasted content replaces ``weight`` of the predicted clean image inside the
+    target ROIs at every scale but the finest, which then harmonises it."""
+
+    def __init__(self, contents: list, masks: list, weight: float):
+        self.contents, self.masks, self.weight = contents, masks, weight
+        self.finest = len(contents) - 1
+
+    @classmethod
+    def build(cls, request, sizes, roi_masks, weight: float, device) -> "CopyHook":
+        import torch
+
+        from ..errors import IncompatibleOptions
+        from ..imaging import resize
+
+        if request.copy_source is None or request.copy_mask is None or not request.copy_mask.any():
+            raise IncompatibleOptions("copy mode needs a source region: a feature with role=source in the AOI "
+                                      "file, or --copy-from")
+        contents, masks = [], []
+        for size, roi in zip(sizes, roi_masks):
+            mask = (resize(request.copy_mask.astype(np.float32), size, "area") > 0.5) & roi
+            contents.append(torch.from_numpy(resize(request.copy_source, size, "lanczos"))[None].to(device))
+            masks.append(torch.from_numpy(mask.astype(np.float32))[None, None].to(device))
+        return cls(contents, masks, weight)
+
+    def __call__(self, x0, scale: int, t: int):
+        if scale == self.finest:
+            return x0
+        m = self.masks[scale] * self.weight
+        return m * self.contents[scale] + (1 - m) * x0
+
+
+def chain(*hooks):
+    """One hook applying several in order (content copy, then CLIP guidance)."""
+    active = [h for h in hooks if h is not None]
+    if not active:
+        return None
+
+    def hook(x0, scale, t):
+        for h in active:
+            x0 = h(x0, scale, t)
+        return x0
+
+    return hook

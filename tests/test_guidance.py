@@ -1,0 +1,179 @@
+"""Text guidance with small randomly initialised open_clip models built here (no downloads)."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from conftest import pixel_box, write_aoi, write_scene
+from rs_geo_edit.errors import WeightsNotFound
+from rs_geo_edit.guidance.clip import load_clip, parse_spec, register_config, resolve_weights
+from rs_geo_edit.guidance.prompts import ensemble_embedding, llm_phrasings, template_phrasings
+from rs_geo_edit.guidance.roi import ClipGuidance
+
+torch.set_num_threads(1)
+TINY = {"embed_dim": 64,
+        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    register_config("rsge-tiny", TINY, tmp_path_factory.mktemp("clipcfg"))
+    torch.manual_seed(0)
+    return load_clip("rsge-tiny:random")
+
+
+def test_ensemble_is_normalised_mean(tiny_clip):
+    phrasings = template_phrasings("dense forest", {"dense forest": ["woodland"]})
+    assert "a satellite image of dense forest" in phrasings and "an aerial photograph showing woodland" in phrasings
+    assert len(phrasings) == len(set(phrasings)) >= 5
+    emb = ensemble_embedding(tiny_clip, phrasings)
+    each = tiny_clip.encode_text(phrasings)
+    manual = each.mean(0, keepdim=True)
+    assert torch.allclose(emb, manual / manual.norm(), atol=1e-6)
+    assert abs(float(emb.norm()) - 1) < 1e-6
+
+
+def test_saved_state_dict_loads_through_the_real_loader(tiny_clip, tmp_path):
+    path = tmp_path / "tiny-weights.pt"
+    state = {k: v + 0.01 for k, v in tiny_clip.model.state_dict().items()}
+    torch.save(state, path)
+    loaded = load_clip(f"rsge-tiny:{path}")
+    for key, value in loaded.model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert not any(p.requires_grad for p in loaded.model.parameters()) and not loaded.model.training
+    assert (tmp_path / "tiny-weights.pt.sha256").read_text().split()[0] == __import__("hashlib").sha256(
+        path.read_bytes()).hexdigest()
+    assert load_clip(f"rsge-tiny:{path}") is loaded   # once per process
+
+
+def test_missing_weights_name_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(WeightsNotFound, match=r"RemoteCLIP-ViT-B-32\.pt.*RS_GEO_EDIT_WEIGHTS|weights fetch"):
+        resolve_weights(parse_spec("remoteclip-vit-b-32"), None, offline=True)
+    with pytest.raises(WeightsNotFound, match=str(tmp_path / "RemoteCLIP-RN50.pt").replace(".", r"\.")):
+        resolve_weights(parse_spec("remoteclip-rn50"), tmp_path, offline=True)
+    (tmp_path / "RemoteCLIP-RN50.pt").write_bytes(b"x")
+    assert resolve_weights(parse_spec("remoteclip-rn50"), tmp_path, offline=True) == str(tmp_path / "RemoteCLIP-RN50.pt")
+    with pytest.raises(WeightsNotFound, match="do not exist"):
+        resolve_weights(parse_spec("ViT-B-32:/nowhere/w.pt"))
+
+
+def _trained_window():
+    from conftest import texture
+    from rs_geo_edit.model.diffusion import Schedule, train
+    from rs_geo_edit.model.net import SinDDMNet
+    from rs_geo_edit.model.pyramid import build_pyramid
+    import copy
+
+    image = (texture(np.random.default_rng(2), 3, 80, 80) * 1.6 - 0.8).astype(np.float32)
+    pyr = build_pyramid(image, np.ones((80, 80), bool))
+    sched = Schedule.build(100, pyr.recon_error, 10.0)
+    torch.manual_seed(0)
+    net = SinDDMNet(3, 16)
+    ema = copy.deepcopy(net)
+    train(net, ema, pyr, sched, steps=60, batch=2, crop=32, lr=2e-3, lr_decay_every=100, lr_gamma=0.5, ema_decay=0.9,
+          device=torch.device("cpu"), generator=torch.Generator().manual_seed(1))
+    return ema, pyr, sched
+
+
+def test_guidance_raises_clip_cosine_inside_roi_only(tiny_clip):
+    from rs_geo_edit.model.diffusion import Constraint, sample
+    from rs_geo_edit.model.editor import _mask_pyramid
+
+    net, pyr, sched = _trained_window()
+    sizes = list(pyr.spec.sizes)
+    roi = np.zeros((80, 80), bool)
+    roi[20:60, 24:64] = True
+    masks = _mask_pyramid(roi, sizes)
+    text = ensemble_embedding(tiny_clip, template_phrasings("a red tiled roof"))
+    constraint = Constraint(keep=[torch.from_numpy((~m).astype(np.float32))[None, None] for m in masks],
+                            originals=[torch.from_numpy(i)[None] for i in pyr.images])
+
+    def run(hook):
+        return sample(net, sched, sizes, 3, device=torch.device("cpu"), generator=torch.Generator().manual_seed(4),
+                      stride=2, constraint=constraint, x0_hook=hook)
+
+    def cosine(x):
+        crop = (x[:, :, 20:60, 24:64] + 1) / 2
+        crop = torch.nn.functional.interpolate(crop, size=(64, 64), mode="bilinear", align_corners=False)
+        return float(tiny_clip.encode_image(crop) @ text.T)
+
+    guide = ClipGuidance(tiny_clip, [masks], [text], [0, 1, 2], t_start_finest=sched.t_start[-1], strength=0.5,
+                         views=3, momentum=0.5, seed=0)
+    plain, guided = run(None), run(guide)
+    print("cosine plain", cosine(plain), "guided", cosine(guided))
+    assert cosine(guided) > cosine(plain) + 0.05, (cosine(plain), cosine(guided))
+    assert guide.stats.steps >= 2
+    assert guide.stats.max_outside_update == 0.0          # the update is exactly zero outside the ROI
+    for scale, sums in guide.stats.mask_sums.items():     # the mask never changes within a scale
+        assert len(set(sums)) == 1 and sums[0] == float(masks[scale].sum())
+    outside = ~roi
+    assert torch.equal(guided[0][:, torch.from_numpy(outside)], plain[0][:, torch.from_numpy(outside)])
+
+
+def test_text_mode_end_to_end_exact_outside(tiny_clip, tmp_path):
+    from rs_geo_edit.blend import outside_distance
+    from rs_geo_edit.config import GuidanceConfig, make_config
+    from rs_geo_edit.pipeline import edit_scene, make_editor
+
+    scene = write_scene(tmp_path / "s.tif", width=96, height=96, blocksize=32)
+    aoi = write_aoi(tmp_path / "a.gpkg", [pixel_box(scene, 30, 30, 62, 62)], properties={"prompt": ["a lake"]})
+    config = make_config("fast", model_overrides={"steps": 30, "width": 16, "crop": 32, "batch": 2}, mode="text",
+                         cache_dir=tmp_path / "cache", guidance=GuidanceConfig(clip="rsge-tiny:random", views=2))
+    editor = make_editor(config)
+    result = edit_scene(scene, aoi, tmp_path / "o.tif", editor, config)
+    a, b = rasterio.open(scene).read(), rasterio.open(tmp_path / "o.tif").read()
+    roi = np.zeros((96, 96), bool)
+    roi[30:62, 30:62] = True
+    far = outside_distance(roi) > 16
+    assert np.array_equal(a[:, far], b[:, far])
+    window = result.record["editor"]["windows"][0]
+    assert window["guidance"]["steps"] > 0
+    assert result.record["editor"]["clip"]["arch"] == "rsge-tiny"
+    from rs_geo_edit.config import EditConfig
+    from rs_geo_edit.eval.report import evaluate
+
+    report = evaluate(tmp_path / "o.tif", scene, aoi, config, tiny_clip)
+    row, = report["rois"]
+    assert row["outside_fidelity"] == 1.0 and row["prompt"] == "a lake"
+    assert -100 <= row["clip_score_edit"] <= 100 and -100 <= row["clip_score_source"] <= 100
+
+
+class _Chat(BaseHTTPRequestHandler):
+    calls = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Chat.calls.append((self.path, body))
+        answer = {"choices": [{"message": {"content": 'Sure: ["woodland seen from above", "tree canopy"]'}}]}
+        data = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_llm_paraphrases_from_a_local_server_are_cached(tmp_path):
+    server = HTTPServer(("127.0.0.1", 0), _Chat)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        first = llm_phrasings("forest", url, tmp_path, model="m", count=2)
+        second = llm_phrasings("forest", url, tmp_path, model="m", count=2)
+    finally:
+        server.shutdown()
+    assert first == second == ["woodland seen from above", "tree canopy"]
+    assert len(_Chat.calls) == 1 and _Chat.calls[0][0] == "/v1/chat/completions"
+    assert _Chat.calls[0][1]["model"] == "m" and "forest" in _Chat.calls[0][1]["messages"][-1]["content"]
