@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from . import __version__
-from .errors import RsGeoEditError
+from .errors import IncompatibleOptions, RsGeoEditError
 
 console = Console(stderr=True)
 out = Console()
@@ -464,6 +464,67 @@ def weights_verify() -> None:
             bad += not ok
             out.print(f"{name}: {path} {'OK' if ok else 'CHANGED since first load'}", highlight=False)
         if bad:
+            raise typer.Exit(1)
+
+    _run(body)
+
+
+@app.command(epilog="Examples:\n\n  rs-geo-edit batch --manifest jobs.csv --out-dir edited/\n\n"
+                    "  rs-geo-edit batch --scenes 'tiles/*.tif' --aoi rois.gpkg --out-dir edited/ --executor ray --address auto")
+def batch(
+    out_dir: Path = typer.Option(..., "--out-dir", "-o", help="Folder for the outputs and summary.csv/json."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="CSV or JSON lines: scene, aoi, prompt, mode, output, seed."),
+    scenes: Optional[str] = typer.Option(None, "--scenes", help="Glob of scenes (quote it), with --aoi."),
+    aoi: Optional[Path] = typer.Option(None, "--aoi", "-a", help="One AOI for every --scenes scene it intersects."),
+    mode: Optional[str] = typer.Option(None, "--mode", "-m", help="Default mode [text with --prompt, else regenerate]."),
+    preset: str = typer.Option("fast", "--preset", help="fast (CPU) or paper (GPU)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Default prompt."),
+    seed: int = typer.Option(0, "--seed", help="Default seed."),
+    force: bool = typer.Option(False, "--force", help="Redo scenes whose outputs are complete."),
+    executor: str = typer.Option("local", "--executor", help="local (default) or ray."),
+    workers: int = typer.Option(1, "--workers", help="Local worker processes (1 per GPU; 1 on CPU)."),
+    address: str = typer.Option("auto", "--address", help="Ray: auto, local, or ray://host:port."),
+    gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help="Ray: GPUs per scene task."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads per task."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Trained-model cache; on a cluster, a path all nodes see."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (overrides the preset)."),
+    width: Optional[int] = typer.Option(None, "--width", help="Denoiser width (overrides the preset)."),
+    crop: Optional[int] = typer.Option(None, "--crop", help="Training crop (overrides the preset)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch", help="Training batch (overrides the preset)."),
+    clip: str = typer.Option("remoteclip-vit-b-32", "--clip", help="CLIP for text mode."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Run the same edit over many scenes; resumable; local processes or a Ray cluster."""
+
+    def body():
+        from .batch import items_from_glob, read_manifest, run_batch
+        from .config import GuidanceConfig, make_config
+        from .executors import make_executor
+
+        if (manifest is None) == (scenes is None):
+            raise IncompatibleOptions("give either --manifest FILE or --scenes 'GLOB' (with --aoi)")
+        if scenes is not None and aoi is None:
+            raise IncompatibleOptions("--scenes needs --aoi: the AOI matched to every scene it intersects")
+        extra = {"cache_dir": cache_dir} if cache_dir else {}
+        config = make_config(preset, model_overrides={"steps": steps, "width": width, "crop": crop,
+                                                      "batch": batch_size},
+                             mode=mode or ("text" if prompt else "regenerate"), prompt=prompt, seed=seed,
+                             device=device, threads=threads, guidance=GuidanceConfig(clip=clip), **extra)
+        items = read_manifest(manifest, out_dir) if manifest else items_from_glob(scenes, aoi, out_dir)
+        runner = make_executor(executor, workers=workers, address=address, gpus_per_task=gpus_per_task)
+        bar, callback = _progress_printer(quiet)
+        with bar:
+            rows = run_batch(items, config, out_dir, runner, force=force, progress=callback)
+        counts = {}
+        for row in rows:
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        out.print(f"{len(rows)} scene(s): " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+                  + f"; summary in {out_dir / 'summary.csv'}", highlight=False)
+        for row in rows:
+            if row["status"] in ("failed", "skipped"):
+                console.print(f"[yellow]{row['status']}:[/] {row['scene']}: {row.get('error')}", highlight=False)
+        if counts.get("failed"):
             raise typer.Exit(1)
 
     _run(body)

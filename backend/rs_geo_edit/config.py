@@ -176,6 +176,21 @@ class EditConfig:
         return out
 
 
+def config_from_dict(data: dict[str, Any]) -> EditConfig:
+    """Rebuild an :class:`EditConfig` from :meth:`EditConfig.to_dict` (e.g. in another process)."""
+    data = dict(data)
+    nested = {"windows": WindowConfig, "blend": BlendConfig, "output": OutputConfig, "model": ModelConfig,
+              "guidance": GuidanceConfig}
+    for key, cls in nested.items():
+        if key in data:
+            data[key] = cls(**data[key])
+    if data.get("cache_dir") is not None:
+        data["cache_dir"] = Path(data["cache_dir"])
+    if data.get("rgb_bands") is not None:
+        data["rgb_bands"] = tuple(data["rgb_bands"])
+    return EditConfig(**data).validate()
+
+
 def make_config(preset: str = "fast", model_overrides: Optional[dict[str, Any]] = None,
                 **fields: Any) -> EditConfig:
     """Build an :class:`EditConfig` from a preset, model overrides and top-level fields."""

@@ -244,6 +244,15 @@ def temporary_path(beside: str | os.PathLike, tag: str = "partial") -> Iterator[
                 leftover.unlink()
 
 
+def remove_partials(output: str | os.PathLike) -> None:
+    """Temporary files left beside ``output`` by an attempt that was killed (its clean-up never
+    ran); called before an output is written again."""
+    output = Path(output)
+    for tag in ("partial", "stage"):
+        for leftover in output.parent.glob(f".{output.stem}.{tag}-*"):
+            leftover.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside ``dest``, renamed onto ``dest`` if the block succeeds and removed

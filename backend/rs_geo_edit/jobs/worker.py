@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import JobCancelled, RsGeoEditError
+from ..geo.raster import remove_partials
 
 MODEL_OPTIONS = ("steps", "width", "batch", "crop", "lr", "timesteps", "sample_stride", "detail_factor")
 
@@ -92,7 +93,7 @@ def run_job(store, job: dict, data_dir: Path) -> None:
     try:
         scene, aoi, output, config = job_config(job["request"], data_dir / "jobs" / job_id)
         if job["attempts"] > 1 or job["interrupted"]:
-            _remove_leftovers(output)
+            remove_partials(output)
         result = edit_scene(scene, aoi, output, make_editor(config), config, progress=Reporter(store, job_id))
         store.finish(job_id, "done", result={"output": str(result.output),
                                              "provenance": str(result.provenance) if result.provenance else None,
@@ -104,13 +105,6 @@ def run_job(store, job: dict, data_dir: Path) -> None:
     except Exception as exc:  # a bug or a system error: keep the worker alive, record the traceback
         detail = traceback.format_exc(limit=5)
         store.finish(job_id, "failed", error=f"{type(exc).__name__}: {exc}\n{detail}")
-
-
-def _remove_leftovers(output: Path) -> None:
-    """Temporary files of an attempt that was killed (its finally clauses never ran)."""
-    for pattern in (f".{output.stem}.partial-*", f".{output.stem}.stage-*"):
-        for leftover in output.parent.glob(pattern):
-            leftover.unlink(missing_ok=True)
 
 
 def _die_with_parent() -> None:

@@ -1,0 +1,183 @@
+"""Batch editing: the same edit over many scenes, resumable, on one machine or a Ray cluster.
+
+Input: a manifest (CSV or JSON lines with ``scene, aoi, prompt, mode, output, seed``; relative
+paths resolve against the manifest's folder), or a glob of scenes with one AOI whose features are
+matched to every scene they intersect, whatever the CRSs. Output: one GeoTIFF and provenance JSON
+per scene in the output folder, and ``summary.csv`` / ``summary.json`` with status, timings and
+the error of each scene. A rerun skips scenes whose output is complete and whose provenance
+records the same inputs (sha256) and parameters; ``force`` redoes them.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from .config import EditConfig, config_from_dict
+from .errors import IncompatibleOptions
+from .progress import ProgressEvent
+
+SUMMARY_FIELDS = ("scene", "aoi", "output", "status", "seconds", "windows", "error")
+# Parameters that do not change the pixels: a difference in them never forces a redo.
+VOLATILE = ("cache_dir", "cache_max_gb", "threads", "device")
+
+
+@dataclass
+class BatchItem:
+    scene: str
+    aoi: str
+    output: str
+    prompt: Optional[str] = None
+    mode: Optional[str] = None
+    seed: Optional[int] = None
+
+
+def read_manifest(path: str | Path, out_dir: Path) -> list[BatchItem]:
+    """Items of a CSV (header row) or JSON-lines manifest."""
+    path = Path(path)
+    if not path.is_file():
+        raise IncompatibleOptions(f"manifest {str(path)!r} does not exist")
+    base = path.parent
+    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        rows = []
+        for n, line in enumerate(path.read_text().splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    raise IncompatibleOptions(f"manifest {str(path)!r} line {n} is not JSON") from None
+    else:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    items = []
+    for n, row in enumerate(rows, start=1):
+        if not row.get("scene") or not row.get("aoi"):
+            raise IncompatibleOptions(f"manifest {str(path)!r} row {n} needs 'scene' and 'aoi'")
+        scene = base / row["scene"]
+        output = Path(row["output"]) if row.get("output") else out_dir / f"{scene.stem}_edited.tif"
+        if row.get("output") and not output.is_absolute():
+            output = base / output
+        seed = row.get("seed")
+        items.append(BatchItem(scene=str(scene), aoi=str(base / row["aoi"]), output=str(output),
+                               prompt=row.get("prompt") or None, mode=row.get("mode") or None,
+                               seed=int(seed) if seed not in (None, "") else None))
+    return items
+
+
+def items_from_glob(pattern: str, aoi: str | Path, out_dir: Path) -> list[BatchItem]:
+    """One item per scene matching ``pattern``; each gets the shared AOI (matched per scene)."""
+    scenes = sorted(glob.glob(pattern))
+    if not scenes:
+        raise IncompatibleOptions(f"--scenes {pattern!r} matches no file")
+    return [BatchItem(scene=s, aoi=str(aoi), output=str(out_dir / f"{Path(s).stem}_edited.tif")) for s in scenes]
+
+
+def item_config(item: BatchItem, config: EditConfig) -> EditConfig:
+    data = config.to_dict()
+    if item.prompt is not None:
+        data["prompt"] = item.prompt
+    if item.mode is not None:
+        data["mode"] = item.mode
+    if item.seed is not None:
+        data["seed"] = item.seed
+    return config_from_dict(data)
+
+
+def _fingerprint(parameters: dict) -> dict:
+    out = {k: v for k, v in parameters.items() if k not in VOLATILE}
+    out["output"] = {k: v for k, v in parameters.get("output", {}).items() if k != "overwrite"}
+    return out
+
+
+def is_complete(item: BatchItem, config: EditConfig) -> bool:
+    """Whether ``item``'s output exists with a provenance that matches its inputs and parameters."""
+    from .geo.raster import sha256_file
+    from .pipeline import provenance_path
+
+    output, record_path = Path(item.output), provenance_path(item.output)
+    if not (output.is_file() and record_path.is_file()):
+        return False
+    try:
+        record = json.loads(record_path.read_text())
+        same = (record["inputs"]["scene"]["sha256"] == sha256_file(item.scene)
+                and record["inputs"]["aoi"]["sha256"] == sha256_file(item.aoi)
+                and record["output"]["sha256"] == sha256_file(output)
+                and _fingerprint(record["parameters"]) == _fingerprint(config.to_dict()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return same
+
+
+def run_item(task: dict, progress: Optional[Callable[[ProgressEvent], None]] = None) -> dict:
+    """Edit one scene (any process: a pool worker, a Ray task). Never raises: errors become rows."""
+    from .errors import RsGeoEditError
+    from .geo.raster import remove_partials
+    from .pipeline import edit_scene, make_editor
+
+    started = time.perf_counter()
+    row = {"scene": task["scene"], "aoi": task["aoi"], "output": task["output"]}
+    try:
+        config = config_from_dict(task["config"])
+        config.output.overwrite = True  # completeness was checked before; a stale output is redone
+        remove_partials(task["output"])
+        result = edit_scene(task["scene"], task["aoi"], task["output"], make_editor(config), config, progress=progress)
+        row.update(status="done", windows=len(result.record["windows"]))
+    except RsGeoEditError as exc:
+        status = "skipped" if "intersects the scene" in str(exc) else "failed"
+        row.update(status=status, error=str(exc))
+    except Exception as exc:  # a bug or system error on one scene must not stop the batch
+        row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    row["seconds"] = round(time.perf_counter() - started, 2)
+    return row
+
+
+def run_batch(items: list[BatchItem], config: EditConfig, out_dir: Path, executor, *, force: bool = False,
+              progress: Optional[Callable[[ProgressEvent], None]] = None) -> list[dict]:
+    """Run ``items`` with ``executor``; write ``out_dir/summary.csv`` and ``summary.json``."""
+    from .geo.raster import atomic_path
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[Optional[dict]] = [None] * len(items)
+    tasks, positions = [], []
+    for index, item in enumerate(items):
+        cfg = item_config(item, config)
+        if not force and is_complete(item, cfg):
+            rows[index] = {**asdict(item), "status": "complete", "seconds": 0.0}
+            continue
+        tasks.append({"scene": item.scene, "aoi": item.aoi, "output": item.output, "config": cfg.to_dict()})
+        positions.append(index)
+    done = len(items) - len(tasks)
+
+    def report(message: str) -> None:
+        if progress is not None:
+            progress(ProgressEvent("batch", done, len(items), done / max(1, len(items)), message))
+
+    report(f"{done} scene(s) already complete, {len(tasks)} to do")
+
+    def on_result(task_index: int, row: dict) -> None:
+        nonlocal done
+        done += 1
+        rows[positions[task_index]] = row
+        report(f"{Path(row['scene']).name}: {row['status']}")
+
+    def on_progress(task_index: int, event: ProgressEvent) -> None:
+        if progress is not None:
+            name = Path(tasks[task_index]["scene"]).name
+            overall = (done + event.fraction) / max(1, len(items))
+            progress(ProgressEvent("batch", done, len(items), overall, f"{name}: {event.stage} {event.message}"))
+
+    executor.run(run_item, tasks, on_result, on_progress)
+    final = [r for r in rows if r is not None]
+    with atomic_path(out_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps({"executor": executor.describe(), "scenes": final}, indent=2))
+    with atomic_path(out_dir / "summary.csv") as tmp:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(final)
+    return final
