@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Idempotent set-up: a virtual environment in .venv with the backend and its test tools.
-# Re-running skips every step whose inputs have not changed (a stamp holds their hash).
-# Usage: scripts/setup.sh            backend + tests
-#        RS_GEO_EDIT_QGIS=1 scripts/setup.sh   also Debian's QGIS for the plugin tests
+# Idempotent set-up: a virtual environment in .venv with the backend and its test tools, and with
+# --qgis also Debian's QGIS and .venv-qgis (QGIS's own Python + pytest) for the plugin tests.
+# Re-running skips every step that is already done (a stamp holds the hash of its inputs).
+# Usage: scripts/setup.sh [--qgis]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -14,11 +14,24 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # GDAL comes inside rasterio's and pyogrio's wheels; Debian packages are needed only for QGIS.
-if [ "${RS_GEO_EDIT_QGIS:-0}" = 1 ] && ! /usr/bin/python3 -c 'import qgis.core' 2>/dev/null; then
-    log "installing Debian's QGIS (python3-qgis, qgis-providers, xvfb)"
-    as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
-        python3-qgis qgis-providers qgis xvfb >/dev/null
+with_qgis=0
+[ "${1:-}" = "--qgis" ] && with_qgis=1
+if [ "$with_qgis" = 1 ]; then
+    if ! /usr/bin/python3 -c 'import qgis.core' 2>/dev/null || [ ! -x /usr/bin/qgis_process.bin ]; then
+        log "installing Debian's QGIS (python3-qgis, qgis-providers, qgis, xvfb; ~1 GB, a few minutes)"
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+            python3-qgis qgis-providers qgis xvfb >/dev/null
+    fi
+    qvenv="$root/.venv-qgis"
+    qwant=$(cat scripts/qgis-constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
+    if [ ! -f "$qvenv/.stamp" ] || [ "$(cat "$qvenv/.stamp")" != "$qwant" ]; then
+        log "creating $qvenv (QGIS's Python, system site packages, pytest; never torch)"
+        /usr/bin/python3 -m venv --system-site-packages "$qvenv"
+        "$qvenv/bin/python" -m pip install --quiet --disable-pip-version-check \
+            -c scripts/qgis-constraints.txt pytest pytest-timeout
+        echo "$qwant" > "$qvenv/.stamp"
+    fi
 fi
 
 if ! "$py" -c 'import venv, ensurepip' 2>/dev/null; then

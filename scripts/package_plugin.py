@@ -1,0 +1,38 @@
+"""Build the QGIS plugin zip (installable through Plugins > Install from ZIP).
+
+The zip holds one folder, rs_geo_edit_qgis/, with the plugin's Python files and the top-level
+metadata.txt (the single source of the plugin's metadata).
+
+Usage: python3 scripts/package_plugin.py [--out dist/rs_geo_edit_qgis.zip]
+"""
+
+from __future__ import annotations
+
+import argparse
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDER = "rs_geo_edit_qgis"
+
+
+def build(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted((ROOT / "qgis_plugin").glob("*.py")):
+            zf.write(path, f"{FOLDER}/{path.name}")
+        zf.write(ROOT / "metadata.txt", f"{FOLDER}/metadata.txt")
+        zf.write(ROOT / "README.md", f"{FOLDER}/README.md")
+    tmp.replace(out)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "dist" / f"{FOLDER}.zip")
+    print(build(parser.parse_args().out))
+
+
+if __name__ == "__main__":
+    main()
