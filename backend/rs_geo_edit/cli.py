@@ -10,7 +10,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 from rich.console import Console
@@ -29,6 +29,29 @@ Examples:
   rs-geo-edit plan scene.tif --aoi rois.geojson --preview plan.png
   rs-geo-edit demo
 """
+
+
+# Options several commands share, declared once.
+AoiOpt = Annotated[Path, typer.Option("--aoi", "-a", help="ROI polygons: GeoJSON, GeoPackage, Shapefile, FlatGeobuf.")]
+PromptOpt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="Prompt for ROIs without their own.")]
+PromptFieldOpt = Annotated[str, typer.Option("--prompt-field", help="AOI attribute holding per-ROI prompts.")]
+LayerOpt = Annotated[Optional[str], typer.Option("--layer", help="Layer of a multi-layer AOI file.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads \\[default: torch's choice].")]
+CacheDirOpt = Annotated[Optional[Path], typer.Option(
+    "--cache-dir", help="Trained-model cache \\[default: ~/.cache/rs-geo-edit]; on a cluster, a path all nodes see.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed: the same inputs and seed give the same output.")]
+StepsOpt = Annotated[Optional[int], typer.Option("--steps", help="Training steps (overrides the preset).")]
+WidthOpt = Annotated[Optional[int], typer.Option("--width", help="Denoiser width (overrides the preset).")]
+CropOpt = Annotated[Optional[int], typer.Option("--crop", help="Training crop size, pixels (overrides the preset).")]
+BatchOpt = Annotated[Optional[int], typer.Option("--batch", help="Training batch size (overrides the preset).")]
+ClipOpt = Annotated[str, typer.Option(
+    "--clip", help="CLIP for text mode: remoteclip-vit-b-32|-rn50|-vit-l-14, ARCH:TAG or ARCH:/path.pt.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+MarginOpt = Annotated[int, typer.Option("--margin", help="Smallest context margin around each ROI, pixels.")]
+MarginFracOpt = Annotated[float, typer.Option("--margin-frac", help="Margin as a fraction of the ROI extent, if larger.")]
+MaxSideOpt = Annotated[int, typer.Option("--max-side", help="Windows with a longer side are edited at reduced resolution.")]
+RgbBandsOpt = Annotated[Optional[str], typer.Option("--rgb-bands", help="1-based bands the RGB model sees, e.g. 3,2,1.")]
 
 app = typer.Typer(
     name="rs-geo-edit", add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
@@ -89,15 +112,15 @@ def _run(func, *args, **kwargs):
 
 @app.command(epilog="Example: rs-geo-edit plan scene.tif --aoi rois.geojson --preview plan.png")
 def plan(
-    scene: Path = typer.Argument(..., help="Input raster (GeoTIFF)."),
-    aoi: Path = typer.Option(..., "--aoi", "-a", help="ROI polygons: GeoJSON, GeoPackage, Shapefile, FlatGeobuf."),
-    layer: Optional[str] = typer.Option(None, "--layer", help="Layer of a multi-layer AOI file."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Prompt for ROIs without their own."),
-    prompt_field: str = typer.Option("prompt", "--prompt-field", help="AOI attribute holding per-ROI prompts."),
-    margin: int = typer.Option(64, "--margin", help="Smallest context margin around each ROI, pixels."),
-    margin_frac: float = typer.Option(0.5, "--margin-frac", help="Margin as a fraction of the ROI extent, if larger."),
-    max_side: int = typer.Option(1024, "--max-side", help="Windows with a longer side are edited at reduced resolution."),
-    rgb_bands: Optional[str] = typer.Option(None, "--rgb-bands", help="1-based bands the RGB model sees, e.g. 3,2,1."),
+    scene: Annotated[Path, typer.Argument(help="Input raster (GeoTIFF).")],
+    aoi: AoiOpt,
+    layer: LayerOpt = None,
+    prompt: PromptOpt = None,
+    prompt_field: PromptFieldOpt = "prompt",
+    margin: MarginOpt = 64,
+    margin_frac: MarginFracOpt = 0.5,
+    max_side: MaxSideOpt = 1024,
+    rgb_bands: RgbBandsOpt = None,
     preview: Optional[Path] = typer.Option(None, "--preview", help="Write a PNG of windows and ROIs over the scene."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
 ) -> None:
@@ -217,27 +240,27 @@ def _print_result(result) -> None:
 
 @app.command(epilog=EXAMPLES)
 def edit(
-    scene: Path = typer.Argument(..., help="Input raster (GeoTIFF)."),
-    aoi: Path = typer.Option(..., "--aoi", "-a", help="ROI polygons: GeoJSON, GeoPackage, Shapefile, FlatGeobuf."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output GeoTIFF [default: <scene>_edited.tif]."),
-    mode: Optional[str] = typer.Option(None, "--mode", "-m", help="text (CLIP-guided to the prompt), regenerate (new content in the window's style) or copy [default: text when --prompt is given, else regenerate]."),
+    scene: Annotated[Path, typer.Argument(help="Input raster (GeoTIFF).")],
+    aoi: AoiOpt,
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output GeoTIFF \\[default: <scene>_edited.tif]."),
+    mode: Optional[str] = typer.Option(None, "--mode", "-m", help="text (CLIP-guided to the prompt), regenerate (new content in the window's style) or copy \\[default: text when --prompt is given, else regenerate]."),
     preset: str = typer.Option("fast", "--preset", help="fast (CPU) or paper (reference hyperparameters, GPU)."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Prompt for ROIs without their own."),
-    prompt_field: str = typer.Option("prompt", "--prompt-field", help="AOI attribute holding per-ROI prompts."),
-    layer: Optional[str] = typer.Option(None, "--layer", help="Layer of a multi-layer AOI file."),
+    prompt: PromptOpt = None,
+    prompt_field: PromptFieldOpt = "prompt",
+    layer: LayerOpt = None,
     copy_from: Optional[Path] = typer.Option(None, "--copy-from", help="Copy mode: source polygons (vector) or content (raster)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed: the same inputs and seed give the same output."),
+    seed: SeedOpt = 0,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     cog: bool = typer.Option(False, "--cog", help="Write a Cloud-Optimized GeoTIFF with overviews."),
-    compress: Optional[str] = typer.Option(None, "--compress", help="Output compression [default: the source's if lossless, else deflate]."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads [default: torch's choice]."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Trained-model cache [default: ~/.cache/rs-geo-edit]."),
+    compress: Optional[str] = typer.Option(None, "--compress", help="Output compression \\[default: the source's if lossless, else deflate]."),
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    cache_dir: CacheDirOpt = None,
     cache_max_gb: float = typer.Option(5.0, "--cache-max-gb", help="Cache size cap; least recently used models go first."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (overrides the preset)."),
-    width: Optional[int] = typer.Option(None, "--width", help="Denoiser width (overrides the preset)."),
-    batch: Optional[int] = typer.Option(None, "--batch", help="Training batch size (overrides the preset)."),
-    crop: Optional[int] = typer.Option(None, "--crop", help="Training crop size, pixels (overrides the preset)."),
+    steps: StepsOpt = None,
+    width: WidthOpt = None,
+    batch: BatchOpt = None,
+    crop: CropOpt = None,
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (overrides the preset)."),
     timesteps: Optional[int] = typer.Option(None, "--timesteps", help="Diffusion timesteps (overrides the preset)."),
     sample_stride: Optional[int] = typer.Option(None, "--sample-stride", help="Sample every n-th timestep (overrides the preset)."),
@@ -245,11 +268,11 @@ def edit(
     blend: str = typer.Option("feather", "--blend", help="feather, laplacian or poisson."),
     feather: int = typer.Option(16, "--feather", help="Width of the blend band outside the ROI, pixels."),
     color_match: bool = typer.Option(False, "--color-match", help="Fit a per-band gain/offset on the context ring."),
-    margin: int = typer.Option(64, "--margin", help="Smallest context margin around each ROI, pixels."),
-    margin_frac: float = typer.Option(0.5, "--margin-frac", help="Margin as a fraction of the ROI extent, if larger."),
-    max_side: int = typer.Option(1024, "--max-side", help="Windows with a longer side are edited at reduced resolution."),
-    rgb_bands: Optional[str] = typer.Option(None, "--rgb-bands", help="1-based bands the RGB model sees, e.g. 3,2,1."),
-    clip: str = typer.Option("remoteclip-vit-b-32", "--clip", help="CLIP for text mode: remoteclip-vit-b-32|-rn50|-vit-l-14, ARCH:TAG or ARCH:/path.pt."),
+    margin: MarginOpt = 64,
+    margin_frac: MarginFracOpt = 0.5,
+    max_side: MaxSideOpt = 1024,
+    rgb_bands: RgbBandsOpt = None,
+    clip: ClipOpt = "remoteclip-vit-b-32",
     strength: float = typer.Option(0.3, "--strength", help="CLIP guidance step, relative to the ROI's image norm."),
     clip_views: int = typer.Option(4, "--clip-views", help="Augmented CLIP views per ROI and step."),
     guide_every: int = typer.Option(1, "--guide-every", help="Guide every n-th sampling step."),
@@ -258,7 +281,7 @@ def edit(
     synonyms: Optional[Path] = typer.Option(None, "--synonyms", help="JSON file of prompt -> alternative phrasings."),
     llm_endpoint: Optional[str] = typer.Option(None, "--llm-endpoint", help="OpenAI-compatible chat URL for paraphrases."),
     llm_model: str = typer.Option("default", "--llm-model", help="Model name sent to --llm-endpoint."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: QuietOpt = False,
 ) -> None:
     """Edit the ROIs of a scene and write a GeoTIFF (plus a provenance JSON beside it)."""
 
@@ -293,8 +316,8 @@ def serve(
     workers: int = typer.Option(1, "--workers", help="Concurrent jobs (worker processes); 1 per GPU is sensible."),
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow binding a non-loopback address."),
     print_token: bool = typer.Option(False, "--print-token", help="Print the bearer token and exit."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Job database folder [default: ~/.local/share/rs-geo-edit]."),
-    config_dir: Optional[Path] = typer.Option(None, "--config-dir", help="Token folder [default: ~/.config/rs-geo-edit]."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Job database folder \\[default: ~/.local/share/rs-geo-edit]."),
+    config_dir: Optional[Path] = typer.Option(None, "--config-dir", help="Token folder \\[default: ~/.config/rs-geo-edit]."),
 ) -> None:
     """Run the local job service: submit, follow and cancel edits over HTTP.
 
@@ -352,15 +375,15 @@ def _serve(host: str, port: int, workers: int, data_dir: Path, token: str) -> No
 
 @app.command("eval", epilog="Example: rs-geo-edit eval scene_edited.tif --source scene.tif --aoi rois.geojson --prompt forest")
 def eval_command(
-    output: Path = typer.Argument(..., help="The edited GeoTIFF."),
-    source: Path = typer.Option(..., "--source", "-s", help="The scene it was edited from."),
-    aoi: Path = typer.Option(..., "--aoi", "-a", help="The ROIs of the edit."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Prompt for ROIs without their own."),
-    prompt_field: str = typer.Option("prompt", "--prompt-field", help="AOI attribute holding per-ROI prompts."),
-    layer: Optional[str] = typer.Option(None, "--layer", help="Layer of a multi-layer AOI file."),
+    output: Annotated[Path, typer.Argument(help="The edited GeoTIFF.")],
+    source: Annotated[Path, typer.Option("--source", "-s", help="The scene it was edited from.")],
+    aoi: AoiOpt,
+    prompt: PromptOpt = None,
+    prompt_field: PromptFieldOpt = "prompt",
+    layer: LayerOpt = None,
     clip: Optional[str] = typer.Option("remoteclip-vit-b-32", "--clip", help="CLIP for the scores; 'none' skips them."),
     feather: int = typer.Option(16, "--feather", help="Blend band of the edit, pixels (excluded from fidelity)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: DeviceOpt = "auto",
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics as JSON."),
 ) -> None:
     """Score an edit per ROI: CLIP score, outside-ROI fidelity, seam metrics.
@@ -478,22 +501,22 @@ def batch(
     aoi: Optional[Path] = typer.Option(None, "--aoi", "-a", help="One AOI for every --scenes scene it intersects."),
     mode: Optional[str] = typer.Option(None, "--mode", "-m", help="Default mode [text with --prompt, else regenerate]."),
     preset: str = typer.Option("fast", "--preset", help="fast (CPU) or paper (GPU)."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Default prompt."),
-    seed: int = typer.Option(0, "--seed", help="Default seed."),
+    prompt: PromptOpt = None,
+    seed: SeedOpt = 0,
     force: bool = typer.Option(False, "--force", help="Redo scenes whose outputs are complete."),
     executor: str = typer.Option("local", "--executor", help="local (default) or ray."),
     workers: int = typer.Option(1, "--workers", help="Local worker processes (1 per GPU; 1 on CPU)."),
     address: str = typer.Option("auto", "--address", help="Ray: auto, local, or ray://host:port."),
     gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help="Ray: GPUs per scene task."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads per task."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Trained-model cache; on a cluster, a path all nodes see."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (overrides the preset)."),
-    width: Optional[int] = typer.Option(None, "--width", help="Denoiser width (overrides the preset)."),
-    crop: Optional[int] = typer.Option(None, "--crop", help="Training crop (overrides the preset)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch", help="Training batch (overrides the preset)."),
-    clip: str = typer.Option("remoteclip-vit-b-32", "--clip", help="CLIP for text mode."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    cache_dir: CacheDirOpt = None,
+    steps: StepsOpt = None,
+    width: WidthOpt = None,
+    crop: CropOpt = None,
+    batch_size: BatchOpt = None,
+    clip: ClipOpt = "remoteclip-vit-b-32",
+    quiet: QuietOpt = False,
 ) -> None:
     """Run the same edit over many scenes; resumable; local processes or a Ray cluster."""
 
@@ -539,10 +562,10 @@ def sample_paths() -> tuple[Path, Path]:
 @app.command(epilog="Example: rs-geo-edit demo --out-dir out --seed 3")
 def demo(
     out_dir: Path = typer.Option(Path("out"), "--out-dir", help="Folder for the demo's outputs."),
-    seed: int = typer.Option(0, "--seed", help="Random seed of the edit."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads [default: torch's choice]."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Trained-model cache [default: ~/.cache/rs-geo-edit]."),
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    cache_dir: CacheDirOpt = None,
 ) -> None:
     """Edit the bundled aerial scene (regenerate, fast preset) and write a before/after PNG.
 

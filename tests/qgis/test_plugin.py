@@ -103,14 +103,20 @@ def _connect(plugin, backend):
     assert info["status"] == "ok" and "rs-geo-edit" in dock.health.text()
 
 
-def test_end_to_end_job_adds_the_result_layer(plugin, host, backend, tmp_path):
-    from qgis.core import QgsProject, QgsRasterLayer
-
+def _ready_to_run(plugin, host, backend, tmp_path):
+    """Connected to the backend, a raster layer, one drawn ROI over it, mode regenerate."""
     _connect(plugin, backend)
     layer = _raster_layer(tmp_path)
     plugin.dock.roi_layer = None
     _draw(plugin, host, layer, [(250, 200), (450, 200), (450, 400), (250, 400)])
     plugin.dock.mode.setCurrentText("regenerate")
+    return layer
+
+
+def test_end_to_end_job_adds_the_result_layer(plugin, host, backend, tmp_path):
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    layer = _ready_to_run(plugin, host, backend, tmp_path)
     values = []
     task = plugin.dock.run(TINY)
     assert task is not None
@@ -132,11 +138,7 @@ def test_end_to_end_job_adds_the_result_layer(plugin, host, backend, tmp_path):
 def test_cancel_mid_run_leaves_no_output(plugin, host, backend, tmp_path):
     from qgis.core import QgsProject
 
-    _connect(plugin, backend)
-    layer = _raster_layer(tmp_path)
-    plugin.dock.roi_layer = None
-    _draw(plugin, host, layer, [(250, 200), (450, 200), (450, 400), (250, 400)])
-    plugin.dock.mode.setCurrentText("regenerate")
+    _ready_to_run(plugin, host, backend, tmp_path)
     task = plugin.dock.run(LONG)
     assert wait_for(lambda: task.job.get("progress", 0) > 0.03, 120)
     output = Path(task.job["request"]["output"])
