@@ -17,11 +17,11 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 with_qgis=0
 [ "${1:-}" = "--qgis" ] && with_qgis=1
 if [ "$with_qgis" = 1 ]; then
-    if ! /usr/bin/python3 -c 'import qgis.core' 2>/dev/null || [ ! -x /usr/bin/qgis_process.bin ]; then
+    if ! /usr/bin/python3 -c 'import qgis.core, ensurepip' 2>/dev/null || [ ! -x /usr/bin/qgis_process.bin ]; then
         log "installing Debian's QGIS (python3-qgis, qgis-providers, qgis, xvfb; ~1 GB, a few minutes)"
         as_root apt-get update -qq
         DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
-            python3-qgis qgis-providers qgis xvfb >/dev/null
+            python3-qgis qgis-providers qgis xvfb python3-venv >/dev/null
     fi
     qvenv="$root/.venv-qgis"
     qwant=$(cat scripts/qgis-constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
