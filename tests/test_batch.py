@@ -126,3 +126,24 @@ def test_ray_executor_matches_local_byte_for_byte(tmp_path, ray_local):
     assert results["local"].keys() == results["ray"].keys() and len(results["local"]) == 2
     for name in results["local"]:
         assert results["local"][name] == results["ray"][name], name
+
+
+def test_bad_batch_inputs_one_line_exit_2(tmp_path):
+    bad_rows = tmp_path / "bad.csv"
+    bad_rows.write_text("scene,aoi\nx.tif,\n")
+    not_json = tmp_path / "bad.jsonl"
+    not_json.write_text("{not json}\n")
+    cases = [
+        (["--manifest", tmp_path / "missing.csv"], "does not exist"),
+        (["--manifest", bad_rows], "needs 'scene' and 'aoi'"),
+        (["--manifest", not_json], "line 1 is not JSON"),
+        (["--scenes", tmp_path / "*.tif"], "--scenes needs --aoi"),
+        (["--scenes", tmp_path / "none*.tif", "--aoi", tmp_path / "a.geojson"], "matches no file"),
+        ([], "either --manifest"),
+        (["--manifest", bad_rows, "--executor", "spark"], "unknown executor"),
+    ]
+    for args, expected in cases:
+        proc = run("batch", "--out-dir", tmp_path / "out", *args)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 2 and len(errors) == 1 and expected in errors[0], (args, proc.stderr)
+        assert not (tmp_path / "out" / "summary.csv").exists()

@@ -534,8 +534,8 @@ def batch(
                                                       "batch": batch_size},
                              mode=mode or ("text" if prompt else "regenerate"), prompt=prompt, seed=seed,
                              device=device, threads=threads, guidance=GuidanceConfig(clip=clip), **extra)
-        items = read_manifest(manifest, out_dir) if manifest else items_from_glob(scenes, aoi, out_dir)
         runner = make_executor(executor, workers=workers, address=address, gpus_per_task=gpus_per_task)
+        items = read_manifest(manifest, out_dir) if manifest else items_from_glob(scenes, aoi, out_dir)
         bar, callback = _progress_printer(quiet)
         with bar:
             rows = run_batch(items, config, out_dir, runner, force=force, progress=callback)
