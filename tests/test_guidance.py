@@ -177,3 +177,26 @@ def test_llm_paraphrases_from_a_local_server_are_cached(tmp_path):
     assert first == second == ["woodland seen from above", "tree canopy"]
     assert len(_Chat.calls) == 1 and _Chat.calls[0][0] == "/v1/chat/completions"
     assert _Chat.calls[0][1]["model"] == "m" and "forest" in _Chat.calls[0][1]["messages"][-1]["content"]
+
+
+def test_text_mode_with_a_copy_source_pastes_at_coarse_scales(tiny_clip, tmp_path):
+    from rasterio.transform import from_origin
+
+    from rs_geo_edit.config import GuidanceConfig, make_config
+    from rs_geo_edit.pipeline import edit_scene, make_editor
+
+    rng = np.random.default_rng(0)
+    data = np.zeros((3, 128, 128), np.uint8)
+    data[:, :, :64] = 200 + rng.integers(0, 30, (3, 128, 64))
+    data[:, :, 64:] = 30 + rng.integers(0, 30, (3, 128, 64))
+    scene = tmp_path / "two.tif"
+    with rasterio.open(scene, "w", driver="GTiff", width=128, height=128, count=3, dtype="uint8", crs="EPSG:32633",
+                       transform=from_origin(500000, 5100000, 10, 10)) as dst:
+        dst.write(data)
+    aoi = write_aoi(tmp_path / "a.gpkg", [pixel_box(scene, 10, 40, 40, 70), pixel_box(scene, 84, 40, 114, 70)],
+                    properties={"role": ["source", None], "prompt": [None, "snow"]})
+    config = make_config("fast", model_overrides={"steps": 30, "width": 16, "crop": 32, "batch": 2}, mode="text",
+                         cache_dir=tmp_path / "cache", guidance=GuidanceConfig(clip="rsge-tiny:random", views=2))
+    edit_scene(scene, aoi, tmp_path / "o.tif", make_editor(config), config)
+    edited = rasterio.open(tmp_path / "o.tif").read()[:, 45:65, 89:109].astype(float)
+    assert edited.mean() > 110, "the bright source content should reach the dark target ROI"

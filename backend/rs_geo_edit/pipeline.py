@@ -21,6 +21,7 @@ from . import __version__
 from .blend import blend_window
 from .config import EditConfig
 from .errors import SceneError
+from .eval import boundary_step, seam_gradient_ratio
 from .geo.aoi import AOI, ROI, read_aoi
 from .geo.raster import (Normaliser, Patch, atomic_path, avoid_nodata, check_output_path, data_bands,
                          footprint, open_scene, read_window, rgb_bands, sha256_file, validity_mask,
@@ -176,7 +177,7 @@ def window_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def _copy_donor(src, plan: ScenePlan, config: EditConfig, transform) -> tuple[np.ndarray, np.ndarray]:
+def _copy_donor(src, plan: ScenePlan, transform) -> tuple[np.ndarray, np.ndarray]:
     """Copy mode: the content to paste, in source units, and where it is valid.
 
     From the first source polygon (``role=source`` in the AOI, or polygons of ``--copy-from``),
@@ -293,9 +294,10 @@ def edit_scene(scene: str | Path, aoi: str | Path, output: str | Path, editor: E
             else:
                 w_image, w_valid, w_roi, w_labels = image, valid, roi, labels
             copy_source, copy_mask = (None, None)
-            if config.mode == "copy":
+            # copy mode, and text mode with a content source (pasted content guides the coarse scales)
+            if config.mode == "copy" or (config.mode == "text" and (plan.copy_sources or plan.copy_raster)):
                 if donor is None:
-                    donor = _copy_donor(src, plan, config, transform)
+                    donor = _copy_donor(src, plan, transform)
                 copy_source, copy_mask = _copy_content(donor, ew, transform, norm, work_shape)
             request = EditRequest(image=w_image, roi=w_roi, labels=w_labels, valid=w_valid,
                                   prompts=[r.prompt for r in ew.rois], rgb=plan.rgb,
@@ -313,8 +315,6 @@ def edit_scene(scene: str | Path, aoi: str | Path, output: str | Path, editor: E
             pixels = norm.inverse(composite)
             avoid_nodata(pixels, changed, src.nodata)
             patches.append(_cropped_patch(ew, pixels, changed))
-            from .eval import boundary_step, seam_gradient_ratio
-
             written = np.where(changed[None], norm.forward(pixels, np.float64), norm.forward(raw, np.float64))
             window_records.append({
                 **ew.as_dict(transform), "roi_pixels": int(roi.sum()), "changed_pixels": int(changed.sum()),

@@ -87,11 +87,11 @@ class ClipGuidance:
             out.append(view)
         return torch.cat(out, 0)
 
-    def score(self, x0):
-        """Mean cosine between each ROI's views and its text embedding (differentiable in x0)."""
+    def score(self, x0, scale: int):
+        """Mean cosine between each ROI's views and its text embedding at ``scale`` (differentiable
+        in x0)."""
         import torch
 
-        scale = self.previous_scale
         rgb = (x0[:, self.rgb] + 1) / 2
         scores = []
         for k, masks in enumerate(self.roi_masks):
@@ -122,7 +122,7 @@ class ClipGuidance:
         if (self.counter - 1) % self.every == 0:
             with torch.enable_grad():
                 leaf = x0.detach().clone().requires_grad_(True)
-                score = self.score(leaf)
+                score = self.score(leaf, scale)
                 if score is not None:
                     grad, = torch.autograd.grad(score, leaf)
                     g = grad * mask

@@ -105,9 +105,9 @@ class SinDDMEditor:
         stats = {"cache_key": key, "scales": [list(s) for s in pyramid.spec.sizes],
                  "recon_error": [round(e, 5) for e in pyramid.recon_error], "t_start": schedule.t_start}
         cached = self.cache.load(key, device="cpu")
-        net = SinDDMNet(bands, cfg.width)
         if cached is not None:
             state_dict, _ = cached
+            net = SinDDMNet(bands, cfg.width)
             net.load_state_dict(state_dict)
             progress(1, 1, "model loaded from the cache")
             return net.to(self.device).eval(), pyramid, schedule, {**stats, "trained": False, "train_s": 0.0}
