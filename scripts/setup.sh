@@ -19,9 +19,13 @@ with_qgis=0
 if [ "$with_qgis" = 1 ]; then
     if ! /usr/bin/python3 -c 'import qgis.core, ensurepip' 2>/dev/null || [ ! -x /usr/bin/qgis_process.bin ]; then
         log "installing Debian's QGIS (python3-qgis, qgis-providers, qgis, xvfb; ~1 GB, a few minutes)"
-        as_root apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
-            python3-qgis qgis-providers qgis xvfb python3-venv >/dev/null
+        for attempt in 1 2 3; do  # a mirror hiccup should not fail the whole run
+            as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq \
+                --no-install-recommends python3-qgis qgis-providers qgis xvfb python3-venv >/dev/null && break
+            [ "$attempt" = 3 ] && { log "apt-get failed 3 times"; exit 1; }
+            log "apt-get failed (attempt $attempt), retrying in 10 s"
+            sleep 10
+        done
     fi
     qvenv="$root/.venv-qgis"
     qwant=$(cat scripts/qgis-constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
