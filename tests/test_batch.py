@@ -48,6 +48,7 @@ def run(*args, timeout=600):
 def test_glob_batch_across_crss_with_a_corrupt_scene(tmp_path):
     scenes_around_one_place(tmp_path)
     (tmp_path / "broken.tif").write_bytes(b"II*\x00" + os.urandom(500))
+    write_scene(tmp_path / "far.tif", width=64, height=64, blocksize=32, crs="EPSG:32633")  # elsewhere
     aoi = shared_aoi(tmp_path)
     out = tmp_path / "out"
     proc = run("batch", "--scenes", tmp_path / "*.tif", "--aoi", aoi, "--out-dir", out,
@@ -56,7 +57,9 @@ def test_glob_batch_across_crss_with_a_corrupt_scene(tmp_path):
     summary = json.loads((out / "summary.json").read_text())["scenes"]
     status = {Path(r["scene"]).name: r for r in summary}
     assert {n: r["status"] for n, r in status.items()} == {
-        "broken.tif": "failed", "geo.tif": "done", "merc.tif": "done", "utm32.tif": "done", "utm33.tif": "done"}
+        "broken.tif": "failed", "far.tif": "skipped", "geo.tif": "done", "merc.tif": "done", "utm32.tif": "done",
+        "utm33.tif": "done"}
+    assert "intersects the scene" in status["far.tif"]["error"]
     assert "not a readable raster" in status["broken.tif"]["error"]
     assert sorted(p.name for p in out.glob("*.tif")) == ["geo_edited.tif", "merc_edited.tif", "utm32_edited.tif",
                                                         "utm33_edited.tif"]

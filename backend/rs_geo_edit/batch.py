@@ -115,7 +115,7 @@ def is_complete(item: BatchItem, config: EditConfig) -> bool:
 
 def run_item(task: dict, progress: Optional[Callable[[ProgressEvent], None]] = None) -> dict:
     """Edit one scene (any process: a pool worker, a Ray task). Never raises: errors become rows."""
-    from .errors import RsGeoEditError
+    from .errors import AOIOutsideScene, RsGeoEditError
     from .geo.raster import remove_partials
     from .pipeline import edit_scene, make_editor
 
@@ -127,9 +127,10 @@ def run_item(task: dict, progress: Optional[Callable[[ProgressEvent], None]] = N
         remove_partials(task["output"])
         result = edit_scene(task["scene"], task["aoi"], task["output"], make_editor(config), config, progress=progress)
         row.update(status="done", windows=len(result.record["windows"]))
+    except AOIOutsideScene as exc:
+        row.update(status="skipped", error=str(exc))
     except RsGeoEditError as exc:
-        status = "skipped" if "intersects the scene" in str(exc) else "failed"
-        row.update(status=status, error=str(exc))
+        row.update(status="failed", error=str(exc))
     except Exception as exc:  # a bug or system error on one scene must not stop the batch
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     row["seconds"] = round(time.perf_counter() - started, 2)

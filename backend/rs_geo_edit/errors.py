@@ -19,6 +19,10 @@ class AOIError(RsGeoEditError):
     """The AOI vector file is missing, unreadable, has no usable polygons, or misses the scene."""
 
 
+class AOIOutsideScene(AOIError):
+    """No ROI of the AOI intersects the scene (in a batch: that scene is skipped, not failed)."""
+
+
 class OutputError(RsGeoEditError):
     """The output path cannot be written (exists, equals an input, directory not writable)."""
 

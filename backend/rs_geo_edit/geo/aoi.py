@@ -15,7 +15,7 @@ from typing import Optional
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
-from ..errors import AOIError, AOIWarning
+from ..errors import AOIError, AOIOutsideScene, AOIWarning
 
 POLYGONAL = ("Polygon", "MultiPolygon")
 
@@ -172,7 +172,7 @@ def read_aoi(path: str | Path, scene_crs, footprint: Polygon, *, layer: Optional
         if non_polygons and non_polygons == len(gdf):
             raise AOIError(f"AOI file {str(path)!r} holds only points or lines: ROIs must be polygons "
                            "(buffer them first, e.g. QGIS Vector > Geoprocessing > Buffer)")
-        raise AOIError(f"no ROI of {str(path)!r} intersects the scene ({len(skipped)} feature(s) skipped): "
+        raise AOIOutsideScene(f"no ROI of {str(path)!r} intersects the scene ({len(skipped)} feature(s) skipped): "
                        "check that the AOI covers the scene and that its CRS is right")
     if not any(r.role != "source" for r in rois):
         raise AOIError(f"AOI file {str(path)!r} has only role=source features: add at least one target ROI")
