@@ -219,6 +219,10 @@ def _edit_config(**kw):
                        guidance=guidance, rgb_bands=_parse_bands(kw.pop("rgb_bands")), **kw)
 
 
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def _print_result(result) -> None:
     record = result.record
     timings = record["timings"]
@@ -232,8 +236,12 @@ def _print_result(result) -> None:
         train = ("trained in {:.1f} s".format(model["train_s"]) if model.get("trained")
                  else "model from the cache" if model else "")
         sample = f", sampled in {model['sample_s']:.1f} s" if "sample_s" in model else ""
-        out.print(f"  window {w['index']}: {w['width']} x {w['height']} px, {w['roi_pixels']} ROI px; {train}{sample}; "
-                  f"seam gradient ratio {w['seam_gradient_ratio']}", highlight=False)
+        out.print(f"  window {w['index']}: {w['width']} x {w['height']} px, {w['roi_pixels']} ROI px; {train}{sample}",
+                  highlight=False)
+        fig = w.get("realism", {})
+        out.print(f"    realism: luminance detail {_fmt(fig.get('luminance'))}, colour detail "
+                  f"{_fmt(fig.get('colour'))}, seam ratio {_fmt(fig.get('seam'))} "
+                  "(targets 0.8-1.2, <= 1.3, <= 1.1)", highlight=False)
     out.print(f"  total {timings['total_s']:.1f} s (plan {timings['plan_s']:.1f}, edit {timings['edit_s']:.1f}, "
               f"write {timings['write_s']:.1f})", highlight=False)
 
@@ -411,13 +419,14 @@ def eval_command(
             model = load_clip(clip, resolve_device(device), Path(weights) if weights else None)
         report = evaluate(output, source, aoi, config, model)
         table = Table(title=f"evaluation of {output}")
-        for col in ("feature", "prompt", "ROI px", "CLIP edit", "CLIP source", "fidelity", "SGR", "step"):
+        for col in ("feature", "prompt", "ROI px", "CLIP edit", "CLIP source", "fidelity", "luminance", "colour",
+                    "seam", "step"):
             table.add_column(col)
         fmt = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
         for r in report["rois"]:
             table.add_row(str(r["feature"]), r["prompt"] or "-", str(r["roi_pixels"]), fmt(r.get("clip_score_edit")),
-                          fmt(r.get("clip_score_source")), fmt(r["outside_fidelity"]), fmt(r["seam_gradient_ratio"]),
-                          fmt(r["boundary_step"]))
+                          fmt(r.get("clip_score_source")), fmt(r["outside_fidelity"]), fmt(r["luminance_detail"]),
+                          fmt(r["colour_detail"]), fmt(r["seam_ratio"]), fmt(r["boundary_step"]))
         out.print(table)
         if json_out:
             with atomic_path(json_out) as tmp:

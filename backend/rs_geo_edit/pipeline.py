@@ -22,6 +22,7 @@ from .blend import blend_window
 from .config import EditConfig
 from .errors import SceneError
 from .eval import boundary_step, seam_gradient_ratio
+from .eval.metrics import realism
 from .geo.aoi import AOI, ROI, read_aoi
 from .geo.raster import (Normaliser, Patch, atomic_path, avoid_nodata, check_output_path, data_bands,
                          footprint, open_scene, read_window, rgb_bands, sha256_file, validity_mask,
@@ -321,6 +322,8 @@ def edit_scene(scene: str | Path, aoi: str | Path, output: str | Path, editor: E
                 "normalisation": norm.as_dict(), "blend": blend_info, "seed": request.seed,
                 "seam_gradient_ratio": _finite(seam_gradient_ratio(written, roi, valid)),
                 "boundary_step": _finite(boundary_step(written, roi, valid)),
+                "realism": {k: _finite(v) for k, v in
+                            realism(written, norm.forward(raw, np.float64), roi, valid, plan.rgb).items()},
                 "seconds": round(time.perf_counter() - t0, 3),
             })
             StageReporter(progress, "blend", start + span * 0.95, start + span, ew.index)(1, 1, "blended")

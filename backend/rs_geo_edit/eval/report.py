@@ -5,6 +5,7 @@
 - Outside-ROI fidelity: the fraction of pixels outside the ROIs grown by the blend band that are
   identical to the source (1.0 expected).
 - Seam-gradient ratio and boundary step around each ROI (see ``eval/seams.py``).
+- Texture realism: luminance and colour detail ratios and the seam ratio (``eval/metrics.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 
+from .metrics import realism
 from .seams import boundary_step, outside_fidelity, seam_gradient_ratio
 
 
@@ -65,6 +67,9 @@ def evaluate(output: str | Path, source: str | Path, aoi: str | Path, config, cl
                        "roi_pixels": int(mask.sum()), "outside_fidelity": fidelity,
                        "seam_gradient_ratio": seam_gradient_ratio(a_n, labels == k, valid),
                        "boundary_step": boundary_step(a_n, labels == k, valid)}
+                figures = realism(a_n, b_n, labels == k, valid, plan.rgb)
+                row.update(luminance_detail=figures["luminance"], colour_detail=figures["colour"],
+                           seam_ratio=figures["seam"])
                 if clip is not None and roi.prompt and mask.any():
                     rr = np.flatnonzero(mask.any(axis=1))
                     cc = np.flatnonzero(mask.any(axis=0))

@@ -4,6 +4,9 @@
   by the same on a ring 8-40 px outside the ROI, where I is the band mean and G_3 a Gaussian blur
   with sigma 3 pixels. 1.0 means the boundary is no busier than the surroundings; a visible seam
   gives a clearly larger value.
+- Seam ratio: SGR of the output divided by SGR of the source at the same boundary, so a
+  boundary that runs along a real edge (a road, a forest border) is not counted as a seam.
+  1.0 means the edit made the boundary no busier than it was.
 - Boundary step: the largest per-band difference between the mean just inside (1-3 px) and just
   outside (1-3 px) the ROI boundary, in the image's units.
 - Outside fidelity: the fraction of pixels outside a mask whose every band equals the source.
@@ -40,6 +43,16 @@ def seam_gradient_ratio(image: np.ndarray, roi: np.ndarray, valid: np.ndarray | 
     if not boundary.any() or not context.any():
         return float("nan")
     return float(magnitude[boundary].mean() / max(magnitude[context].mean(), 1e-12))
+
+
+def seam_ratio(output: np.ndarray, source: np.ndarray, roi: np.ndarray,
+               valid: np.ndarray | None = None) -> float:
+    """SGR of ``output`` / SGR of ``source`` around ``roi`` (same units, same window)."""
+    before = seam_gradient_ratio(source, roi, valid)
+    after = seam_gradient_ratio(output, roi, valid)
+    if not np.isfinite(before) or not np.isfinite(after) or before <= 0:
+        return float("nan")
+    return float(after / before)
 
 
 def boundary_step(image: np.ndarray, roi: np.ndarray, valid: np.ndarray | None = None,
