@@ -1,45 +1,49 @@
-"""The dock widget: raster, ROIs (drawn or from a layer), prompt, mode, preset, seed, Run,
-progress, Cancel, job history, backend settings and health, diagnostics."""
+"""The dock: widgets only. It shows what the controller hands it and exposes its buttons; it makes
+no requests, starts no tasks and touches no project layers."""
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import tempfile
-from pathlib import Path
+import datetime
+from typing import Iterable, Optional
 
-from qgis.core import (Qgis, QgsApplication, QgsCoordinateTransform, QgsMapLayerProxyModel, QgsProject,
-                       QgsRasterLayer)
-from qgis.gui import QgsMapLayerComboBox
-from qgis.PyQt.QtWidgets import (QApplication, QCheckBox, QComboBox, QDockWidget, QFormLayout, QGroupBox,
-                                 QHBoxLayout, QLabel, QLineEdit, QListWidget, QProgressBar, QPushButton,
+from qgis.core import QgsMapLayerProxyModel
+from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                                 QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton,
                                  QSpinBox, QVBoxLayout, QWidget)
 
-from .client import BackendClient, BackendError, LocalBackend
-from .maptool import PolygonTool, add_polygon
-from .rois import rois_geojson, scratch_layer
-from .settings import MODES, PRESETS, set_setting, setting
-from .task import EditTask
+from .backend import BackendSettings
+from .entities import Job
+from .installer import InstallSpec
+from .settings import MODES, PRESETS
+
+JOB_ID = Qt.UserRole
+JOB_LOADABLE = Qt.UserRole + 1
 
 
 class EditDock(QDockWidget):
-    def __init__(self, iface, parent=None):
+    def __init__(self, parent=None):
         super().__init__("rs-geo-edit", parent)
         self.setObjectName("RsGeoEditDock")
-        self.iface = iface
-        self.canvas = iface.mapCanvas()
-        self.backend = None
-        self.task = None
-        self.roi_layer = None
-        self.tool = PolygonTool(self.canvas)
-        self.tool.polygonFinished.connect(self.on_polygon)
-        self._build()
-
-    # ---------------------------------------------------------------------------------- layout
-    def _build(self) -> None:
         root = QWidget()
         layout = QVBoxLayout(root)
+        layout.addLayout(self._edit_form())
+        layout.addLayout(self._run_row())
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        layout.addWidget(self.progress)
+        self.stage = QLabel("idle")
+        self.stage.setWordWrap(True)
+        layout.addWidget(self.stage)
+        layout.addWidget(self._jobs_box())
+        layout.addWidget(self._backend_box())
+        layout.addWidget(self._install_box())
+        layout.addStretch(1)
+        self.setWidget(root)
+
+    # ---------------------------------------------------------------------------------- layout
+    def _edit_form(self) -> QFormLayout:
         form = QFormLayout()
         self.raster = QgsMapLayerComboBox()
         self.raster.setFilters(QgsMapLayerProxyModel.RasterLayer)
@@ -52,12 +56,9 @@ class EditDock(QDockWidget):
         form.addRow("ROI layer", self.roi_layer_combo)
         self.selected_only = QCheckBox("selected features only")
         form.addRow("", self.selected_only)
-        draw_row = QHBoxLayout()
         self.draw = QPushButton("Draw ROI")
         self.draw.setToolTip("Left click: add a vertex; right click: finish; Esc: cancel")
-        self.draw.clicked.connect(self.start_drawing)
-        draw_row.addWidget(self.draw)
-        form.addRow("", draw_row)
+        form.addRow("", self.draw)
         self.prompt = QLineEdit()
         self.prompt.setPlaceholderText("e.g. dense forest (ROIs' own 'prompt' attributes take precedence)")
         form.addRow("Prompt", self.prompt)
@@ -70,201 +71,162 @@ class EditDock(QDockWidget):
         self.seed = QSpinBox()
         self.seed.setRange(0, 2 ** 31 - 1)
         form.addRow("Seed", self.seed)
-        layout.addLayout(form)
-        buttons = QHBoxLayout()
+        return form
+
+    def _run_row(self) -> QHBoxLayout:
+        row = QHBoxLayout()
         self.run_button = QPushButton("Run")
-        self.run_button.clicked.connect(self.run)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        layout.addLayout(buttons)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        layout.addWidget(self.progress)
-        self.stage = QLabel("idle")
-        self.stage.setWordWrap(True)
-        layout.addWidget(self.stage)
-        layout.addWidget(QLabel("Jobs"))
+        row.addWidget(self.run_button)
+        row.addWidget(self.cancel_button)
+        return row
+
+    def _jobs_box(self) -> QGroupBox:
+        box = QGroupBox("Jobs")
+        layout = QVBoxLayout(box)
         self.history = QListWidget()
+        self.history.setToolTip("The backend's recent jobs (listed on Connect). A finished job whose result "
+                                "is not in the project can be loaded.")
         layout.addWidget(self.history)
+        self.load_button = QPushButton("Load result")
+        self.load_button.setEnabled(False)
+        self.history.currentItemChanged.connect(self._on_job_selected)
+        layout.addWidget(self.load_button)
+        return box
+
+    def _backend_box(self) -> QGroupBox:
         box = QGroupBox("Backend")
-        bform = QFormLayout(box)
-        self.url = QLineEdit(setting("url", "http://127.0.0.1:8765"))
-        self.token = QLineEdit(setting("token", ""))
+        form = QFormLayout(box)
+        self.url = QLineEdit()
+        self.token = QLineEdit()
         self.token.setEchoMode(QLineEdit.Password)
-        self.exe = QLineEdit(setting("executable", "rs-geo-edit"))
+        self.exe = QLineEdit()
+        self.exe.setToolTip("The rs-geo-edit executable, e.g. ~/rs-geo-edit/.venv/bin/rs-geo-edit")
         self.autostart = QCheckBox("start the local backend")
-        self.autostart.setChecked(setting("autostart", "false") in (True, "true"))
-        bform.addRow("URL", self.url)
-        bform.addRow("Token", self.token)
-        bform.addRow("Executable", self.exe)
-        bform.addRow("", self.autostart)
+        form.addRow("URL", self.url)
+        form.addRow("Token", self.token)
+        form.addRow("Executable", self.exe)
+        form.addRow("", self.autostart)
         row = QHBoxLayout()
         self.connect_button = QPushButton("Connect")
-        self.connect_button.clicked.connect(self.connect_backend)
         self.diagnostics_button = QPushButton("Copy diagnostics")
-        self.diagnostics_button.clicked.connect(self.copy_diagnostics)
-        row.addWidget(self.connect_button)
-        row.addWidget(self.diagnostics_button)
-        bform.addRow(row)
+        self.help_button = QPushButton("Help")
+        for button in (self.connect_button, self.diagnostics_button, self.help_button):
+            row.addWidget(button)
+        form.addRow(row)
         self.health = QLabel("not connected")
         self.health.setWordWrap(True)
-        bform.addRow(self.health)
-        layout.addWidget(box)
-        layout.addStretch(1)
-        self.setWidget(root)
+        form.addRow(self.health)
+        return box
 
-    # ---------------------------------------------------------------------------------- backend
-    def save_settings(self) -> None:
-        set_setting("url", self.url.text().strip())
-        set_setting("token", self.token.text().strip())
-        set_setting("executable", self.exe.text().strip())
-        set_setting("autostart", "true" if self.autostart.isChecked() else "false")
+    def _install_box(self) -> QGroupBox:
+        box = QgsCollapsibleGroupBox("Install backend")
+        box.setCollapsed(True)
+        form = QFormLayout(box)
+        self.install_folder = QgsFileWidget()
+        self.install_folder.setStorageMode(QgsFileWidget.GetDirectory)
+        self.install_folder.setToolTip("A new or empty folder for the backend's virtual environment")
+        self.install_python = QgsFileWidget()
+        self.install_python.setToolTip("A python3 (3.10 or newer) to build the environment with, e.g. /usr/bin/python3")
+        self.install_package = QLineEdit()
+        self.install_package.setToolTip("rs-geo-edit (from the package index), a wheel file or a source folder")
+        self.install_pip_args = QLineEdit()
+        self.install_pip_args.setToolTip("Extra pip arguments, e.g. --index-url https://example.org/simple")
+        self.install_system = QCheckBox("use the interpreter's packages (e.g. an installed torch)")
+        form.addRow("Folder", self.install_folder)
+        form.addRow("Python", self.install_python)
+        form.addRow("Package", self.install_package)
+        form.addRow("pip args", self.install_pip_args)
+        form.addRow("", self.install_system)
+        self.install_button = QPushButton("Install and start")
+        form.addRow(self.install_button)
+        self.install_log = QPlainTextEdit()
+        self.install_log.setReadOnly(True)
+        self.install_log.setMaximumBlockCount(2000)
+        form.addRow(self.install_log)
+        return box
 
-    def client(self) -> BackendClient:
-        self.save_settings()
-        return BackendClient(self.url.text().strip(), self.token.text().strip())
+    # ---------------------------------------------------------------------------------- values
+    def backend_settings(self) -> BackendSettings:
+        return BackendSettings(url=self.url.text().strip(), token=self.token.text().strip(),
+                               executable=self.exe.text().strip(), autostart=self.autostart.isChecked())
 
-    def connect_backend(self) -> dict:
-        """Start the local backend if asked, then show its health line."""
-        try:
-            if self.autostart.isChecked() and self.backend is None:
-                port = int(self.url.text().rsplit(":", 1)[-1].strip("/") or 8765)
-                self.backend = LocalBackend(self.exe.text().strip(), port)
-                self.token.setText(self.backend.start())
-                self.url.setText(self.backend.url)
-            info = self.client().health()
-        except (BackendError, ValueError) as exc:
-            self.health.setText(f"backend unavailable: {exc}")
-            self.message(str(exc), Qgis.Warning)
-            return {}
+    def show_backend_settings(self, settings: BackendSettings) -> None:
+        self.url.setText(settings.url)
+        self.token.setText(settings.token)
+        self.exe.setText(settings.executable)
+        self.autostart.setChecked(settings.autostart)
+
+    def install_spec(self) -> InstallSpec:
+        return InstallSpec(folder=self.install_folder.filePath().strip(), python=self.install_python.filePath().strip(),
+                           package=self.install_package.text().strip(),
+                           pip_args=tuple(self.install_pip_args.text().split()),
+                           system_site_packages=self.install_system.isChecked())
+
+    def show_install_spec(self, spec: InstallSpec) -> None:
+        self.install_folder.setFilePath(str(spec.folder))
+        self.install_python.setFilePath(spec.python)
+        self.install_package.setText(spec.package)
+        self.install_pip_args.setText(" ".join(spec.pip_args))
+        self.install_system.setChecked(spec.system_site_packages)
+
+    # ---------------------------------------------------------------------------------- state
+    def set_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    def show_job_progress(self, job: Optional[Job]) -> None:
+        if job is None:
+            return
+        self.progress.setValue(int(100 * job.progress))
+        eta = f", ETA {job.eta_s:.0f} s" if job.eta_s else ""
+        self.stage.setText(f"{job.stage}: {job.message}{eta}")
+
+    def show_health(self, info: dict) -> None:
         device = info.get("cuda_name") or info.get("device")
         weights = ", ".join(info.get("clip_weights") or []) or "none"
         self.health.setText(f"rs-geo-edit {info.get('version')} on {device}; CLIP weights: {weights}; "
                             f"queue {info.get('queue_length')}")
-        return info
 
-    def stop_backend(self) -> None:
-        if self.backend is not None:
-            self.backend.stop()
-            self.backend = None
+    def show_jobs(self, jobs: Iterable[Job], loadable: Iterable[str]) -> None:
+        """List ``jobs`` (newest first); ``loadable``: ids of finished jobs whose result is not loaded."""
+        loadable = set(loadable)
+        self.history.clear()
+        for job in jobs:
+            self.history.addItem(self._job_item(job, job.id in loadable))
+        self._on_job_selected(self.history.currentItem())
 
-    def copy_diagnostics(self) -> str:
-        try:
-            health = self.client().health()
-        except BackendError as exc:
-            health = {"error": str(exc)}
-        from . import __file__ as plugin_file
-
-        metadata = Path(plugin_file).with_name("metadata.txt")
-        version = next((line.split("=", 1)[1].strip() for line in metadata.read_text().splitlines()
-                        if line.startswith("version=")), "?") if metadata.exists() else "?"
-        text = json.dumps({"plugin": version, "qgis": Qgis.QGIS_VERSION, "python": platform.python_version(),
-                           "platform": platform.platform(), "backend_url": self.url.text(), "backend": health},
-                          indent=2)
-        QApplication.clipboard().setText(text)
-        return text
-
-    def message(self, text: str, level=Qgis.Info) -> None:
-        self.iface.messageBar().pushMessage("rs-geo-edit", text, level=level, duration=8)
-
-    # ---------------------------------------------------------------------------------- ROIs
-    def drawn_layer(self):
-        if self.roi_layer is None or not QgsProject.instance().mapLayer(self.roi_layer.id()):
-            crs = QgsProject.instance().crs()
-            self.roi_layer = scratch_layer(crs)
-            QgsProject.instance().addMapLayer(self.roi_layer)
-        return self.roi_layer
-
-    def start_drawing(self) -> None:
-        self.roi_source.setCurrentIndex(0)
-        self.canvas.setMapTool(self.tool)
-
-    def on_polygon(self, geometry) -> None:
-        """A polygon drawn in map coordinates, stored in the scratch layer's CRS."""
-        layer = self.drawn_layer()
-        map_crs = self.canvas.mapSettings().destinationCrs()
-        if map_crs != layer.crs():
-            geometry.transform(QgsCoordinateTransform(map_crs, layer.crs(), QgsProject.instance()))
-        add_polygon(layer, geometry, self.prompt.text().strip())
-
-    # ---------------------------------------------------------------------------------- jobs
-    def build_request(self) -> dict:
-        raster = self.raster.currentLayer()
-        if not isinstance(raster, QgsRasterLayer) or not os.path.isfile(raster.source().split("|")[0]):
-            raise ValueError("choose a raster layer stored in a file (GeoTIFF)")
-        if self.roi_source.currentIndex() == 0:
-            layer, selected = self.drawn_layer(), False
+    def put_job(self, job: Job, loadable: bool = False) -> None:
+        """Show ``job`` in place of its earlier line, or first when it is new."""
+        for row in range(self.history.count()):
+            if self.history.item(row).data(JOB_ID) == job.id:
+                self.history.takeItem(row)
+                self.history.insertItem(row, self._job_item(job, loadable))
+                break
         else:
-            layer, selected = self.roi_layer_combo.currentLayer(), self.selected_only.isChecked()
-            if layer is None:
-                raise ValueError("choose a polygon layer of ROIs")
-        prompt = self.prompt.text().strip() or None
-        aoi = rois_geojson(layer, selected, default_prompt=prompt)
-        source = Path(raster.source().split("|")[0])
-        tag = (prompt or self.mode.currentText()).replace(" ", "_")[:40]
-        output = source.with_name(f"{source.stem}_{tag}_{self.seed.value()}.tif")
-        if output.exists():
-            output = Path(tempfile.mkstemp(prefix=f"{source.stem}_{tag}_", suffix=".tif", dir=source.parent)[1])
-            output.unlink()
-        return {"scene": str(source), "aoi": aoi, "prompt": prompt, "mode": self.mode.currentText(),
-                "preset": self.preset.currentText(), "seed": self.seed.value(), "output": str(output)}
+            self.history.insertItem(0, self._job_item(job, loadable))
+        self._on_job_selected(self.history.currentItem())
 
-    def run(self, extra_options: dict | None = None) -> EditTask | None:
-        try:
-            request = self.build_request()
-        except ValueError as exc:
-            self.message(str(exc), Qgis.Warning)
-            return None
-        if extra_options:
-            request["options"] = dict(extra_options)
-        raster = self.raster.currentLayer()
-        self.task = EditTask(self.client(), request, lambda ok, job, err: self.on_finished(ok, job, err, raster))
-        self.task.progressChanged.connect(self.on_progress)
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.stage.setText("submitting ...")
-        QgsApplication.taskManager().addTask(self.task)
-        return self.task
+    def select_job(self, job_id: str) -> None:
+        for row in range(self.history.count()):
+            if self.history.item(row).data(JOB_ID) == job_id:
+                self.history.setCurrentRow(row)
 
-    def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+    def selected_job_id(self) -> Optional[str]:
+        item = self.history.currentItem()
+        return item.data(JOB_ID) if item is not None else None
 
-    def on_progress(self, value: float) -> None:
-        self.progress.setValue(int(value))
-        job = self.task.job if self.task is not None else {}
-        eta = f", ETA {job['eta_s']:.0f} s" if job.get("eta_s") else ""
-        self.stage.setText(f"{job.get('stage', '')}: {job.get('message', '')}{eta}")
+    @staticmethod
+    def _job_item(job: Job, loadable: bool) -> QListWidgetItem:
+        when = datetime.datetime.fromtimestamp(job.created).strftime("%Y-%m-%d %H:%M") if job.created else ""
+        state = f"{job.state} {100 * job.progress:.0f}%" if job.state == "running" else job.state
+        hint = "  (result not loaded)" if loadable else ""
+        item = QListWidgetItem(f"{job.id[:8]}  {state}  {job.title}  {when}{hint}")
+        item.setData(JOB_ID, job.id)
+        item.setData(JOB_LOADABLE, loadable)
+        item.setToolTip(job.error or job.output or job.scene or "")
+        return item
 
-    def on_finished(self, ok: bool, job: dict, error, source_layer) -> None:
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-        name = job.get("request", {}).get("prompt") or job.get("request", {}).get("mode", "edit")
-        state = job.get("state", "failed")
-        self.history.insertItem(0, f"{job.get('id', '-')}  {state}  {name}")
-        if ok:
-            self.progress.setValue(100)
-            self.stage.setText("done")
-            self.add_result(job["result"]["output"], name, source_layer)
-        elif state == "cancelled":
-            self.stage.setText("cancelled")
-            self.message("edit cancelled; nothing was written")
-        else:
-            self.stage.setText(f"failed: {error}")
-            self.message(error or "the edit failed", Qgis.Critical)
-        self.task = None
-
-    def add_result(self, path: str, name: str, source_layer) -> QgsRasterLayer:
-        """Add the output GeoTIFF just above its source layer, named after the prompt."""
-        layer = QgsRasterLayer(path, f"{name} (rs-geo-edit)")
-        project = QgsProject.instance()
-        project.addMapLayer(layer, False)
-        root = project.layerTreeRoot()
-        node = root.findLayer(source_layer.id()) if source_layer is not None else None
-        parent = node.parent() if node is not None else root
-        index = parent.children().index(node) if node is not None else 0
-        parent.insertLayer(index, layer)
-        return layer
+    def _on_job_selected(self, item) -> None:
+        self.load_button.setEnabled(bool(item is not None and item.data(JOB_LOADABLE)))

@@ -1,33 +1,43 @@
-"""Plugin entry: the dock, a toolbar/menu action, and the Processing provider."""
+"""Plugin entry: creates the dock, its controller, a toolbar/menu action and the Processing provider."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
 from .provider import EditProvider
+
+ICON = Path(__file__).with_name("icon.svg")
 
 
 class RsGeoEditPlugin:
     def __init__(self, iface):
         self.iface = iface
         self.dock = None
+        self.controller = None
         self.action = None
         self.provider = None
 
     def initProcessing(self):  # noqa: N802 (qgis_process calls this with iface=None)
         if self.provider is None:
-            self.provider = EditProvider()
-            QgsApplication.processingRegistry().addProvider(self.provider)
+            provider = EditProvider()
+            # another instance may hold the id already; then leave its provider alone on unload
+            if QgsApplication.processingRegistry().addProvider(provider):
+                self.provider = provider
 
     def initGui(self):  # noqa: N802
+        from .controller import EditController
         from .dock import EditDock
 
         self.initProcessing()
-        self.dock = EditDock(self.iface, self.iface.mainWindow())
+        self.dock = EditDock(self.iface.mainWindow())
+        self.controller = EditController(self.iface, self.dock)
         self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
-        self.action = QAction("rs-geo-edit", self.iface.mainWindow())
+        self.action = QAction(QIcon(str(ICON)), "rs-geo-edit", self.iface.mainWindow())
         self.action.setCheckable(True)
         self.action.setChecked(True)
         self.action.toggled.connect(self.dock.setVisible)
@@ -35,12 +45,10 @@ class RsGeoEditPlugin:
         self.iface.addPluginToRasterMenu("rs-geo-edit", self.action)
 
     def unload(self):
+        if self.controller is not None:
+            self.controller.unload()
+            self.controller = None
         if self.dock is not None:
-            if self.dock.task is not None:
-                self.dock.task.cancel()
-            self.dock.stop_backend()
-            if self.iface.mapCanvas().mapTool() is self.dock.tool:
-                self.iface.mapCanvas().unsetMapTool(self.dock.tool)
             self.iface.removeDockWidget(self.dock)
             self.dock.deleteLater()
             self.dock = None

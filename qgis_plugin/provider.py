@@ -1,23 +1,63 @@
 """Processing provider: "Edit raster regions" (rs_geo_edit:edit), for the model builder, batch
-mode and ``qgis_process``. It submits to the backend service and follows the job."""
+mode and ``qgis_process``. Its option parameters are generated from the backend's options schema
+(options_schema.json), so an option the backend gains appears here without code."""
 
 from __future__ import annotations
 
 import json
-import time
 
-from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterEnum,
+from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingOutputString,
+                       QgsProcessingParameterBoolean, QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
-                       QgsProcessingParameterString, QgsProcessingProvider, QgsCoordinateTransform,
-                       QgsCoordinateReferenceSystem)
+                       QgsProcessingParameterString, QgsProcessingProvider)
 
 from .client import BackendClient, BackendError
+from .entities import OptionSpec, load_option_specs
+from .jobs import follow_job
+from .rois import features_geojson
 from .settings import MODES, PRESETS, setting
+
+# Options the algorithm's own parameters (or Processing itself) already decide.
+FIXED = {"scene", "aoi", "prompt", "mode", "preset", "seed", "output", "layer", "prompt_field", "copy_from",
+         "overwrite"}
+
+
+def option_parameter(spec: OptionSpec) -> QgsProcessingParameterDefinition:
+    """The Processing parameter for one option (its name upper-cased): an enum for choices, a bounded
+    number, a boolean or a string; optional when the preset decides its default."""
+    key, label, optional = spec.name.upper(), spec.name.replace("_", " ").capitalize(), spec.default is None
+    if spec.choices:
+        default = spec.choices.index(spec.default) if spec.default in spec.choices else None
+        param = QgsProcessingParameterEnum(key, label, options=list(spec.choices), defaultValue=default,
+                                           optional=optional)
+    elif spec.type == "bool":
+        param = QgsProcessingParameterBoolean(key, label, defaultValue=bool(spec.default), optional=True)
+    elif spec.type in ("int", "float"):
+        kind = QgsProcessingParameterNumber.Integer if spec.type == "int" else QgsProcessingParameterNumber.Double
+        bounds = {k: v for k, v in (("minValue", spec.minimum), ("maxValue", spec.maximum)) if v is not None}
+        param = QgsProcessingParameterNumber(key, label, kind, spec.default, optional, **bounds)
+    else:
+        param = QgsProcessingParameterString(key, label, defaultValue=spec.default, optional=True)
+    param.setHelp(spec.help)
+    if spec.group != "basic":
+        param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    return param
+
+
+def _choices(specs: list, name: str, fallback: tuple) -> list:
+    return next((list(s.choices) for s in specs if s.name == name and s.choices), list(fallback))
 
 
 class EditAlgorithm(QgsProcessingAlgorithm):
     INPUT, ROIS, PROMPT, MODE, PRESET, SEED, OUTPUT = "INPUT", "ROIS", "PROMPT", "MODE", "PRESET", "SEED", "OUTPUT"
+    JOB_ID = "JOB_ID"
+
+    def __init__(self):
+        super().__init__()
+        self.specs = load_option_specs()
+        self.modes, self.presets = _choices(self.specs, "mode", MODES), _choices(self.specs, "preset", PRESETS)
+        self.options = [s for s in self.specs if s.name not in FIXED]
 
     def name(self):
         return "edit"
@@ -28,8 +68,10 @@ class EditAlgorithm(QgsProcessingAlgorithm):
     def shortHelpString(self):  # noqa: N802
         return ("Edits the ROIS of INPUT with the rs-geo-edit backend (a running 'rs-geo-edit serve'; URL and "
                 "token from the plugin's settings) and writes OUTPUT, a GeoTIFF with the input's CRS and "
-                "metadata. MODE text follows PROMPT (or each ROI's 'prompt' attribute). Extra job options (JSON, "
-                "e.g. {\"steps\": 500}) can be set in the setting rs_geo_edit/job_options.")
+                "metadata. MODE text follows PROMPT (or each ROI's 'prompt' attribute). The other parameters "
+                "are the backend's editing options; left empty, the preset decides. Example: "
+                "qgis_process run rs_geo_edit:edit -- INPUT=scene.tif ROIS=rois.gpkg MODE=1 STEPS=500 "
+                "OUTPUT=edited.tif")
 
     def createInstance(self):  # noqa: N802
         return EditAlgorithm()
@@ -39,55 +81,69 @@ class EditAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSource(self.ROIS, "ROI polygons",
                                                               [QgsProcessing.TypeVectorPolygon]))
         self.addParameter(QgsProcessingParameterString(self.PROMPT, "Prompt", optional=True))
-        self.addParameter(QgsProcessingParameterEnum(self.MODE, "Mode", options=list(MODES), defaultValue=1))
-        self.addParameter(QgsProcessingParameterEnum(self.PRESET, "Preset", options=list(PRESETS), defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(self.MODE, "Mode", options=self.modes,
+                                                     defaultValue=self.modes.index("regenerate")
+                                                     if "regenerate" in self.modes else 0))
+        self.addParameter(QgsProcessingParameterEnum(self.PRESET, "Preset", options=self.presets, defaultValue=0))
         self.addParameter(QgsProcessingParameterNumber(self.SEED, "Seed", QgsProcessingParameterNumber.Integer, 0))
+        for spec in self.options:
+            self.addParameter(option_parameter(spec))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Edited raster"))
+        self.addOutput(QgsProcessingOutputString(self.JOB_ID, "Backend job id"))
+
+    def option_values(self, parameters, context) -> dict:
+        """The options given (None and empty strings are left to the preset)."""
+        values = {}
+        for spec in self.options:
+            key = spec.name.upper()
+            if parameters.get(key) in (None, ""):
+                continue
+            if spec.choices:
+                values[spec.name] = spec.choices[self.parameterAsEnum(parameters, key, context)]
+            elif spec.type == "bool":
+                values[spec.name] = self.parameterAsBool(parameters, key, context)
+            elif spec.type == "int":
+                values[spec.name] = self.parameterAsInt(parameters, key, context)
+            elif spec.type == "float":
+                values[spec.name] = self.parameterAsDouble(parameters, key, context)
+            else:
+                values[spec.name] = self.parameterAsString(parameters, key, context)
+        return values
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         raster = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         source = self.parameterAsSource(parameters, self.ROIS, context)
-        prompt = self.parameterAsString(parameters, self.PROMPT, context) or None
-        mode = MODES[self.parameterAsEnum(parameters, self.MODE, context)]
-        preset = PRESETS[self.parameterAsEnum(parameters, self.PRESET, context)]
-        seed = self.parameterAsInt(parameters, self.SEED, context)
-        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        transform = QgsCoordinateTransform(source.sourceCrs(), QgsCoordinateReferenceSystem("EPSG:4326"),
-                                           context.transformContext())
-        features = []
-        prompt_index = source.fields().indexOf("prompt")
-        for feature in source.getFeatures():
-            geometry = feature.geometry()
-            geometry.transform(transform)
-            own = feature.attributes()[prompt_index] if prompt_index >= 0 else None
-            features.append({"type": "Feature", "properties": {"prompt": own if isinstance(own, str) and own else prompt},
-                             "geometry": json.loads(geometry.asJson(9))})
-        if not features:
+        prompt = self.parameterAsString(parameters, self.PROMPT, context).strip() or None
+        aoi = features_geojson(source.getFeatures(), source.sourceCrs(), source.fields(), default_prompt=prompt,
+                               context=context.transformContext())
+        if not aoi["features"]:
             raise QgsProcessingException("ROIS has no polygon")
-        request = {"scene": raster.source().split("|")[0], "aoi": {"type": "FeatureCollection", "features": features},
-                   "prompt": prompt, "mode": mode, "preset": preset, "seed": seed, "output": output,
-                   "options": {"overwrite": True}}
-        options = setting("job_options", "")
-        if options:
-            request["options"].update(json.loads(options))
+        # the job_options setting (JSON) gives defaults for every run; parameters override them
+        options = {"overwrite": True, **json.loads(setting("job_options", "") or "{}"),
+                   **self.option_values(parameters, context)}
+        request = {"scene": raster.source().split("|")[0], "aoi": aoi, "prompt": prompt,
+                   "mode": self.modes[self.parameterAsEnum(parameters, self.MODE, context)],
+                   "preset": self.presets[self.parameterAsEnum(parameters, self.PRESET, context)],
+                   "seed": self.parameterAsInt(parameters, self.SEED, context),
+                   "output": self.parameterAsOutputLayer(parameters, self.OUTPUT, context), "options": options}
         client = BackendClient(setting("url", "http://127.0.0.1:8765"), setting("token", ""))
+
+        def report(job):
+            if not feedback.isCanceled():
+                feedback.setProgress(100.0 * job.progress)
+            if job.message:
+                feedback.setProgressText(f"{job.stage}: {job.message}")
+
         try:
-            job = client.submit(request)
-            feedback.pushInfo(f"job {job['id']} submitted to {client.url}")
-            while job["state"] not in ("done", "failed", "cancelled"):
-                if feedback.isCanceled():
-                    client.cancel(job["id"])
-                    raise QgsProcessingException("cancelled; the backend job was cancelled too")
-                time.sleep(0.5)
-                job = client.job(job["id"])
-                feedback.setProgress(100.0 * job["progress"])
-                if job.get("message"):
-                    feedback.setProgressText(f"{job['stage']}: {job['message']}")
+            job = follow_job(client, request, is_canceled=feedback.isCanceled, on_update=report)
         except BackendError as exc:
             raise QgsProcessingException(str(exc)) from None
-        if job["state"] != "done":
-            raise QgsProcessingException(job.get("error") or f"job {job['state']}")
-        return {self.OUTPUT: job["result"]["output"]}
+        feedback.pushInfo(f"job {job.id} on {client.url}: {job.state}")
+        if job.state == "cancelled":
+            raise QgsProcessingException("cancelled; the backend job was cancelled too")
+        if job.state != "done":
+            raise QgsProcessingException(job.error or f"job {job.state}")
+        return {self.OUTPUT: job.output, self.JOB_ID: job.id}
 
 
 class EditProvider(QgsProcessingProvider):

@@ -15,3 +15,7 @@ def setting(key: str, default=""):
 
 def set_setting(key: str, value) -> None:
     QgsSettings().setValue(f"{SETTINGS}/{key}", value)
+
+
+def flag(key: str, default: bool = False) -> bool:
+    return setting(key, "true" if default else "false") in (True, "true")

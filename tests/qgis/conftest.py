@@ -204,3 +204,16 @@ def wait_for(predicate, timeout: float = 120.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def api(backend: dict, method: str, path: str, body=None):
+    """Call the test backend directly (as another client, or a QGIS session before a restart)."""
+    import json
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(backend["url"] + path, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {backend['token']}")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())

@@ -1,0 +1,73 @@
+"""Following a job: submit, poll until it ends, cancel on request. One loop for the dock (through
+``EditTask``, a QgsTask) and for the Processing algorithm (through its feedback)."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+from qgis.core import QgsTask
+
+from .client import BackendClient, BackendError
+from .entities import Job
+
+CANCEL_WAIT = 30.0  # seconds to wait for the backend to confirm a cancel (it lands within ~2 s)
+
+
+def follow_job(client: BackendClient, request: Optional[dict] = None, *, job_id: Optional[str] = None,
+               is_canceled: Callable[[], bool] = lambda: False, on_update: Callable[[Job], None] = lambda job: None,
+               poll: float = 0.5) -> Job:
+    """Submit ``request`` (or follow the existing ``job_id``) and poll every ``poll`` seconds until the
+    job ends; returns its last state. Once ``is_canceled()`` is true, the job is cancelled on the
+    backend too and followed until it stops. Raises BackendError when the backend cannot be reached.
+    Blocking: call it from a worker thread."""
+    job = client.submit(request) if job_id is None else client.job(job_id)
+    on_update(job)
+    cancelled_at = None
+    while not job.terminal:
+        if cancelled_at is None and is_canceled():
+            cancelled_at = time.monotonic()
+            job = client.cancel(job.id)
+            on_update(job)
+            continue
+        if cancelled_at is not None and time.monotonic() - cancelled_at > CANCEL_WAIT:
+            break
+        _sleep(poll, is_canceled if cancelled_at is None else (lambda: False))
+        job = client.job(job.id)
+        on_update(job)
+    return job
+
+
+def _sleep(seconds: float, wake: Callable[[], bool]) -> None:
+    """Sleep, waking early when ``wake()`` turns true, so a cancel reaches the backend at once."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not wake():
+        time.sleep(0.05)
+
+
+class EditTask(QgsTask):
+    """A job followed in QGIS's task manager. ``job`` holds the latest state (read it on the main
+    thread from ``progressChanged``); ``taskCompleted``/``taskTerminated`` report the end."""
+
+    def __init__(self, client: BackendClient, request: Optional[dict] = None, job_id: Optional[str] = None,
+                 poll: float = 0.5):
+        title = (request or {}).get("prompt") or (request or {}).get("mode") or job_id or "edit"
+        super().__init__(f"rs-geo-edit: {title}", QgsTask.CanCancel)
+        self.client, self.request, self.job_id, self.poll = client, request, job_id, poll
+        self.job: Optional[Job] = None
+        self.error: Optional[str] = None
+
+    def run(self) -> bool:  # worker thread: no widgets here
+        try:
+            self.job = follow_job(self.client, self.request, job_id=self.job_id, is_canceled=self.isCanceled,
+                                  on_update=self._update, poll=self.poll)
+        except BackendError as exc:
+            self.error = str(exc)
+            return False
+        if self.job.state == "failed":
+            self.error = self.job.error or "the job failed"
+        return self.job.state == "done"
+
+    def _update(self, job: Job) -> None:
+        self.job = job
+        self.setProgress(100.0 * job.progress)
