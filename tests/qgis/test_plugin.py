@@ -202,8 +202,12 @@ def _connect(plugin, backend):
 
 def _ready_to_run(plugin, host, backend, tmp_path):
     """Connected to the backend, a raster layer, one drawn ROI over it, mode regenerate."""
+    from qgis.core import QgsProject
+
     _connect(plugin, backend)
     layer = _raster_layer(tmp_path)
+    QgsProject.instance().setCrs(layer.crs())   # as QGIS does for the first layer of a project
+    host.canvas.setDestinationCrs(layer.crs())
     plugin.controller.roi_layer = None
     _draw(plugin, host, layer, [(250, 200), (450, 200), (450, 400), (250, 400)])
     plugin.dock.mode.setCurrentText("regenerate")
@@ -301,6 +305,8 @@ def test_backend_down_reports_without_freezing(plugin, host, tmp_path):
     assert wait_for(lambda: controller.connect_task is None, 30)
     assert controller.health == {} and "not reachable" in dock.health.text()
     layer = _raster_layer(tmp_path)
+    QgsProject.instance().setCrs(layer.crs())
+    host.canvas.setDestinationCrs(layer.crs())
     controller.roi_layer = None
     _draw(plugin, host, layer, [(250, 200), (450, 200), (450, 400), (250, 400)])
     t0 = time.time()
