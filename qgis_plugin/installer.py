@@ -105,14 +105,14 @@ def _run(command: list, log: Callable[[str], None], should_stop: Callable[[], bo
     except OSError as exc:
         raise InstallError(f"cannot run {command[0]}: {exc}") from None
     lines = []
-    for line in process.stdout:
-        lines.append(line)
-        log(line.rstrip())
-        if should_stop():
-            process.terminate()
-            process.wait()
-            raise InstallError("installation cancelled")
-    if process.wait() != 0:
+    with process:
+        for line in process.stdout:
+            lines.append(line)
+            log(line.rstrip())
+            if should_stop():
+                process.terminate()
+                raise InstallError("installation cancelled")
+    if process.returncode != 0:
         raise InstallError(f"'{' '.join(map(str, command[:4]))} ...' failed with exit code {process.returncode}; "
                            "the log above says why")
     return "".join(lines)

@@ -5,12 +5,14 @@ mode and ``qgis_process``. Its option parameters are generated from the backend'
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingOutputString,
                        QgsProcessingParameterBoolean, QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterString, QgsProcessingProvider)
+from qgis.PyQt.QtGui import QIcon
 
 from .client import BackendClient, BackendError
 from .entities import OptionSpec, load_option_specs
@@ -147,6 +149,9 @@ class EditAlgorithm(QgsProcessingAlgorithm):
 
 
 class EditProvider(QgsProcessingProvider):
+    def icon(self):
+        return QIcon(str(Path(__file__).with_name("icon.svg")))
+
     def id(self):
         return "rs_geo_edit"
 

@@ -47,10 +47,10 @@ def main() -> None:
     QgsProject.instance().setCrs(layer.crs())
     host.canvas.setDestinationCrs(layer.crs())
     host.canvas.setExtent(layer.extent())
-    dock = plugin.dock
+    dock, controller = plugin.dock, plugin.controller
     dock.raster.setLayer(layer)
     dock.prompt.setText("dense coniferous forest with snow")
-    dock.start_drawing()
+    controller.start_drawing()
     from qgis.gui import QgsMapMouseEvent
     from qgis.PyQt.QtCore import QEvent, QPoint
 
@@ -61,10 +61,11 @@ def main() -> None:
     w, h = size.width(), size.height()
     clicks = [(0.55, 0.6), (0.72, 0.58), (0.75, 0.75), (0.58, 0.78)]
     for fx, fy in clicks:
-        dock.tool.canvasReleaseEvent(QgsMapMouseEvent(host.canvas, QEvent.MouseButtonRelease,
-                                                      QPoint(int(fx * w), int(fy * h)), Qt.LeftButton))
-    dock.tool.canvasReleaseEvent(QgsMapMouseEvent(host.canvas, QEvent.MouseButtonRelease, QPoint(0, 0), Qt.RightButton))
-    dock.health.setText("backend: start it with 'rs-geo-edit serve' (or tick 'start the local backend')")
+        controller.tool.canvasReleaseEvent(QgsMapMouseEvent(host.canvas, QEvent.MouseButtonRelease,
+                                                            QPoint(int(fx * w), int(fy * h)), Qt.LeftButton))
+    controller.tool.canvasReleaseEvent(QgsMapMouseEvent(host.canvas, QEvent.MouseButtonRelease, QPoint(0, 0),
+                                                        Qt.RightButton))
+    dock.health.setText("not connected: press Connect, or install the backend below")
     host.canvas.refreshAllLayers()
     for _ in range(200):
         QCoreApplication.processEvents()
