@@ -19,6 +19,7 @@ from qgis.core import QgsTask
 
 from .client import BackendClient, BackendError
 from .entities import Job
+from .installer import default_folder, venv_executable
 
 START_WAIT = 120.0  # seconds: a first start imports torch and probes the device
 
@@ -38,6 +39,16 @@ class BackendSettings:
             raise BackendError(f"backend URL {self.url!r} has no port: use e.g. http://127.0.0.1:8765") from None
 
 
+def find_executable(name: str) -> Optional[str]:
+    """``name`` as a path or on PATH; for the bare default name, also the backend that 'Install
+    backend' put in the profile's default folder."""
+    found = shutil.which(name) or (name if os.path.isfile(name) else None)
+    if found is None and name == BackendSettings.executable:
+        installed = venv_executable(default_folder(), name)
+        found = str(installed) if installed.is_file() else None
+    return found
+
+
 class LocalBackend:
     """``rs-geo-edit serve`` on 127.0.0.1; stops only a process it started itself."""
 
@@ -50,8 +61,8 @@ class LocalBackend:
         return f"http://127.0.0.1:{self.port}"
 
     def _exe(self) -> str:
-        exe = shutil.which(self.executable) or self.executable
-        if not os.path.isfile(exe):
+        exe = find_executable(self.executable)
+        if exe is None:
             raise BackendError(f"rs-geo-edit executable {self.executable!r} not found: set its path in the "
                                "plugin's backend settings, or use 'Install backend'")
         return exe

@@ -3,6 +3,10 @@
 Every call blocks until the service answers (at most ``timeout`` seconds), so the plugin makes
 them only from worker threads (QgsTask.run, or a Processing algorithm, which QGIS runs in its own
 task). Standard library only, so it works the same inside QGIS, ``qgis_process`` and tests.
+
+The job follower and the controller use only ``submit``, ``job``, ``jobs``, ``cancel`` and
+``health``: a client for a remote server, which uploads the windows around the ROIs instead of
+sending paths, slots in behind the same five calls.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ class EditController:
         self.connect_task: Optional[ConnectTask] = None
         self.task: Optional[EditTask] = None
         self.install_task: Optional[InstallTask] = None
+        self.unloaded = False   # tasks may end after the plugin is unloaded: their reports are then dropped
         dock.show_backend_settings(BackendSettings(url=setting("url", BackendSettings.url),
                                                    token=setting("token", ""),
                                                    executable=setting("executable", BackendSettings.executable),
@@ -101,6 +102,8 @@ class EditController:
 
     def on_connected(self, task: ConnectTask) -> None:
         self.connect_task = None
+        if self.unloaded:
+            return
         self.dock.connect_button.setEnabled(True)
         if task.error or not task.health:
             error = task.error or "connection cancelled"
@@ -162,6 +165,8 @@ class EditController:
 
     def on_installed(self, task: InstallTask) -> None:
         self.install_task = None
+        if self.unloaded:
+            return
         self.dock.install_button.setEnabled(True)
         if task.executable is None:
             error = task.error or "installation cancelled"
@@ -230,7 +235,7 @@ class EditController:
         return self._follow(EditTask(self.client(), request))
 
     def _follow(self, task: EditTask) -> EditTask:
-        task.progressChanged.connect(lambda _: self.dock.show_job_progress(task.job))
+        task.progressChanged.connect(lambda _: self.unloaded or self.dock.show_job_progress(task.job))
         task.taskCompleted.connect(lambda: self.on_job_ended(task))
         task.taskTerminated.connect(lambda: self.on_job_ended(task))
         self.task = task
@@ -245,6 +250,8 @@ class EditController:
 
     def on_job_ended(self, task: EditTask) -> None:
         self.task = None
+        if self.unloaded:
+            return
         self.dock.set_running(False)
         job = task.job
         if job is not None:
@@ -288,6 +295,7 @@ class EditController:
         return layer
 
     def unload(self) -> None:
+        self.unloaded = True
         for task in (self.task, self.connect_task, self.install_task):
             if task is not None:
                 task.cancel()

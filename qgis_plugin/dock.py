@@ -221,7 +221,7 @@ class EditDock(QDockWidget):
     def _job_item(job: Job, loadable: bool) -> QListWidgetItem:
         when = datetime.datetime.fromtimestamp(job.created).strftime("%Y-%m-%d %H:%M") if job.created else ""
         state = f"{job.state} {100 * job.progress:.0f}%" if job.state == "running" else job.state
-        hint = "  (result not loaded)" if loadable else ""
+        hint = ("  (result not loaded)" if job.state == "done" else "  (running: Load follows it)") if loadable else ""
         item = QListWidgetItem(f"{job.id[:8]}  {state}  {job.title}  {when}{hint}")
         item.setData(JOB_ID, job.id)
         item.setData(JOB_LOADABLE, loadable)

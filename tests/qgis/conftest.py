@@ -85,7 +85,12 @@ class HostInterface:
 
 @pytest.fixture(scope="session")
 def qgis_app(tmp_path_factory):
+    from qgis.PyQt.QtCore import QSettings
+
     profile = tmp_path_factory.mktemp("qgis-profile")
+    # QgsSettings would otherwise land in the user's ~/.config, shared with every other run
+    QSettings.setDefaultFormat(QSettings.IniFormat)
+    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(profile))
     QgsApplication.setPrefixPath("/usr", True)
     app = QgsApplication([], True, str(profile))
     app.initQgis()

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -317,44 +316,61 @@ def test_backend_down_reports_without_freezing(plugin, host, tmp_path):
     QgsProject.instance().removeAllMapLayers()
 
 
-def test_fresh_plugin_lists_and_loads_a_job_finished_before_qgis_restarted(plugin, host, backend, tmp_path):
-    """A job submitted by an earlier QGIS session finishes on the service; a new plugin instance
-    (QGIS restarted: only the settings survive) lists it on Connect and loads its result."""
+def test_fresh_plugin_lists_and_loads_jobs_from_before_qgis_restarted(plugin, host, backend, tmp_path):
+    """Jobs submitted by an earlier QGIS session, one finished and one still running; a new plugin
+    instance (QGIS restarted: only the settings survive) lists both on Connect, loads the finished
+    one's result, and follows the running one until its result loads too."""
     from qgis.core import QgsProject, QgsRasterLayer
     from qgis.PyQt.QtCore import Qt
 
     import rs_geo_edit_qgis
 
     raster = write_raster(tmp_path / "before.tif")
-    out = tmp_path / "before_edited.tif"
-    job = api(backend, "POST", "/jobs", {"scene": str(raster), "aoi": str(_roi_file(tmp_path)), "mode": "regenerate",
-                                         "prompt": "a meadow", "seed": 3, "output": str(out), "options": TINY})
+    rois = str(_roi_file(tmp_path))
+
+    def submit(prompt, output, options):
+        return api(backend, "POST", "/jobs", {"scene": str(raster), "aoi": rois, "mode": "regenerate", "prompt": prompt,
+                                              "seed": 3, "output": str(output), "options": options})
+
+    finished = submit("a meadow", tmp_path / "meadow.tif", TINY)
     deadline = time.time() + 240
-    while api(backend, "GET", f"/jobs/{job['id']}")["state"] not in ("done", "failed") and time.time() < deadline:
+    while api(backend, "GET", f"/jobs/{finished['id']}")["state"] not in ("done", "failed") and time.time() < deadline:
         time.sleep(0.5)
-    assert api(backend, "GET", f"/jobs/{job['id']}")["state"] == "done" and out.exists()
+    assert api(backend, "GET", f"/jobs/{finished['id']}")["state"] == "done"
+    running = submit("a pond", tmp_path / "pond.tif", {**TINY, "steps": 200})
     source = QgsRasterLayer(str(raster), "before")
     QgsProject.instance().addMapLayer(source)
     _style(source)
     _set_backend_settings(backend)
     fresh = rs_geo_edit_qgis.classFactory(host)
     fresh.initGui()
+
+    def loaded(path):
+        return [l for l in QgsProject.instance().mapLayers().values()
+                if isinstance(l, QgsRasterLayer) and Path(l.source()) == path]
+
     try:
         dock = fresh.dock
         assert dock.url.text() == backend["url"] and dock.history.count() == 0
         fresh.controller.connect()
         assert wait_for(lambda: fresh.controller.connect_task is None, 30), dock.health.text()
         listed = {dock.history.item(i).data(Qt.UserRole): dock.history.item(i).text() for i in range(dock.history.count())}
-        assert job["id"] in listed and "result not loaded" in listed[job["id"]]
-        dock.select_job(job["id"])
+        assert finished["id"] in listed, (listed, dock.health.text())
+        assert "result not loaded" in listed[finished["id"]]
+        assert "running" in listed[running["id"]] or "queued" in listed[running["id"]]
+        dock.select_job(finished["id"])
         assert dock.load_button.isEnabled()
         dock.load_button.click()
-        loaded = [l for l in QgsProject.instance().mapLayers().values()
-                  if isinstance(l, QgsRasterLayer) and Path(l.source()) == out]
-        assert len(loaded) == 1 and loaded[0].name() == "a meadow (rs-geo-edit)"
-        _assert_styled_like_source(loaded[0], source)
-        dock.select_job(job["id"])
+        meadow = loaded(tmp_path / "meadow.tif")
+        assert len(meadow) == 1 and meadow[0].name() == "a meadow (rs-geo-edit)"
+        _assert_styled_like_source(meadow[0], source)
+        dock.select_job(finished["id"])
         assert not dock.load_button.isEnabled()                 # loaded once, not twice
+        dock.select_job(running["id"])
+        dock.load_button.click()
+        assert fresh.controller.task is not None and fresh.controller.task.job_id == running["id"]
+        assert wait_for(lambda: fresh.controller.task is None, 240), dock.stage.text()
+        assert dock.stage.text() == "done" and len(loaded(tmp_path / "pond.tif")) == 1
     finally:
         fresh.unload()
     assert QgsProject.instance().mapLayers()                    # unloading leaves the analyst's layers
