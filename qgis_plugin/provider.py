@@ -4,7 +4,6 @@ mode and ``qgis_process``. Its option parameters are generated from the backend'
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingOutputString,
@@ -17,6 +16,7 @@ from qgis.PyQt.QtGui import QIcon
 from .client import BackendClient, BackendError
 from .entities import OptionSpec, load_option_specs
 from .jobs import follow_job
+from .layers import source_path
 from .rois import features_geojson
 from .settings import MODES, PRESETS, setting
 
@@ -119,11 +119,10 @@ class EditAlgorithm(QgsProcessingAlgorithm):
         aoi = features_geojson(source.getFeatures(), source.sourceCrs(), source.fields(), default_prompt=prompt,
                                context=context.transformContext())
         if not aoi["features"]:
-            raise QgsProcessingException("ROIS has no polygon")
-        # the job_options setting (JSON) gives defaults for every run; parameters override them
-        options = {"overwrite": True, **json.loads(setting("job_options", "") or "{}"),
-                   **self.option_values(parameters, context)}
-        request = {"scene": raster.source().split("|")[0], "aoi": aoi, "prompt": prompt,
+            raise QgsProcessingException("ROIS has no polygon with a geometry: give at least one ROI polygon")
+        # Processing asks before replacing OUTPUT, so the backend may
+        options = {"overwrite": True, **self.option_values(parameters, context)}
+        request = {"scene": source_path(raster), "aoi": aoi, "prompt": prompt,
                    "mode": self.modes[self.parameterAsEnum(parameters, self.MODE, context)],
                    "preset": self.presets[self.parameterAsEnum(parameters, self.PRESET, context)],
                    "seed": self.parameterAsInt(parameters, self.SEED, context),

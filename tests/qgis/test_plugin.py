@@ -402,13 +402,12 @@ def test_help_button_opens_the_bundled_help(plugin, plugin_dir):
     assert "Install backend" in page.read_text() and "Load result" in page.read_text()
 
 
-def _set_backend_settings(backend, job_options=None):
+def _set_backend_settings(backend):
     from qgis.core import QgsSettings
 
     settings = QgsSettings()
     settings.setValue("rs_geo_edit/url", backend["url"])
     settings.setValue("rs_geo_edit/token", backend["token"])
-    settings.setValue("rs_geo_edit/job_options", json.dumps(job_options) if job_options else "")
 
 
 def _roi_file(tmp_path):
