@@ -18,7 +18,7 @@ from qgis.PyQt.QtWidgets import QApplication
 
 from . import layers
 from .backend import BackendSettings, ConnectTask, LocalBackend
-from .client import BackendClient
+from .client import BackendClient, BackendError
 from .entities import Job
 from .installer import DEFAULT_PACKAGE, InstallSpec, InstallTask, default_folder, default_python
 from .jobs import EditTask
@@ -88,7 +88,7 @@ class EditController:
                 log.parent.mkdir(parents=True, exist_ok=True)
                 self.local = LocalBackend(settings.executable, settings.port, log)
             local = self.local if settings.autostart else None
-        except Exception as exc:  # noqa: BLE001 (a bad URL is reported, not raised into Qt)
+        except (BackendError, OSError) as exc:  # a URL without a port, an unwritable profile
             self.dock.health.setText(f"backend unavailable: {exc}")
             return None
         task = ConnectTask(settings, local)

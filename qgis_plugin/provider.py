@@ -47,8 +47,11 @@ def option_parameter(spec: OptionSpec) -> QgsProcessingParameterDefinition:
     return param
 
 
-def _choices(specs: list, name: str, fallback: tuple) -> list:
-    return next((list(s.choices) for s in specs if s.name == name and s.choices), list(fallback))
+def _choices(specs: list, name: str, known: tuple) -> list:
+    """The plugin's own order first, since saved models and scripts store enum indices (MODE=1 is
+    regenerate); choices the schema adds come after."""
+    listed = next((list(s.choices) for s in specs if s.name == name and s.choices), [])
+    return list(known) + [choice for choice in listed if choice not in known]
 
 
 class EditAlgorithm(QgsProcessingAlgorithm):
