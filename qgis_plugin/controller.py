@@ -83,6 +83,8 @@ class EditController:
             return self.connect_task
         settings = self.backend_settings()
         try:
+            if self.local is not None and settings.autostart and self.local.port != settings.port:
+                self.stop_backend()   # the URL moved to another port: one service of ours at a time
             if settings.autostart and (self.local is None or self.local.process is None):
                 log = Path(QgsApplication.qgisSettingsDirPath()) / "rs-geo-edit" / "serve.log"
                 log.parent.mkdir(parents=True, exist_ok=True)
