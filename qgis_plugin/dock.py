@@ -11,7 +11,7 @@ from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                  QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton,
-                                 QSpinBox, QVBoxLayout, QWidget)
+                                 QScrollArea, QSpinBox, QVBoxLayout, QWidget)
 
 from .backend import BackendSettings
 from .entities import Job
@@ -40,7 +40,12 @@ class EditDock(QDockWidget):
         layout.addWidget(self._backend_box())
         layout.addWidget(self._install_box())
         layout.addStretch(1)
-        self.setWidget(root)
+        scroll = QScrollArea()  # the whole form stays reachable on a small screen
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        scroll.setWidget(root)
+        self.setWidget(scroll)
 
     # ---------------------------------------------------------------------------------- layout
     def _edit_form(self) -> QFormLayout:
@@ -219,13 +224,15 @@ class EditDock(QDockWidget):
 
     @staticmethod
     def _job_item(job: Job, loadable: bool) -> QListWidgetItem:
-        when = datetime.datetime.fromtimestamp(job.created).strftime("%Y-%m-%d %H:%M") if job.created else ""
+        created = datetime.datetime.fromtimestamp(job.created) if job.created else None
+        when = "" if created is None else created.strftime(
+            "%H:%M" if created.date() == datetime.date.today() else "%Y-%m-%d %H:%M")
         state = f"{job.state} {100 * job.progress:.0f}%" if job.state == "running" else job.state
-        hint = ("  (result not loaded)" if job.state == "done" else "  (running: Load follows it)") if loadable else ""
-        item = QListWidgetItem(f"{job.id[:8]}  {state}  {job.title}  {when}{hint}")
+        hint = " · result not loaded" if loadable and job.state == "done" else ""
+        item = QListWidgetItem(f"{job.title} · {state} · {when}{hint}")
         item.setData(JOB_ID, job.id)
         item.setData(JOB_LOADABLE, loadable)
-        item.setToolTip(job.error or job.output or job.scene or "")
+        item.setToolTip("\n".join(filter(None, (f"job {job.id}", job.scene, job.output, job.error))))
         return item
 
     def _on_job_selected(self, item) -> None:

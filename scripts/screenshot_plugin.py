@@ -54,7 +54,9 @@ def main() -> None:
     from qgis.gui import QgsMapMouseEvent
     from qgis.PyQt.QtCore import QEvent, QPoint
 
+    host.window.resize(1300, 1020)  # tall enough for the whole dock, wide enough for the map
     host.window.show()
+    host.window.resizeDocks([dock], [440], Qt.Horizontal)
     for _ in range(20):
         QCoreApplication.processEvents()
     size = host.canvas.size()
