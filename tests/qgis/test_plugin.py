@@ -585,3 +585,46 @@ def test_install_backend_from_the_source_folder(plugin, tmp_path, monkeypatch):
     finally:
         controller.stop_backend()
         dock.autostart.setChecked(False)
+
+
+def _other_value(spec, tmp_path):
+    """A valid value of ``spec`` other than its default (None when none can be told from the schema)."""
+    if spec.choices:
+        return next(c for c in spec.choices if c != spec.default)
+    if spec.type == "bool":
+        return not spec.default
+    if spec.type == "int":
+        low = spec.minimum if spec.minimum is not None else 0
+        return low if low != spec.default else low + 2
+    if spec.type == "float":
+        low = spec.minimum if spec.minimum is not None else 0.0
+        high = spec.maximum if spec.maximum is not None else low + 1.0
+        return (low + high) / 2
+    return {"device": "cpu", "cache_dir": str(tmp_path / "cache")}.get(spec.name)
+
+
+def test_every_schema_option_reaches_the_service_from_processing(plugin, backend, tmp_path):
+    """Each option of the schema, set to a value other than its default as a Processing parameter,
+    comes out of the algorithm under its own name and is what the service stores for the job."""
+    from qgis.core import QgsApplication, QgsProcessingContext
+
+    from rs_geo_edit_qgis.entities import load_option_specs
+    from rs_geo_edit_qgis.provider import FIXED
+
+    algorithm = QgsApplication.processingRegistry().algorithmById("rs_geo_edit:edit")
+    specs = [s for s in load_option_specs() if s.name not in FIXED]
+    given = {s.name: v for s in specs if (v := _other_value(s, tmp_path)) is not None}
+    # free-text options get a value only where the test knows a valid one; every typed one is covered
+    assert {s.name for s in specs if s.type != "str" or s.choices} <= set(given)
+    parameters = {name.upper(): spec.choices.index(given[name]) if spec.choices else given[name]
+                  for name, spec in ((s.name, s) for s in specs if s.name in given)}
+    options = algorithm.option_values(parameters, QgsProcessingContext())
+    assert options == given
+    raster = write_raster(tmp_path / "every.tif")
+    job = api(backend, "POST", "/jobs", {"scene": str(raster), "aoi": str(_roi_file(tmp_path)), "mode": "regenerate",
+                                         "output": str(tmp_path / "every_out.tif"), "options": options})
+    try:
+        stored = api(backend, "GET", f"/jobs/{job['id']}")["request"]["options"]
+        assert {name: stored[name] for name in given} == given
+    finally:
+        api(backend, "DELETE", f"/jobs/{job['id']}")
