@@ -68,12 +68,20 @@ def test_nodata_pixels_get_alpha_zero():
         assert (alpha[~valid] == 0).all()
 
 
-def test_color_match_fits_gain_offset_on_ring():
+def test_color_match_gives_the_roi_the_statistics_of_its_surroundings():
+    from rs_geo_edit.blend import outside_distance
+
     source = _scene(0)
-    edited = np.clip(source * 0.8 + 0.1, -1, 1)  # a pure radiometric change
+    edited = np.clip(source * 0.8 + 0.25, -1, 1)  # washed out and brighter
     roi = _roi()
     cfg = BlendConfig(mode="feather", band_px=8, color_match=True)
     out, _, info = blend_window(source, edited, roi, np.ones_like(roi), cfg)
-    gains = [g for g, _ in info["color_match"]]
-    assert gains == pytest.approx([1.25] * 3, rel=1e-3)
-    assert np.abs(out - source).max() < 1e-3
+    plain, _, _ = blend_window(source, edited, roi, np.ones_like(roi), BlendConfig(mode="feather", band_px=8))
+    dist = outside_distance(roi)
+    ring = (dist > 8) & (dist <= 8 + cfg.ring_px)
+    for b in range(3):
+        assert out[b][roi].mean() == pytest.approx(source[b][ring].mean(), abs=1e-3)
+        target = source[b][ring].std()
+        assert abs(out[b][roi].std() - target) < 0.5 * abs(edited[b][roi].std() - target)
+    assert all(1.0 < g <= 2.0 for g, _ in info["color_match"])
+    assert not np.array_equal(out, plain)

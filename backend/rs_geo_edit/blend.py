@@ -44,19 +44,21 @@ def feather_alpha(roi: np.ndarray, band_px: int, valid: np.ndarray | None = None
 
 def match_colors(edited: np.ndarray, source: np.ndarray, roi: np.ndarray, valid: np.ndarray,
                  band_px: int, ring_px: int) -> tuple[np.ndarray, list[tuple[float, float]]]:
-    """Per-band gain/offset fitted (least squares) on the context ring just outside the
-    transition band, where the edit should equal the source; applied to the whole window.
-    Gains are clamped to [0.5, 2]. Returns the corrected array and the (gain, offset) pairs."""
+    """Per-band gain/offset that give the edited ROI the mean and spread of the source's context
+    ring (the ``ring_px`` pixels just outside the transition band): the ROI takes the colour
+    statistics of its surroundings. Gains are clamped to [0.5, 2]. Applied to the whole window
+    (only ROI + band reach the output). Returns the corrected array and the (gain, offset) pairs."""
     dist = outside_distance(roi)
     ring = (dist > band_px) & (dist <= band_px + ring_px) & valid
+    inside = roi & valid
     out = edited.copy()
     fits = []
     for b in range(edited.shape[0]):
-        e, s = edited[b][ring].astype(np.float64), source[b][ring].astype(np.float64)
-        if e.size < 16 or e.std() < 1e-6:
-            fits.append((1.0, float(s.mean() - e.mean()) if e.size else 0.0))
+        e, s = edited[b][inside].astype(np.float64), source[b][ring].astype(np.float64)
+        if e.size < 16 or s.size < 16 or e.std() < 1e-6:
+            fits.append((1.0, float(s.mean() - e.mean()) if e.size and s.size else 0.0))
         else:
-            gain = float(np.clip(np.cov(e, s, bias=True)[0, 1] / e.var(), 0.5, 2.0))
+            gain = float(np.clip(s.std() / e.std(), 0.5, 2.0))
             fits.append((gain, float(s.mean() - gain * e.mean())))
         out[b] = np.clip(edited[b] * fits[-1][0] + fits[-1][1], -1.0, 1.0)
     return out, fits

@@ -64,6 +64,9 @@ class ModelConfig:
     sample_stride: int = 2       # sample every n-th timestep (1 = the full chain)
     scale_factor: float = 1.411  # pyramid scale factor (refitted to the window)
     detail_factor: float = 10.0  # finer scales start where noise = this x their blur error
+    scale_power: float = 2.0     # training draws scale s with weight (s + 1) ** scale_power (0 = uniform)
+    chroma_radius: int = 2       # guided chroma smoothing of the generated pixels, pixels (0 = off)
+    novelty: float = 0.6         # coarsest chain starts at this fraction of the noise (1 = pure noise)
     copy_weight: float = 0.8     # weight of the pasted content on x0 in copy mode
     checkpoint_every: int = 250  # training steps between resumable checkpoints
 
@@ -86,12 +89,15 @@ class GuidanceConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # CPU: a narrow net, 64 px crops, a short schedule and strided sampling.
+    # CPU: a narrow net, 48 px crops, a short schedule and strided sampling; training weighted to
+    # the fine scales, chroma smoothing and a coarse layout kept from the original (docs/quality.md).
     "fast": {},
-    # The reference hyperparameters of the SinDDM paper, for a GPU.
+    # The reference hyperparameters of the SinDDM paper, for a GPU, with its uniform scale draw
+    # and chains from pure noise.
     "paper": {
         "width": 160, "steps": 120_000, "batch": 32, "crop": 100_000, "lr_decay_every": 30_000,
-        "lr_gamma": 0.5, "sample_stride": 1, "checkpoint_every": 5000,
+        "lr_gamma": 0.5, "sample_stride": 1, "checkpoint_every": 5000, "scale_power": 0.0,
+        "chroma_radius": 0, "novelty": 1.0,
     },
 }
 

@@ -40,3 +40,37 @@ def fill_invalid(array: np.ndarray, valid: np.ndarray) -> np.ndarray:
         return np.zeros_like(array)
     _, (ri, ci) = distance_transform_edt(~valid, return_indices=True)
     return array[:, ri, ci]
+
+
+def _box(array: np.ndarray, radius: int) -> np.ndarray:
+    from scipy.ndimage import uniform_filter
+
+    return uniform_filter(array, 2 * radius + 1, mode="reflect")
+
+
+def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """Edge-preserving smoothing of ``source`` (rows, cols) by ``guide`` (rows, cols): the
+    output is locally a linear function of the guide, fitted over (2r+1)^2 boxes (He et al.'s
+    guided filter), so edges of the guide survive and detail the guide lacks does not."""
+    mean_g, mean_s = _box(guide, radius), _box(source, radius)
+    cov = _box(guide * source, radius) - mean_g * mean_s
+    var = _box(guide * guide, radius) - mean_g * mean_g
+    a = cov / (var + eps)
+    b = mean_s - a * mean_g
+    return _box(a, radius) * guide + _box(b, radius)
+
+
+def smooth_chroma(image: np.ndarray, radius: int = 2, eps: float = 1e-3) -> np.ndarray:
+    """Keep the band-mean (luminance) of a (bands, rows, cols) image and guide-filter each band's
+    difference from it by the luminance: fine colour detail that does not follow a luminance
+    edge (single-pixel colour speckle) goes, colour edges that do follow one stay. Real imagery
+    carries little such detail (sensors and JPEG subsample colour for the same reason).
+    Values are in [-1, 1]; images with fewer than two bands are returned unchanged."""
+    if image.shape[0] < 2 or radius <= 0:
+        return image.astype(np.float32, copy=True)
+    data = image.astype(np.float64)
+    lum = data.mean(axis=0)
+    out = np.empty_like(data)
+    for b in range(data.shape[0]):
+        out[b] = lum + guided_filter(lum, data[b] - lum, radius, eps)
+    return np.clip(out, -1.0, 1.0).astype(np.float32)

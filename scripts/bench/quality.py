@@ -122,7 +122,7 @@ def save_crops(fig: dict, path: Path, zoom: int = 2, max_side: int = 320) -> Non
     roi = fig["roi"]
     rows, cols = np.nonzero(roi)
     cy, cx = (rows.min() + rows.max()) // 2, (cols.min() + cols.max()) // 2
-    half = min(max_side // zoom // 2 * 2, max(rows.ptp(), cols.ptp()) // 2 + 40)
+    half = min(max_side // zoom // 2 * 2, max(np.ptp(rows), np.ptp(cols)) // 2 + 40)
     r0, c0 = max(0, cy - half), max(0, cx - half)
     r1, c1 = min(roi.shape[0], cy + half), min(roi.shape[1], cx + half)
     tiles = []

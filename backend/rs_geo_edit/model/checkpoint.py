@@ -25,7 +25,7 @@ import numpy as np
 
 MODEL_FORMAT = "rs-geo-edit-sinddm-1"
 TRAIN_KEYS = ("width", "timesteps", "steps", "batch", "crop", "lr", "lr_decay_every", "lr_gamma", "ema",
-              "scale_factor", "detail_factor")
+              "scale_factor", "detail_factor", "scale_power")
 
 
 def cache_key(image: np.ndarray, valid: np.ndarray, params: dict) -> str:

@@ -90,11 +90,22 @@ def _crop(arrays: list[torch.Tensor], crop: int, generator: torch.Generator) -> 
     return [a[..., r:r + ch, c:c + cw] for a in arrays]
 
 
+def scale_probabilities(n_scales: int, power: float = 0.0) -> torch.Tensor:
+    """How often each scale is drawn for a training step: proportional to ``(s + 1) ** power``
+    (coarsest s = 0). ``power`` 0 is uniform (the reference); larger values give the finer
+    scales, whose texture is what people look at, more of a fixed step budget."""
+    weights = torch.arange(1, n_scales + 1, dtype=torch.float64) ** power
+    return weights / weights.sum()
+
+
 def training_batch(pyramid_t: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], schedule: Schedule,
-                   batch: int, crop: int, generator: torch.Generator):
+                   batch: int, crop: int, generator: torch.Generator, scale_power: float = 0.0):
     """Draw a scale, crops, timesteps and noise. Returns (s, x_noisy, t, noise, weights)."""
     n_scales = len(pyramid_t)
-    s = int(torch.randint(0, n_scales, (1,), generator=generator))
+    if scale_power == 0.0:   # the reference's uniform draw (and the same random stream as before)
+        s = int(torch.randint(0, n_scales, (1,), generator=generator))
+    else:
+        s = int(torch.multinomial(scale_probabilities(n_scales, scale_power), 1, generator=generator))
     image, blurry, valid = pyramid_t[s]
     clean, weights = [], []
     t = torch.randint(0, schedule.t_start[s], (batch,), generator=generator)
@@ -115,7 +126,7 @@ def training_batch(pyramid_t: list[tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 def train(net: torch.nn.Module, ema: torch.nn.Module, pyramid: Pyramid, schedule: Schedule, *,
           steps: int, batch: int, crop: int, lr: float, lr_decay_every: int, lr_gamma: float,
-          ema_decay: float, device: torch.device, generator: torch.Generator,
+          ema_decay: float, device: torch.device, generator: torch.Generator, scale_power: float = 0.0,
           state: Optional[TrainState] = None, optimizer_state: Optional[dict] = None,
           on_step: Optional[Callable[[TrainState, torch.optim.Optimizer], None]] = None) -> TrainState:
     """Train ``net`` (and its EMA copy ``ema``) on the pyramid, from ``state.step`` to ``steps``.
@@ -137,7 +148,7 @@ def train(net: torch.nn.Module, ema: torch.nn.Module, pyramid: Pyramid, schedule
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
     net.train()
     while state.step < steps:
-        s, noisy, t, noise, weights = training_batch(pyramid_t, schedule, batch, crop, generator)
+        s, noisy, t, noise, weights = training_batch(pyramid_t, schedule, batch, crop, generator, scale_power)
         noisy, t, noise, weights = noisy.to(device), t.to(device), noise.to(device), weights.to(device)
         scale = torch.full_like(t, s)
         with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
@@ -166,11 +177,16 @@ X0Hook = Callable[[torch.Tensor, int, int], torch.Tensor]   # (x0, scale, t) -> 
 
 @dataclass
 class Constraint:
-    """Where the original is kept: ``keep`` is 1 outside the edited region (per scale, resized),
-    ``originals`` the clean images per scale."""
+    """Where the original is kept, per scale (coarsest first): ``keep`` in [0, 1] is 1 where the
+    original (re-noised to the current step) replaces the sample at every step, 0 where the chain
+    runs free, and in between over a transition band, so that the band is generated in agreement
+    with both sides. ``final`` is the keep mask of the very last step (finest scale, t = 0): the
+    exact original is restored where it is 1 and the sample is returned elsewhere (the band
+    included, for the blend to finish). ``originals`` are the clean images per scale."""
 
     keep: list[torch.Tensor]
     originals: list[torch.Tensor]
+    final: Optional[torch.Tensor] = None
 
 
 def _timesteps(t_from: int, stride: int) -> list[int]:
@@ -184,9 +200,14 @@ def _timesteps(t_from: int, stride: int) -> list[int]:
 @torch.no_grad()
 def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]], bands: int, *,
            device: torch.device, generator: torch.Generator, stride: int = 1,
-           constraint: Optional[Constraint] = None, x0_hook: Optional[X0Hook] = None,
+           constraint: Optional[Constraint] = None, x0_hook: Optional[X0Hook] = None, novelty: float = 1.0,
            on_step: Optional[Callable[[int, int, int], None]] = None) -> torch.Tensor:
     """Generate an image of ``sizes[-1]`` through all scales. Returns (1, bands, H, W) in [-1, 1].
+
+    ``novelty`` in (0, 1] is where the coarsest scale's chain starts, as a fraction of the
+    timesteps: 1 draws it from pure noise (the reference); below 1, and with a ``constraint``,
+    it starts from the original noised to that level (as SDEdit does), so the edited region keeps
+    the original's coarse layout and continues its surroundings while every finer detail is new.
 
     Noise is drawn on the CPU from ``generator`` so that results do not depend on the device.
     ``on_step(scale, done, total)`` reports progress and may raise to cancel.
@@ -195,7 +216,10 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
     amp = device.type == "cuda"
     amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
     sched = schedule.to(device)
-    plans = [_timesteps(sched.t_start[s] if s > 0 else len(sched.abar), stride) for s in range(len(sizes))]
+    timesteps = len(sched.abar)
+    from_original = constraint is not None and novelty < 1.0
+    first = max(1, round(novelty * timesteps)) if from_original else timesteps
+    plans = [_timesteps(sched.t_start[s] if s > 0 else first, stride) for s in range(len(sizes))]
     total = sum(len(p) for p in plans)
     done = 0
     result = None
@@ -220,7 +244,10 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
 
         steps = plans[s]
         t0 = steps[0]
-        if s == 0:
+        if s == 0 and from_original:
+            ab = sched.abar[t0]
+            x = ab.sqrt() * original + (1 - ab).sqrt() * randn(shape)
+        elif s == 0:
             x = randn(shape)
         else:
             ab = sched.abar[t0]
@@ -254,7 +281,11 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
                 if s == 0:
                     x = x + sigma * randn(shape)
             if keep is not None:
-                x = keep * (renoised_original(t_next) if t_next >= 0 else original) + (1 - keep) * x
+                if t_next >= 0:
+                    x = keep * renoised_original(t_next) + (1 - keep) * x
+                else:
+                    last = keep if s < len(sizes) - 1 or constraint.final is None else constraint.final.to(device)
+                    x = last * original + (1 - last) * x
             done += 1
             if on_step is not None:
                 on_step(s, done, total)

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..config import EditConfig
 from ..errors import IncompatibleOptions
-from ..imaging import resize
+from ..imaging import resize, smooth_chroma
 from ..progress import StageReporter
 from .checkpoint import ModelCache, cache_key
 from .pyramid import Pyramid, build_pyramid
@@ -59,6 +59,22 @@ def _mask_pyramid(mask: np.ndarray, sizes) -> list[np.ndarray]:
         else:
             out.append(resize(mask.astype(np.float32), size, "area") > 1e-3)
     return out
+
+
+def _keep_pyramid(roi: np.ndarray, band_px: float, sizes) -> tuple[list[np.ndarray], np.ndarray]:
+    """The sampler's keep masks (see ``diffusion.Constraint``): per scale, 0 inside the ROI,
+    rising linearly to 1 across ``band_px`` pixels (of the window) outside it, area-resized to
+    the scale; and the last step's mask, 1 only beyond the band."""
+    from scipy.ndimage import distance_transform_edt
+
+    dist = distance_transform_edt(~roi)
+    if band_px > 0:
+        keep = np.clip(dist / band_px, 0.0, 1.0).astype(np.float32)
+    else:
+        keep = (~roi).astype(np.float32)
+    per_scale = [keep if tuple(size) == keep.shape else np.clip(resize(keep, size, "area"), 0.0, 1.0)
+                 for size in sizes]
+    return per_scale, (dist > band_px).astype(np.float32)
 
 
 class SinDDMEditor:
@@ -154,7 +170,8 @@ class SinDDMEditor:
         try:
             state = train(net, ema, pyramid, schedule, steps=cfg.steps, batch=cfg.batch, crop=cfg.crop, lr=cfg.lr,
                           lr_decay_every=cfg.lr_decay_every, lr_gamma=cfg.lr_gamma, ema_decay=cfg.ema,
-                          device=self.device, generator=generator, state=state, optimizer_state=opt_state,
+                          device=self.device, generator=generator, scale_power=cfg.scale_power, state=state,
+                          optimizer_state=opt_state,
                           on_step=on_step)
         except BaseException:
             # Interrupted (Ctrl-C, cancelled job, error): keep what was learnt for the next run.
@@ -197,9 +214,10 @@ class SinDDMEditor:
         cfg = self.config.model
         sizes = list(pyramid.spec.sizes)
         roi_masks = _mask_pyramid(request.roi, sizes)
-        constraint = Constraint(
-            keep=[torch.from_numpy((~m).astype(np.float32))[None, None] for m in roi_masks],
-            originals=[torch.from_numpy(img)[None] for img in pyramid.images])
+        keep, final = _keep_pyramid(request.roi, self._band_px(request), sizes)
+        constraint = Constraint(keep=[torch.from_numpy(k)[None, None] for k in keep],
+                                originals=[torch.from_numpy(img)[None] for img in pyramid.images],
+                                final=torch.from_numpy(final)[None, None])
         copy_hook = guide = None
         if self.config.mode == "copy" or (self.config.mode == "text" and request.copy_source is not None):
             copy_hook = CopyHook.build(request, sizes, roi_masks, cfg.copy_weight, self.device)
@@ -211,12 +229,23 @@ class SinDDMEditor:
             progress(done, total, f"sampling scale {scale + 1}/{len(sizes)}")
 
         out = sample(net, schedule, sizes, request.image.shape[0], device=self.device, generator=generator,
-                     stride=cfg.sample_stride, constraint=constraint, x0_hook=chain(copy_hook, guide), on_step=on_step)
+                     stride=cfg.sample_stride, constraint=constraint, novelty=cfg.novelty,
+                     x0_hook=chain(copy_hook, guide), on_step=on_step)
         if guide is not None:
             stats["guidance"] = {"steps": guide.stats.steps, "first_score": guide.stats.scores[0] if guide.stats.scores
                                  else None, "last_score": guide.stats.scores[-1] if guide.stats.scores else None}
         self.last_guidance = guide
-        return out[0].float().cpu().numpy()
+        result = out[0].float().cpu().numpy()
+        if cfg.chroma_radius > 0:
+            edited = final < 1
+            result[:, edited] = smooth_chroma(result, cfg.chroma_radius)[:, edited]
+        return result
+
+    def _band_px(self, request) -> float:
+        """The transition band in window pixels at the working resolution (the blend band,
+        shrunk with a window that is edited at reduced resolution)."""
+        shrink = request.window.shape[0] / request.image.shape[1]
+        return self.config.blend.band_px / shrink
 
     def _guidance(self, request, sizes, schedule):
         from ..guidance.prompts import ensemble_embedding, llm_phrasings, load_synonyms, template_phrasings
