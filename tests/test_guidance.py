@@ -128,7 +128,7 @@ def test_text_mode_end_to_end_exact_outside(tiny_clip, tmp_path):
     config = make_config("fast", model_overrides={"steps": 30, "width": 16, "crop": 32, "batch": 2}, mode="text",
                          cache_dir=tmp_path / "cache", guidance=GuidanceConfig(clip="rsge-tiny:random", views=2))
     editor = make_editor(config)
-    result = edit_scene(scene, aoi, tmp_path / "o.tif", editor, config)
+    result = edit_scene(scene, aoi, tmp_path / "o.tif", config, editor=editor)
     a, b = rasterio.open(scene).read(), rasterio.open(tmp_path / "o.tif").read()
     roi = np.zeros((96, 96), bool)
     roi[30:62, 30:62] = True
@@ -197,6 +197,6 @@ def test_text_mode_with_a_copy_source_pastes_at_coarse_scales(tiny_clip, tmp_pat
                     properties={"role": ["source", None], "prompt": [None, "snow"]})
     config = make_config("fast", model_overrides={"steps": 30, "width": 16, "crop": 32, "batch": 2}, mode="text",
                          cache_dir=tmp_path / "cache", guidance=GuidanceConfig(clip="rsge-tiny:random", views=2))
-    edit_scene(scene, aoi, tmp_path / "o.tif", make_editor(config), config)
+    edit_scene(scene, aoi, tmp_path / "o.tif", config, editor=make_editor(config))
     edited = rasterio.open(tmp_path / "o.tif").read()[:, 45:65, 89:109].astype(float)
     assert edited.mean() > 110, "the bright source content should reach the dark target ROI"

@@ -40,7 +40,7 @@ def test_round_trip_invert_editor(tmp_path, name):
     out = tmp_path / "out.tif"
     editor = InvertEditor()
     config = make_config(blend=BlendConfig(mode="feather", band_px=6))
-    result = edit_scene(scene, aoi, out, editor, config)
+    result = edit_scene(scene, aoi, out, config, editor=editor)
     with rasterio.open(scene) as src, rasterio.open(out) as dst:
         a, b = src.read(), dst.read()
         valid = src.dataset_mask() > 0
@@ -81,7 +81,7 @@ def test_reduced_resolution_window_still_exact_outside(tmp_path):
     out = tmp_path / "o.tif"
     editor = InvertEditor()
     cfg = make_config(windows=WindowConfig(max_side=128), blend=BlendConfig(band_px=4))
-    rec = edit_scene(scene, aoi, out, editor, cfg).record
+    rec = edit_scene(scene, aoi, out, cfg, editor=editor).record
     assert editor.calls[0].image.shape[1:] == tuple(rec["windows"][0]["work_shape"])
     assert max(editor.calls[0].image.shape[1:]) == 128
     a, b = rasterio.open(scene).read(), rasterio.open(out).read()
@@ -93,7 +93,7 @@ def test_reduced_resolution_window_still_exact_outside(tmp_path):
 def test_same_inputs_same_output(tmp_path, rgb_scene):
     aoi = write_aoi(tmp_path / "a.gpkg", [pixel_box(rgb_scene, 60, 60, 100, 100)])
     for name in ("1.tif", "2.tif"):
-        edit_scene(rgb_scene, aoi, tmp_path / name, InvertEditor(), make_config(blend=BlendConfig(mode="poisson")))
+        edit_scene(rgb_scene, aoi, tmp_path / name, make_config(blend=BlendConfig(mode="poisson")), editor=InvertEditor())
     assert np.array_equal(rasterio.open(tmp_path / "1.tif").read(), rasterio.open(tmp_path / "2.tif").read())
 
 
@@ -102,7 +102,7 @@ def test_cog_output(tmp_path, rgb_scene):
 
     aoi = write_aoi(tmp_path / "a.gpkg", [pixel_box(rgb_scene, 60, 60, 100, 100)])
     out = tmp_path / "c.tif"
-    edit_scene(rgb_scene, aoi, out, InvertEditor(), make_config(output=OutputConfig(cog=True)))
+    edit_scene(rgb_scene, aoi, out, make_config(output=OutputConfig(cog=True)), editor=InvertEditor())
     assert cog_validate(str(out))[0]
 
 
@@ -114,18 +114,18 @@ def test_bad_outputs(tmp_path, rgb_scene):
     aoi = write_aoi(tmp_path / "a.gpkg", [pixel_box(rgb_scene, 60, 60, 100, 100)])
     cfg = make_config()
     with pytest.raises(OutputError, match="also an input"):
-        edit_scene(rgb_scene, aoi, rgb_scene, InvertEditor(), cfg)
+        edit_scene(rgb_scene, aoi, rgb_scene, cfg, editor=InvertEditor())
     existing = tmp_path / "exists.tif"
     existing.write_bytes(b"keep me")
     with pytest.raises(OutputError, match="--overwrite"):
-        edit_scene(rgb_scene, aoi, existing, InvertEditor(), cfg)
+        edit_scene(rgb_scene, aoi, existing, cfg, editor=InvertEditor())
     assert existing.read_bytes() == b"keep me"
     blocker = tmp_path / "file_not_dir"
     blocker.write_text("x")
     with pytest.raises(OutputError, match="not writable"):
-        edit_scene(rgb_scene, aoi, blocker / "out.tif", InvertEditor(), cfg)
+        edit_scene(rgb_scene, aoi, blocker / "out.tif", cfg, editor=InvertEditor())
     with pytest.raises(OutputError, match="not writable"):
-        edit_scene(rgb_scene, aoi, "/proc/rs_geo_edit_test/out.tif", InvertEditor(), cfg)
+        edit_scene(rgb_scene, aoi, "/proc/rs_geo_edit_test/out.tif", cfg, editor=InvertEditor())
     assert _listing(tmp_path) == ["a.gpkg", "exists.tif", "file_not_dir", "rgb_utm.tif"]
 
 
@@ -133,7 +133,7 @@ def test_all_nodata_rois_are_refused(tmp_path):
     scene = write_scene(tmp_path / "nd.tif", dtype="uint16", bands=2, nodata=0, nodata_border=100)
     aoi = write_aoi(tmp_path / "a.gpkg", [pixel_box(scene, 10, 10, 60, 60)])
     with pytest.raises(SceneError, match="nodata"):
-        edit_scene(scene, aoi, tmp_path / "o.tif", InvertEditor(), make_config())
+        edit_scene(scene, aoi, tmp_path / "o.tif", make_config(), editor=InvertEditor())
     assert _listing(tmp_path) == ["a.gpkg", "nd.tif"]
 
 
@@ -145,14 +145,14 @@ class ExplodingEditor(InvertEditor):
 def test_failure_mid_edit_leaves_no_output(tmp_path, rgb_scene):
     aoi = write_aoi(tmp_path / "a.gpkg", [pixel_box(rgb_scene, 60, 60, 100, 100)])
     with pytest.raises(RuntimeError, match="boom"):
-        edit_scene(rgb_scene, aoi, tmp_path / "o.tif", ExplodingEditor(), make_config())
+        edit_scene(rgb_scene, aoi, tmp_path / "o.tif", make_config(), editor=ExplodingEditor())
     assert _listing(tmp_path) == ["a.gpkg", "rgb_utm.tif"]
 
 
 def test_progress_monotonic_and_complete(tmp_path, rgb_scene):
     aoi = write_aoi(tmp_path / "a.gpkg", [pixel_box(rgb_scene, 10, 10, 30, 30), pixel_box(rgb_scene, 200, 200, 230, 230)])
     events = []
-    edit_scene(rgb_scene, aoi, tmp_path / "o.tif", InvertEditor(), make_config(), progress=events.append)
+    edit_scene(rgb_scene, aoi, tmp_path / "o.tif", make_config(), editor=InvertEditor(), progress=events.append)
     fractions = [e.fraction for e in events]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert {"plan", "edit", "blend", "write"} <= {e.stage for e in events}
@@ -163,4 +163,4 @@ def test_aoi_outside_scene_error(tmp_path, rgb_scene):
 
     aoi = write_aoi(tmp_path / "far.gpkg", [box(0, 0, 100, 100)])
     with pytest.raises(AOIError, match="intersects the scene"):
-        edit_scene(rgb_scene, aoi, tmp_path / "o.tif", InvertEditor(), make_config())
+        edit_scene(rgb_scene, aoi, tmp_path / "o.tif", make_config(), editor=InvertEditor())

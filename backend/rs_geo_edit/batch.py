@@ -23,8 +23,6 @@ from .errors import IncompatibleOptions
 from .progress import ProgressEvent
 
 SUMMARY_FIELDS = ("scene", "aoi", "output", "status", "seconds", "windows", "error")
-# Parameters that do not change the pixels: a difference in them never forces a redo.
-VOLATILE = ("cache_dir", "cache_max_gb", "threads", "device")
 
 
 @dataclass
@@ -88,36 +86,18 @@ def item_config(item: BatchItem, config: EditConfig) -> EditConfig:
     return config_from_dict(data)
 
 
-def _fingerprint(parameters: dict) -> dict:
-    out = {k: v for k, v in parameters.items() if k not in VOLATILE}
-    out["output"] = {k: v for k, v in parameters.get("output", {}).items() if k != "overwrite"}
-    return out
-
-
 def is_complete(item: BatchItem, config: EditConfig) -> bool:
     """Whether ``item``'s output exists with a provenance that matches its inputs and parameters."""
-    from .geo.raster import sha256_file
-    from .pipeline import provenance_path
+    from .pipeline import matches
 
-    output, record_path = Path(item.output), provenance_path(item.output)
-    if not (output.is_file() and record_path.is_file()):
-        return False
-    try:
-        record = json.loads(record_path.read_text())
-        same = (record["inputs"]["scene"]["sha256"] == sha256_file(item.scene)
-                and record["inputs"]["aoi"]["sha256"] == sha256_file(item.aoi)
-                and record["output"]["sha256"] == sha256_file(output)
-                and _fingerprint(record["parameters"]) == _fingerprint(config.to_dict()))
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return same
+    return matches(item.output, item.scene, item.aoi, config)
 
 
 def run_item(task: dict, progress: Optional[Callable[[ProgressEvent], None]] = None) -> dict:
     """Edit one scene (any process: a pool worker, a Ray task). Never raises: errors become rows."""
     from .errors import AOIOutsideScene, RsGeoEditError
     from .geo.raster import remove_partials
-    from .pipeline import edit_scene, make_editor
+    from .pipeline import edit_scene
 
     started = time.perf_counter()
     row = {"scene": task["scene"], "aoi": task["aoi"], "output": task["output"]}
@@ -125,7 +105,7 @@ def run_item(task: dict, progress: Optional[Callable[[ProgressEvent], None]] = N
         config = config_from_dict(task["config"])
         config.output.overwrite = True  # completeness was checked before; a stale output is redone
         remove_partials(task["output"])
-        result = edit_scene(task["scene"], task["aoi"], task["output"], make_editor(config), config, progress=progress)
+        result = edit_scene(task["scene"], task["aoi"], task["output"], config, progress=progress)
         row.update(status="done", windows=len(result.record["windows"]))
     except AOIOutsideScene as exc:
         row.update(status="skipped", error=str(exc))

@@ -294,7 +294,7 @@ def edit(
     """Edit the ROIs of a scene and write a GeoTIFF (plus a provenance JSON beside it)."""
 
     def body():
-        from .pipeline import default_output, edit_scene, make_editor
+        from .pipeline import default_output, edit_scene
 
         chosen = mode or ("text" if prompt else "regenerate")
         config = _edit_config(mode=chosen, preset=preset, clip=clip, strength=strength, clip_views=clip_views,
@@ -308,10 +308,9 @@ def edit(
                               sample_stride=sample_stride, detail_factor=detail_factor, blend=blend, feather=feather, color_match=color_match,
                               margin=margin, margin_frac=margin_frac, max_side=max_side, rgb_bands=rgb_bands)
         target = output or default_output(scene)
-        editor = make_editor(config)
         bar, callback = _progress_printer(quiet)
         with bar:
-            result = edit_scene(scene, aoi, target, editor, config, progress=callback)
+            result = edit_scene(scene, aoi, target, config, progress=callback)
         _print_result(result)
 
     _run(body)
@@ -584,7 +583,7 @@ def demo(
     def body():
         from .config import OutputConfig, make_config
         from .geo.preview import render_before_after
-        from .pipeline import edit_scene, make_editor
+        from .pipeline import edit_scene
 
         scene, aoi = sample_paths()
         extra = {"cache_dir": cache_dir} if cache_dir else {}
@@ -594,10 +593,9 @@ def demo(
         target = out_dir / "aerial_demo.tif"
         out.print(f"demo: {scene.name} + {aoi.name}, mode regenerate, preset fast, seed {seed}, "
                   f"cache {config.cache_dir}", highlight=False)
-        editor = make_editor(config)
         bar, callback = _progress_printer(False)
         with bar:
-            result = edit_scene(scene, aoi, target, editor, config, progress=callback)
+            result = edit_scene(scene, aoi, target, config, progress=callback)
         _print_result(result)
         from .pipeline import plan_scene
 

@@ -83,7 +83,7 @@ def child(scene: str, aoi: str, out: str) -> None:
         def describe(self):
             return {"name": "invert-bench"}
 
-    result = edit_scene(scene, aoi, out, Invert(), make_config())
+    result = edit_scene(scene, aoi, out, make_config(), editor=Invert())
     print(json.dumps({"timings": result.record["timings"], "peak_rss_mb": peak_rss_mb()}))
 
 

@@ -150,12 +150,8 @@ class CopyHook:
     def build(cls, request, sizes, roi_masks, weight: float, device) -> "CopyHook":
         import torch
 
-        from ..errors import IncompatibleOptions
         from ..imaging import resize
 
-        if request.copy_source is None or request.copy_mask is None or not request.copy_mask.any():
-            raise IncompatibleOptions("copy mode needs a source region: a feature with role=source in the AOI "
-                                      "file, or --copy-from")
         contents, masks = [], []
         for size, roi in zip(sizes, roi_masks):
             mask = (resize(request.copy_mask.astype(np.float32), size, "area") > 0.5) & roi

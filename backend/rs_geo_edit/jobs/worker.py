@@ -87,14 +87,14 @@ class Reporter:
 
 def run_job(store, job: dict, data_dir: Path) -> None:
     """Run one claimed job to a terminal state."""
-    from ..pipeline import edit_scene, make_editor
+    from ..pipeline import edit_scene
 
     job_id = job["id"]
     try:
         scene, aoi, output, config = job_config(job["request"], data_dir / "jobs" / job_id)
         if job["attempts"] > 1 or job["interrupted"]:
             remove_partials(output)
-        result = edit_scene(scene, aoi, output, make_editor(config), config, progress=Reporter(store, job_id))
+        result = edit_scene(scene, aoi, output, config, progress=Reporter(store, job_id))
         store.finish(job_id, "done", result={"output": str(result.output),
                                              "provenance": str(result.provenance) if result.provenance else None,
                                              "timings": result.record["timings"]})

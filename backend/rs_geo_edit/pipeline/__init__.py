@@ -1,0 +1,17 @@
+"""The editing pipeline, cut along its seams.
+
+- ``contract``: :class:`EditRequest` and the :class:`Editor` protocol (windows in, edited
+  windows out): the seam between the pipeline and the editing engines.
+- ``plan``: :func:`plan_scene`, the scene's facts, ROIs and edit windows.
+- ``copy_source``: copy-mode inputs (where pasted content comes from, per window).
+- ``provenance``: the record written beside every output, and :func:`matches` for resume.
+- ``orchestrator``: :func:`edit_scene`, the one orchestrator.
+"""
+
+from .contract import EditRequest, Editor
+from .orchestrator import EditResult, default_output, edit_scene, make_editor, window_seed
+from .plan import ScenePlan, plan_scene
+from .provenance import matches, provenance_path
+
+__all__ = ["EditRequest", "EditResult", "Editor", "ScenePlan", "default_output", "edit_scene", "make_editor",
+           "matches", "plan_scene", "provenance_path", "window_seed"]

@@ -1,0 +1,79 @@
+"""The scene plan: the scene's raster facts, its ROIs and copy sources, and the edit windows."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from ..config import EditConfig
+from ..errors import AOIError
+from ..geo.aoi import AOI, ROI, read_aoi
+from ..geo.raster import data_bands, footprint, open_scene, rgb_bands
+from ..geo.windows import EditWindow, plan_windows
+from .copy_source import add_copy_from
+
+
+@dataclass
+class ScenePlan:
+    """The scene, its ROIs and the windows they will be edited in.
+
+    ``bands`` are the scene's 1-based data band numbers; ``rgb`` are 0-based positions into
+    ``bands`` (so into a window's pixel array), the bands an RGB model sees.
+    """
+
+    scene: Path
+    aoi: AOI
+    windows: list[EditWindow]
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: str
+    transform: tuple
+    bands: list[int]
+    rgb: list[int]
+    copy_sources: list[ROI] = field(default_factory=list)
+    copy_raster: Optional[Path] = None
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        from affine import Affine
+
+        transform = Affine(*self.transform[:6])
+        return {
+            "scene": str(self.scene), "width": self.width, "height": self.height, "count": self.count,
+            "dtype": self.dtype, "crs": self.crs, "data_bands": self.bands,
+            "rgb_bands": [self.bands[i] for i in self.rgb],
+            "aoi": {"path": self.aoi.path, "layer": self.aoi.layer, "crs": self.aoi.source_crs,
+                    "rois": len(self.aoi.targets), "sources": len(self.aoi.sources),
+                    "skipped": self.aoi.skipped, "repaired": self.aoi.repaired},
+            "windows": [w.as_dict(transform) for w in self.windows],
+        }
+
+
+def plan_scene(scene: str | Path, aoi: str | Path, config: EditConfig) -> ScenePlan:
+    """Open the scene and AOI, validate them and plan the edit windows (no pixels read)."""
+    scene = Path(scene)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with open_scene(scene) as src:
+            result = read_aoi(aoi, src.crs, footprint(src), layer=config.layer,
+                              prompt_field=config.prompt_field, role_field=config.role_field,
+                              default_prompt=config.prompt)
+            windows = plan_windows(result.targets, src.transform, src.height, src.width,
+                                   margin_px=config.windows.margin_px, margin_frac=config.windows.margin_frac,
+                                   max_side=config.windows.max_side, merge=config.windows.merge)
+            if not windows:
+                raise AOIError(f"no ROI of {str(aoi)!r} covers a whole pixel of the scene: draw larger ROIs")
+            plan = ScenePlan(scene=scene, aoi=result, windows=windows, width=src.width, height=src.height,
+                             count=src.count, dtype=src.dtypes[0], crs=src.crs.to_string(),
+                             transform=tuple(src.transform), bands=data_bands(src),
+                             rgb=rgb_bands(src, config.rgb_bands), copy_sources=result.sources)
+            if config.copy_from:
+                add_copy_from(plan, config.copy_from, config.prompt_field, src)
+    plan.warnings = [str(w.message) for w in caught]
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return plan

@@ -1,0 +1,89 @@
+"""The package's layers: lazy heavy imports, and no module importing a layer above its own."""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import rs_geo_edit
+
+PACKAGE = Path(rs_geo_edit.__file__).parent
+HEAVY = ("torch", "rasterio", "open_clip", "fiona", "pyogrio", "geopandas")
+
+# Each group may import only itself and groups to its right in this list; a group is a module
+# name or a package prefix. eval.report sits above the pipeline; the metrics of eval below it.
+ORDER = [
+    ("cli", "jobs", "batch", "executors"),
+    ("eval.report",),
+    ("pipeline",),
+    ("model", "guidance", "blend", "eval"),
+    ("config",),
+    ("geo", "imaging", "progress", "errors"),
+]
+
+
+def _group(module: str) -> int:
+    best, rank = -1, None
+    for i, names in enumerate(ORDER):
+        for name in names:
+            if (module == name or module.startswith(name + ".")) and len(name) > best:
+                best, rank = len(name), i
+    return rank
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """Names of the package that ``path`` imports, at any depth of the file (``from .x import y``
+    gives ``x`` and ``x.y``, so a submodule imported by name counts as itself)."""
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                target = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
+            elif (node.module or "").startswith("rs_geo_edit."):
+                target = node.module[len("rs_geo_edit."):]
+            else:
+                continue
+            found.add(target)
+            found.update(f"{target}.{a.name}" if target else a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name[len("rs_geo_edit."):] for a in node.names if a.name.startswith("rs_geo_edit."))
+    return {f for f in found if f}
+
+
+def _modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts:
+            yield ".".join(parts), path
+
+
+@pytest.mark.parametrize("module,path", list(_modules()), ids=lambda v: v if isinstance(v, str) else "")
+def test_no_module_imports_a_layer_above_it(module, path):
+    rank = _group(module)
+    if rank is None:
+        pytest.skip(f"{module} is in no layer")
+    above = sorted(t for t in _imports(path, module) if _group(t) is not None and _group(t) < rank)
+    assert not above, f"{module} imports {above}, which sit above it"
+
+
+def test_import_loads_no_heavy_library():
+    code = ("import sys, json, rs_geo_edit, rs_geo_edit.cli; "
+            f"print(json.dumps([m for m in {list(HEAVY)!r} if m in sys.modules]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []
+
+
+def test_edit_scene_is_the_package_level_call():
+    from rs_geo_edit.pipeline import edit_scene
+
+    assert rs_geo_edit.edit_scene is edit_scene
+    with pytest.raises(AttributeError):
+        rs_geo_edit.no_such_thing  # noqa: B018
