@@ -61,7 +61,7 @@ def test_gpkg_layer_choice(tmp_path, rgb_scene):
     path = tmp_path / "multi.gpkg"
     write_aoi(path, [pixel_box(rgb_scene, 10, 10, 20, 20)], layer="a", properties={"prompt": ["one"]})
     write_aoi(path, [pixel_box(rgb_scene, 30, 30, 40, 40)], layer="b", properties={"prompt": ["two"]})
-    with pytest.raises(AOIError, match="choose one with --layer"):
+    with pytest.raises(AOIError, match="choose one with layer"):
         _read(rgb_scene, path)
     assert _read(rgb_scene, path, layer="b").rois[0].prompt == "two"
     with pytest.raises(AOIError, match="no layer 'c'"):

@@ -75,7 +75,7 @@ def _cases(tmp_path, scene, aoi):
         ([scene, "--aoi", aoi, "-o", tmp_path / "blocker" / "out.tif"], "not writable"),
         ([scene, "--aoi", aoi, "-o", tmp_path / "exists.tif"], "--overwrite"),
         ([nd, "--aoi", aoi], "nodata"),
-        ([scene, "--aoi", aoi, "--mode", "dance"], "unknown mode"),
+        ([scene, "--aoi", aoi, "--mode", "dance"], "--mode 'dance' is not one of regenerate, copy, text"),
         ([scene, "--aoi", aoi, "--device", "cuda:7"], "CUDA"),
     ]
 

@@ -17,7 +17,7 @@ HEAVY = ("torch", "rasterio", "open_clip", "fiona", "pyogrio", "geopandas")
 # name or a package prefix. eval.report sits above the pipeline; the metrics of eval below it.
 ORDER = [
     ("cli", "jobs", "batch", "executors"),
-    ("eval.report",),
+    ("api", "options", "eval.report"),
     ("pipeline",),
     ("model", "guidance", "blend", "eval"),
     ("config",),
@@ -82,7 +82,7 @@ def test_import_loads_no_heavy_library():
 
 
 def test_edit_scene_is_the_package_level_call():
-    from rs_geo_edit.pipeline import edit_scene
+    from rs_geo_edit.api import edit_scene
 
     assert rs_geo_edit.edit_scene is edit_scene
     with pytest.raises(AttributeError):

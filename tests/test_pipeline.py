@@ -117,7 +117,7 @@ def test_bad_outputs(tmp_path, rgb_scene):
         edit_scene(rgb_scene, aoi, rgb_scene, cfg, editor=InvertEditor())
     existing = tmp_path / "exists.tif"
     existing.write_bytes(b"keep me")
-    with pytest.raises(OutputError, match="--overwrite"):
+    with pytest.raises(OutputError, match="set overwrite"):
         edit_scene(rgb_scene, aoi, existing, cfg, editor=InvertEditor())
     assert existing.read_bytes() == b"keep me"
     blocker = tmp_path / "file_not_dir"

@@ -192,3 +192,22 @@ def test_remote_bind_refused_without_flag(tmp_path):
     svc = Service(tmp_path)
     proc = subprocess.run(svc.args("--host", "0.0.0.0"), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--allow-remote" in proc.stderr
+
+
+def test_options_schema_at_the_door_and_text_when_a_prompt_is_given(service, scene, tmp_path):
+    path, aoi = scene
+    body = {"scene": str(path), "aoi": str(aoi), "output": str(tmp_path / "o.tif")}
+    resp = service.client.post("/jobs", json={**body, "options": {"steps": 1_000_000_000}})
+    assert resp.status_code == 422 and "steps" in resp.text and "1000000" in resp.text
+    resp = service.client.post("/jobs", json={**body, "options": {"width": 15}})
+    assert resp.status_code == 422 and "width" in resp.text and "multiple of 2" in resp.text
+    steps = service.client.get("/openapi.json").json()["components"]["schemas"]["JobOptions"]["properties"]["steps"]
+    assert {"minimum": 1, "maximum": 1_000_000} in [{k: v for k, v in a.items() if k in ("minimum", "maximum")}
+                                                     for a in steps["anyOf"]]
+    # A prompt and no mode runs text: the worker loads the CLIP the options name, and says which option is wrong.
+    job_id = submit(service, path, aoi, tmp_path / "o.tif", {**TINY, "margin": 8, "clip": "no-such-clip"},
+                    prompt="dense forest")
+    job, _ = service.wait(job_id)
+    assert job["state"] == "failed" and job["error"].startswith("options.clip 'no-such-clip'"), job["error"]
+    assert job["request"]["options"]["margin"] == 8 and job["request"]["mode"] is None
+    assert not (tmp_path / "o.tif").exists()

@@ -11,6 +11,7 @@ records the same inputs (sha256) and parameters; ``force`` redoes them.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob
 import json
 import time
@@ -20,6 +21,7 @@ from typing import Callable, Optional
 
 from .config import EditConfig, config_from_dict
 from .errors import IncompatibleOptions
+from .options import EditOptions
 from .progress import ProgressEvent
 
 SUMMARY_FIELDS = ("scene", "aoi", "output", "status", "seconds", "windows", "error")
@@ -71,19 +73,17 @@ def items_from_glob(pattern: str, aoi: str | Path, out_dir: Path) -> list[BatchI
     """One item per scene matching ``pattern``; each gets the shared AOI (matched per scene)."""
     scenes = sorted(glob.glob(pattern))
     if not scenes:
-        raise IncompatibleOptions(f"--scenes {pattern!r} matches no file")
+        raise IncompatibleOptions(f"`scenes` {pattern!r} matches no file")
     return [BatchItem(scene=s, aoi=str(aoi), output=str(out_dir / f"{Path(s).stem}_edited.tif")) for s in scenes]
 
 
-def item_config(item: BatchItem, config: EditConfig) -> EditConfig:
-    data = config.to_dict()
-    if item.prompt is not None:
-        data["prompt"] = item.prompt
-    if item.mode is not None:
-        data["mode"] = item.mode
-    if item.seed is not None:
-        data["seed"] = item.seed
-    return config_from_dict(data)
+def item_config(item: BatchItem, base: EditOptions | EditConfig) -> EditConfig:
+    """The configuration of one item: ``base`` with the item's prompt, mode and seed. From
+    options, an item with a prompt and no mode runs text (when the options give no mode)."""
+    overrides = {k: v for k, v in (("prompt", item.prompt), ("mode", item.mode), ("seed", item.seed)) if v is not None}
+    if isinstance(base, EditOptions):
+        return dataclasses.replace(base, **overrides).to_config()
+    return config_from_dict({**base.to_dict(), **overrides})
 
 
 def is_complete(item: BatchItem, config: EditConfig) -> bool:
@@ -117,8 +117,8 @@ def run_item(task: dict, progress: Optional[Callable[[ProgressEvent], None]] = N
     return row
 
 
-def run_batch(items: list[BatchItem], config: EditConfig, out_dir: Path, executor, *, force: bool = False,
-              progress: Optional[Callable[[ProgressEvent], None]] = None) -> list[dict]:
+def run_batch(items: list[BatchItem], options: EditOptions | EditConfig, out_dir: Path, executor, *,
+              force: bool = False, progress: Optional[Callable[[ProgressEvent], None]] = None) -> list[dict]:
     """Run ``items`` with ``executor``; write ``out_dir/summary.csv`` and ``summary.json``."""
     from .geo.raster import atomic_path
 
@@ -126,7 +126,7 @@ def run_batch(items: list[BatchItem], config: EditConfig, out_dir: Path, executo
     rows: list[Optional[dict]] = [None] * len(items)
     tasks, positions = [], []
     for index, item in enumerate(items):
-        cfg = item_config(item, config)
+        cfg = item_config(item, options)
         if not force and is_complete(item, cfg):
             rows[index] = {**asdict(item), "status": "complete", "seconds": 0.0}
             continue

@@ -6,17 +6,19 @@ Heavy libraries are imported inside the commands, so ``--help`` stays instant.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated, Callable, List, Optional
 
 import typer
 from rich.console import Console
 
 from . import __version__
 from .errors import IncompatibleOptions, RsGeoEditError
+from .options import OPTION_NAMES, SPEC_BY_NAME, EditOptions
 
 console = Console(stderr=True)
 out = Console()
@@ -31,27 +33,9 @@ Examples:
 """
 
 
-# Options several commands share, declared once.
+# Inputs several commands share; the edit options themselves come from options.EditOptions.
 AoiOpt = Annotated[Path, typer.Option("--aoi", "-a", help="ROI polygons: GeoJSON, GeoPackage, Shapefile, FlatGeobuf.")]
-PromptOpt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="Prompt for ROIs without their own.")]
-PromptFieldOpt = Annotated[str, typer.Option("--prompt-field", help="AOI attribute holding per-ROI prompts.")]
-LayerOpt = Annotated[Optional[str], typer.Option("--layer", help="Layer of a multi-layer AOI file.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads \\[default: torch's choice].")]
-CacheDirOpt = Annotated[Optional[Path], typer.Option(
-    "--cache-dir", help="Trained-model cache \\[default: ~/.cache/rs-geo-edit]; on a cluster, a path all nodes see.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed: the same inputs and seed give the same output.")]
-StepsOpt = Annotated[Optional[int], typer.Option("--steps", help="Training steps (overrides the preset).")]
-WidthOpt = Annotated[Optional[int], typer.Option("--width", help="Denoiser width (overrides the preset).")]
-CropOpt = Annotated[Optional[int], typer.Option("--crop", help="Training crop size, pixels (overrides the preset).")]
-BatchOpt = Annotated[Optional[int], typer.Option("--batch", help="Training batch size (overrides the preset).")]
-ClipOpt = Annotated[str, typer.Option(
-    "--clip", help="CLIP for text mode: remoteclip-vit-b-32|-rn50|-vit-l-14, ARCH:TAG or ARCH:/path.pt.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
-MarginOpt = Annotated[int, typer.Option("--margin", help="Smallest context margin around each ROI, pixels.")]
-MarginFracOpt = Annotated[float, typer.Option("--margin-frac", help="Margin as a fraction of the ROI extent, if larger.")]
-MaxSideOpt = Annotated[int, typer.Option("--max-side", help="Windows with a longer side are edited at reduced resolution.")]
-RgbBandsOpt = Annotated[Optional[str], typer.Option("--rgb-bands", help="1-based bands the RGB model sees, e.g. 3,2,1.")]
 
 app = typer.Typer(
     name="rs-geo-edit", add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
@@ -72,13 +56,40 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Text-guided generative editing of georeferenced remote-sensing scenes."""
 
 
-def _parse_bands(text: Optional[str]) -> Optional[tuple[int, ...]]:
-    if not text:
-        return None
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise typer.BadParameter(f"{text!r}: give three 1-based band numbers such as 3,2,1") from None
+def cli_name(name: str) -> str:
+    """How the CLI spells an option or input named in an error: ``max_side`` -> ``--max-side``."""
+    return "--" + name.replace("_", "-")
+
+
+def _option_parameter(name: str) -> inspect.Parameter:
+    spec = SPEC_BY_NAME[name]
+    declared = [flag for flag in spec.flags if "/" in flag] or [cli_name(name)]
+    declared += [flag for flag in spec.flags if "/" not in flag]
+    kind = Optional[spec.type] if spec.nullable else spec.type
+    info = typer.Option(*declared, help=spec.help_text().replace("[", "\\["),
+                        show_default=spec.default is not None and not spec.shown,
+                        rich_help_panel="Edit options" if spec.group == "basic" else "Advanced edit options")
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=spec.default, annotation=Annotated[kind, info])
+
+
+def with_options(*names: str) -> Callable:
+    """Give a command the CLI options ``names`` of :class:`EditOptions` (their flags, types,
+    defaults and help generated from the schema); the command receives the values given as
+    ``options``, a dict to build :class:`EditOptions` from inside :func:`_run`."""
+
+    def wrap(func: Callable) -> Callable:
+        own = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.name != "options"]
+        generated = [_option_parameter(name) for name in names]
+
+        def command(**kwargs):
+            return func(options={name: kwargs.pop(name) for name in names}, **kwargs)
+
+        command.__name__, command.__doc__, command.__module__ = func.__name__, func.__doc__, func.__module__
+        command.__signature__ = inspect.Signature(own + generated)
+        command.__annotations__ = {p.name: p.annotation for p in own + generated}
+        return command
+
+    return wrap
 
 
 def _show_warnings(caught) -> None:
@@ -101,7 +112,7 @@ def _run(func, *args, **kwargs):
         except RsGeoEditError as exc:
             _show_warnings(caught)
             caught.clear()
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {exc.render(cli_name)}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             console.print("[bold red]interrupted[/]: nothing was written")
@@ -111,35 +122,28 @@ def _run(func, *args, **kwargs):
 
 
 @app.command(epilog="Example: rs-geo-edit plan scene.tif --aoi rois.geojson --preview plan.png")
+@with_options("prompt", "prompt_field", "layer", "margin", "margin_frac", "max_side", "rgb_bands")
 def plan(
     scene: Annotated[Path, typer.Argument(help="Input raster (GeoTIFF).")],
     aoi: AoiOpt,
-    layer: LayerOpt = None,
-    prompt: PromptOpt = None,
-    prompt_field: PromptFieldOpt = "prompt",
-    margin: MarginOpt = 64,
-    margin_frac: MarginFracOpt = 0.5,
-    max_side: MaxSideOpt = 1024,
-    rgb_bands: RgbBandsOpt = None,
     preview: Optional[Path] = typer.Option(None, "--preview", help="Write a PNG of windows and ROIs over the scene."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+    options: Optional[dict] = None,
 ) -> None:
     """Show the window plan of an edit: windows, sizes, ROI pixels, reduced-resolution factors."""
 
     def body():
         import json
 
-        from .config import WindowConfig, make_config
         from .pipeline import plan_scene
 
-        config = make_config(prompt=prompt, prompt_field=prompt_field, layer=layer, rgb_bands=_parse_bands(rgb_bands),
-                             windows=WindowConfig(margin_px=margin, margin_frac=margin_frac, max_side=max_side))
+        config = EditOptions(**options).to_config()
         result = plan_scene(scene, aoi, config)
         summary = result.as_dict()
         if as_json:
             out.print_json(json.dumps(summary))
         else:
-            _print_plan(summary, max_side)
+            _print_plan(summary, config.windows.max_side)
         if preview is not None:
             from .geo.preview import render_plan
             from .geo.raster import check_output_path
@@ -198,27 +202,6 @@ def _progress_printer(quiet: bool):
     return bar, callback
 
 
-def _edit_config(**kw):
-    from .config import BlendConfig, OutputConfig, WindowConfig, make_config
-
-    model = {k: kw.pop(k) for k in ("steps", "width", "batch", "crop", "lr", "sample_stride", "timesteps",
-                                    "detail_factor")}
-    blend = BlendConfig(mode=kw.pop("blend"), band_px=kw.pop("feather"), color_match=kw.pop("color_match"))
-    windows = WindowConfig(margin_px=kw.pop("margin"), margin_frac=kw.pop("margin_frac"), max_side=kw.pop("max_side"))
-    output = OutputConfig(cog=kw.pop("cog"), overwrite=kw.pop("overwrite"), compress=kw.pop("compress"))
-    from .config import GuidanceConfig
-
-    guidance = GuidanceConfig(clip=kw.pop("clip"), strength=kw.pop("strength"), views=kw.pop("clip_views"),
-                              every=kw.pop("guide_every"), momentum=kw.pop("momentum"), ensemble=not kw.pop("no_ensemble"),
-                              synonyms=kw.pop("synonyms"), llm_endpoint=kw.pop("llm_endpoint"),
-                              llm_model=kw.pop("llm_model"))
-    cache_dir = kw.pop("cache_dir")
-    if cache_dir is not None:
-        kw["cache_dir"] = cache_dir
-    return make_config(kw.pop("preset"), model_overrides=model, blend=blend, windows=windows, output=output,
-                       guidance=guidance, rgb_bands=_parse_bands(kw.pop("rgb_bands")), **kw)
-
-
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -247,66 +230,21 @@ def _print_result(result) -> None:
 
 
 @app.command(epilog=EXAMPLES)
+@with_options(*OPTION_NAMES)
 def edit(
     scene: Annotated[Path, typer.Argument(help="Input raster (GeoTIFF).")],
     aoi: AoiOpt,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output GeoTIFF \\[default: <scene>_edited.tif]."),
-    mode: Optional[str] = typer.Option(None, "--mode", "-m", help="text (CLIP-guided to the prompt), regenerate (new content in the window's style) or copy \\[default: text when --prompt is given, else regenerate]."),
-    preset: str = typer.Option("fast", "--preset", help="fast (CPU) or paper (reference hyperparameters, GPU)."),
-    prompt: PromptOpt = None,
-    prompt_field: PromptFieldOpt = "prompt",
-    layer: LayerOpt = None,
-    copy_from: Optional[Path] = typer.Option(None, "--copy-from", help="Copy mode: source polygons (vector) or content (raster)."),
-    seed: SeedOpt = 0,
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
-    cog: bool = typer.Option(False, "--cog", help="Write a Cloud-Optimized GeoTIFF with overviews."),
-    compress: Optional[str] = typer.Option(None, "--compress", help="Output compression \\[default: the source's if lossless, else deflate]."),
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = None,
-    cache_dir: CacheDirOpt = None,
-    cache_max_gb: float = typer.Option(5.0, "--cache-max-gb", help="Cache size cap; least recently used models go first."),
-    steps: StepsOpt = None,
-    width: WidthOpt = None,
-    batch: BatchOpt = None,
-    crop: CropOpt = None,
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (overrides the preset)."),
-    timesteps: Optional[int] = typer.Option(None, "--timesteps", help="Diffusion timesteps (overrides the preset)."),
-    sample_stride: Optional[int] = typer.Option(None, "--sample-stride", help="Sample every n-th timestep (overrides the preset)."),
-    detail_factor: Optional[float] = typer.Option(None, "--detail-factor", help="Finer scales start where noise is this x their blur error (overrides the preset)."),
-    blend: str = typer.Option("feather", "--blend", help="feather, laplacian or poisson."),
-    feather: int = typer.Option(16, "--feather", help="Width of the blend band outside the ROI, pixels."),
-    color_match: bool = typer.Option(False, "--color-match", help="Fit a per-band gain/offset on the context ring."),
-    margin: MarginOpt = 64,
-    margin_frac: MarginFracOpt = 0.5,
-    max_side: MaxSideOpt = 1024,
-    rgb_bands: RgbBandsOpt = None,
-    clip: ClipOpt = "remoteclip-vit-b-32",
-    strength: float = typer.Option(0.3, "--strength", help="CLIP guidance step, relative to the ROI's image norm."),
-    clip_views: int = typer.Option(4, "--clip-views", help="Augmented CLIP views per ROI and step."),
-    guide_every: int = typer.Option(1, "--guide-every", help="Guide every n-th sampling step."),
-    momentum: float = typer.Option(0.2, "--momentum", help="Weight of the new estimate inside the ROI (0..1)."),
-    no_ensemble: bool = typer.Option(False, "--no-ensemble", help="Use the prompt as written, no ensemble of phrasings."),
-    synonyms: Optional[Path] = typer.Option(None, "--synonyms", help="JSON file of prompt -> alternative phrasings."),
-    llm_endpoint: Optional[str] = typer.Option(None, "--llm-endpoint", help="OpenAI-compatible chat URL for paraphrases."),
-    llm_model: str = typer.Option("default", "--llm-model", help="Model name sent to --llm-endpoint."),
     quiet: QuietOpt = False,
+    options: Optional[dict] = None,
 ) -> None:
     """Edit the ROIs of a scene and write a GeoTIFF (plus a provenance JSON beside it)."""
 
     def body():
-        from .pipeline import default_output, edit_scene
+        from .api import edit_scene
+        from .pipeline import default_output
 
-        chosen = mode or ("text" if prompt else "regenerate")
-        config = _edit_config(mode=chosen, preset=preset, clip=clip, strength=strength, clip_views=clip_views,
-                              guide_every=guide_every, momentum=momentum, no_ensemble=no_ensemble,
-                              synonyms=str(synonyms) if synonyms else None, llm_endpoint=llm_endpoint,
-                              llm_model=llm_model, prompt=prompt, prompt_field=prompt_field, layer=layer,
-                              copy_from=str(copy_from) if copy_from else None, seed=seed, overwrite=overwrite,
-                              cog=cog, compress=compress, device=device, threads=threads, cache_dir=cache_dir,
-                              cache_max_gb=cache_max_gb,
-                              steps=steps, width=width, batch=batch, crop=crop, lr=lr, timesteps=timesteps,
-                              sample_stride=sample_stride, detail_factor=detail_factor, blend=blend, feather=feather, color_match=color_match,
-                              margin=margin, margin_frac=margin_frac, max_side=max_side, rgb_bands=rgb_bands)
+        config = EditOptions(**options).to_config()
         target = output or default_output(scene)
         bar, callback = _progress_printer(quiet)
         with bar:
@@ -381,41 +319,38 @@ def _serve(host: str, port: int, workers: int, data_dir: Path, token: str) -> No
 
 
 @app.command("eval", epilog="Example: rs-geo-edit eval scene_edited.tif --source scene.tif --aoi rois.geojson --prompt forest")
+@with_options("prompt", "prompt_field", "layer", "clip", "feather", "device", "margin", "margin_frac", "max_side",
+              "rgb_bands")
 def eval_command(
     output: Annotated[Path, typer.Argument(help="The edited GeoTIFF.")],
     source: Annotated[Path, typer.Option("--source", "-s", help="The scene it was edited from.")],
     aoi: AoiOpt,
-    prompt: PromptOpt = None,
-    prompt_field: PromptFieldOpt = "prompt",
-    layer: LayerOpt = None,
-    clip: Optional[str] = typer.Option("remoteclip-vit-b-32", "--clip", help="CLIP for the scores; 'none' skips them."),
-    feather: int = typer.Option(16, "--feather", help="Blend band of the edit, pixels (excluded from fidelity)."),
-    device: DeviceOpt = "auto",
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics as JSON."),
+    options: Optional[dict] = None,
 ) -> None:
     """Score an edit per ROI: CLIP score, outside-ROI fidelity, seam metrics.
 
-    CLIP score (100 x cosine) of the edited and the source crop against the prompt, the fraction
-    of identical pixels outside the ROIs and blend band, seam-gradient ratio and boundary step."""
+    CLIP score (100 x cosine) of the edited and the source crop against the prompt (--clip none
+    skips it), the fraction of identical pixels outside the ROIs and blend band (--feather: the
+    edit's), seam-gradient ratio and boundary step. Give the window options the edit had."""
 
     def body():
         import json
 
         from rich.table import Table
 
-        from .config import BlendConfig, make_config
         from .eval.report import evaluate
         from .geo.raster import atomic_path
 
-        config = make_config(prompt=prompt, prompt_field=prompt_field, layer=layer, device=device,
-                             blend=BlendConfig(band_px=feather))
+        config = EditOptions(**options).to_config()
+        clip = config.guidance.clip
         model = None
-        if clip and clip.lower() != "none":
+        if clip.lower() != "none":
             from .guidance.clip import load_clip
             from .model.editor import resolve_device
 
             weights = config.guidance.weights_dir
-            model = load_clip(clip, resolve_device(device), Path(weights) if weights else None)
+            model = load_clip(clip, resolve_device(config.device), Path(weights) if weights else None)
         report = evaluate(output, source, aoi, config, model)
         table = Table(title=f"evaluation of {output}")
         for col in ("feature", "prompt", "ROI px", "CLIP edit", "CLIP source", "fidelity", "luminance", "colour",
@@ -502,51 +437,40 @@ def weights_verify() -> None:
 
 @app.command(epilog="Examples:\n\n  rs-geo-edit batch --manifest jobs.csv --out-dir edited/\n\n"
                     "  rs-geo-edit batch --scenes 'tiles/*.tif' --aoi rois.gpkg --out-dir edited/ --executor ray --address auto")
+@with_options(*(name for name in OPTION_NAMES if name != "overwrite"))
 def batch(
     out_dir: Path = typer.Option(..., "--out-dir", "-o", help="Folder for the outputs and summary.csv/json."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="CSV or JSON lines: scene, aoi, prompt, mode, output, seed."),
     scenes: Optional[str] = typer.Option(None, "--scenes", help="Glob of scenes (quote it), with --aoi."),
     aoi: Optional[Path] = typer.Option(None, "--aoi", "-a", help="One AOI for every --scenes scene it intersects."),
-    mode: Optional[str] = typer.Option(None, "--mode", "-m", help="Default mode [text with --prompt, else regenerate]."),
-    preset: str = typer.Option("fast", "--preset", help="fast (CPU) or paper (GPU)."),
-    prompt: PromptOpt = None,
-    seed: SeedOpt = 0,
     force: bool = typer.Option(False, "--force", help="Redo scenes whose outputs are complete."),
     executor: str = typer.Option("local", "--executor", help="local (default) or ray."),
     workers: int = typer.Option(1, "--workers", help="Local worker processes (1 per GPU; 1 on CPU)."),
     address: str = typer.Option("auto", "--address", help="Ray: auto, local, or ray://host:port."),
     gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help="Ray: GPUs per scene task."),
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = None,
-    cache_dir: CacheDirOpt = None,
-    steps: StepsOpt = None,
-    width: WidthOpt = None,
-    crop: CropOpt = None,
-    batch_size: BatchOpt = None,
-    clip: ClipOpt = "remoteclip-vit-b-32",
     quiet: QuietOpt = False,
+    options: Optional[dict] = None,
 ) -> None:
-    """Run the same edit over many scenes; resumable; local processes or a Ray cluster."""
+    """Run the same edit over many scenes; resumable; local processes or a Ray cluster.
+
+    The edit options apply to every scene; a manifest's prompt, mode and seed columns override
+    them per scene (a scene with a prompt and no mode runs text)."""
 
     def body():
         from .batch import items_from_glob, read_manifest, run_batch
-        from .config import GuidanceConfig, make_config
         from .executors import make_executor
 
         if (manifest is None) == (scenes is None):
             raise IncompatibleOptions("give either --manifest FILE or --scenes 'GLOB' (with --aoi)")
         if scenes is not None and aoi is None:
             raise IncompatibleOptions("--scenes needs --aoi: the AOI matched to every scene it intersects")
-        extra = {"cache_dir": cache_dir} if cache_dir else {}
-        config = make_config(preset, model_overrides={"steps": steps, "width": width, "crop": crop,
-                                                      "batch": batch_size},
-                             mode=mode or ("text" if prompt else "regenerate"), prompt=prompt, seed=seed,
-                             device=device, threads=threads, guidance=GuidanceConfig(clip=clip), **extra)
+        edit_options = EditOptions(**options)
+        edit_options.to_config()  # every option checked before any scene is read
         runner = make_executor(executor, workers=workers, address=address, gpus_per_task=gpus_per_task)
         items = read_manifest(manifest, out_dir) if manifest else items_from_glob(scenes, aoi, out_dir)
         bar, callback = _progress_printer(quiet)
         with bar:
-            rows = run_batch(items, config, out_dir, runner, force=force, progress=callback)
+            rows = run_batch(items, edit_options, out_dir, runner, force=force, progress=callback)
         counts = {}
         for row in rows:
             counts[row["status"]] = counts.get(row["status"], 0) + 1
@@ -568,12 +492,10 @@ def sample_paths() -> tuple[Path, Path]:
 
 
 @app.command(epilog="Example: rs-geo-edit demo --out-dir out --seed 3")
+@with_options("seed", "device", "threads", "cache_dir")
 def demo(
     out_dir: Path = typer.Option(Path("out"), "--out-dir", help="Folder for the demo's outputs."),
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = None,
-    cache_dir: CacheDirOpt = None,
+    options: Optional[dict] = None,
 ) -> None:
     """Edit the bundled aerial scene (regenerate, fast preset) and write a before/after PNG.
 
@@ -581,24 +503,20 @@ def demo(
     second run reuses the trained model from the cache."""
 
     def body():
-        from .config import OutputConfig, make_config
+        from .api import edit_scene
         from .geo.preview import render_before_after
-        from .pipeline import edit_scene
+        from .pipeline import plan_scene
 
         scene, aoi = sample_paths()
-        extra = {"cache_dir": cache_dir} if cache_dir else {}
-        config = make_config("fast", mode="regenerate", seed=seed, device=device, threads=threads,
-                             output=OutputConfig(overwrite=True), **extra)
+        config = EditOptions(mode="regenerate", preset="fast", overwrite=True, **options).to_config()
         out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / "aerial_demo.tif"
-        out.print(f"demo: {scene.name} + {aoi.name}, mode regenerate, preset fast, seed {seed}, "
+        out.print(f"demo: {scene.name} + {aoi.name}, mode regenerate, preset fast, seed {config.seed}, "
                   f"cache {config.cache_dir}", highlight=False)
         bar, callback = _progress_printer(False)
         with bar:
             result = edit_scene(scene, aoi, target, config, progress=callback)
         _print_result(result)
-        from .pipeline import plan_scene
-
         picture = render_before_after(scene, target, plan_scene(scene, aoi, config), out_dir / "aerial_demo_before_after.png")
         out.print(f"before/after: {picture}", highlight=False)
 

@@ -154,26 +154,26 @@ class EditConfig:
 
     def validate(self) -> "EditConfig":
         if self.mode not in MODES:
-            raise IncompatibleOptions(f"unknown mode {self.mode!r}: use one of {', '.join(MODES)}")
+            raise IncompatibleOptions(f"`mode` {self.mode!r} is not one of {', '.join(MODES)}")
         if self.blend.mode not in BLEND_MODES:
             raise IncompatibleOptions(
-                f"unknown blend mode {self.blend.mode!r}: use one of {', '.join(BLEND_MODES)}")
+                f"`blend` {self.blend.mode!r} is not one of {', '.join(BLEND_MODES)}")
         if self.windows.margin_px < 0 or self.windows.margin_frac < 0:
-            raise IncompatibleOptions("window margins must be >= 0")
+            raise IncompatibleOptions("`margin` and `margin_frac` must be >= 0")
         if self.windows.max_side < 32:
-            raise IncompatibleOptions(f"--max-side {self.windows.max_side} is too small: use 32 or more")
+            raise IncompatibleOptions(f"`max_side` {self.windows.max_side} is too small: use 32 or more")
         if self.blend.band_px < 0:
-            raise IncompatibleOptions("--feather must be >= 0 pixels")
+            raise IncompatibleOptions("`feather` must be >= 0 pixels")
         if self.rgb_bands is not None and len(self.rgb_bands) != 3:
-            raise IncompatibleOptions("--rgb-bands takes three 1-based band numbers, e.g. 3,2,1")
+            raise IncompatibleOptions("`rgb_bands` takes three 1-based band numbers, e.g. 3,2,1")
         if self.model.width < 8 or self.model.width % 2:
-            raise IncompatibleOptions("--width must be an even number >= 8")
+            raise IncompatibleOptions("`width` must be an even number >= 8")
         if self.model.steps < 1 or self.model.batch < 1 or self.model.crop < 8:
-            raise IncompatibleOptions("--steps and --batch must be >= 1 and --crop >= 8")
+            raise IncompatibleOptions("`steps` and `batch` must be >= 1 and `crop` >= 8")
         if self.guidance.views < 1 or self.guidance.every < 1 or not 0 <= self.guidance.momentum <= 1:
-            raise IncompatibleOptions("--clip-views and --guide-every must be >= 1, --momentum within [0, 1]")
+            raise IncompatibleOptions("`clip_views` and `guide_every` must be >= 1, `momentum` within [0, 1]")
         if self.model.sample_stride < 1:
-            raise IncompatibleOptions("--sample-stride must be >= 1")
+            raise IncompatibleOptions("`sample_stride` must be >= 1")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -201,7 +201,7 @@ def make_config(preset: str = "fast", model_overrides: Optional[dict[str, Any]] 
                 **fields: Any) -> EditConfig:
     """Build an :class:`EditConfig` from a preset, model overrides and top-level fields."""
     if preset not in PRESETS:
-        raise IncompatibleOptions(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
+        raise IncompatibleOptions(f"`preset` {preset!r} is not one of {', '.join(PRESETS)}")
     model = ModelConfig(**PRESETS[preset])
     for key, value in (model_overrides or {}).items():
         if value is None:

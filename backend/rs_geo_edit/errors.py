@@ -1,14 +1,37 @@
 """The domain's exceptions and warnings.
 
 Every error carries a message a user can act on: what is wrong, with which file, and the fix.
-The CLI prints ``str(error)`` on one line and exits non-zero; the service returns it as JSON.
+A message names options neutrally, by their option name between backticks (`` `max_side` ``);
+each entry point words them its way with :meth:`RsGeoEditError.render` (the CLI as
+``--max-side``, the service as ``options.max_side``), and ``str(error)`` gives the bare name.
 """
+
+import re
+from typing import Callable, Optional
+
+_OPTION = re.compile(r"`([a-z][a-z0-9_]*)`")
 
 
 class RsGeoEditError(Exception):
     """Base class: an input or state problem the user can fix."""
 
     exit_code = 2
+
+    @property
+    def option(self) -> Optional[str]:
+        """The first option the message names, if any."""
+        found = _OPTION.search(self._template())
+        return found.group(1) if found else None
+
+    def render(self, name_of: Callable[[str], str]) -> str:
+        """The message with each option name given by ``name_of(option_name)``."""
+        return _OPTION.sub(lambda m: name_of(m.group(1)), self._template())
+
+    def _template(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __str__(self) -> str:
+        return self.render(lambda name: name)
 
 
 class SceneError(RsGeoEditError):

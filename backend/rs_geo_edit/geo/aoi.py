@@ -103,7 +103,7 @@ def read_aoi(path: str | Path, scene_crs, footprint: Polygon, *, layer: Optional
         raise AOIError(f"AOI file {str(path)!r} has no vector layer")
     if layer is None and len(layers) > 1:
         raise AOIError(f"AOI file {str(path)!r} has {len(layers)} layers ({', '.join(layers)}): "
-                       "choose one with --layer NAME")
+                       "choose one with `layer`")
     if layer is not None and layer not in layers:
         raise AOIError(f"AOI file {str(path)!r} has no layer {layer!r}; its layers are: {', '.join(layers)}")
     layer = layer or layers[0]

@@ -96,7 +96,7 @@ def rgb_bands(src, override: Optional[Sequence[int]] = None) -> list[int]:
         positions = []
         for b in override:
             if b not in bands:
-                raise IncompatibleOptions(f"--rgb-bands: band {b} is not a data band of the scene "
+                raise IncompatibleOptions(f"`rgb_bands`: band {b} is not a data band of the scene "
                                           f"(data bands: {', '.join(map(str, bands))})")
             positions.append(bands.index(b))
         return positions
@@ -213,11 +213,11 @@ def check_output_path(output: str | os.PathLike, inputs: Iterable[str | os.PathL
     resolved = out.resolve()
     for item in inputs:
         if item is not None and Path(item).expanduser().resolve() == resolved:
-            raise OutputError(f"output {str(out)!r} is also an input: choose another output path (-o)")
+            raise OutputError(f"output {str(out)!r} is also an input: choose another `output`")
     if out.is_dir():
         raise OutputError(f"output {str(out)!r} is a directory: give a file name such as {str(out / 'edited.tif')!r}")
     if out.exists() and not overwrite:
-        raise OutputError(f"output {str(out)!r} already exists: pass --overwrite or choose another path")
+        raise OutputError(f"output {str(out)!r} already exists: set `overwrite` or choose another `output`")
     parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -226,7 +226,7 @@ def check_output_path(output: str | os.PathLike, inputs: Iterable[str | os.PathL
         probe.unlink()
     except OSError as exc:
         raise OutputError(f"output directory {str(parent)!r} is not writable ({exc.strerror or exc}): "
-                          "choose another output path (-o)") from None
+                          "choose another `output`") from None
     return out
 
 

@@ -48,7 +48,7 @@ def parse_spec(name: str) -> ClipSpec:
         return ClipSpec(name, arch, filename=filename)
     arch, _, rest = key.partition(":")
     if not rest:
-        raise IncompatibleOptions(f"--clip {name!r}: use one of {', '.join(KNOWN)}, ARCH:TAG (e.g. ViT-B-32:openai) "
+        raise IncompatibleOptions(f"`clip` {name!r}: use one of {', '.join(KNOWN)}, ARCH:TAG (e.g. ViT-B-32:openai) "
                                   "or ARCH:/path/to/weights.pt")
     if rest == "random":
         return ClipSpec(name, arch, random=True)
@@ -64,7 +64,7 @@ def resolve_weights(spec: ClipSpec, weights_dir: Optional[Path] = None, offline:
     if spec.path is not None:
         if spec.path.is_file():
             return str(spec.path)
-        raise WeightsNotFound(f"CLIP weights {str(spec.path)!r} do not exist: check the path given to --clip")
+        raise WeightsNotFound(f"CLIP weights {str(spec.path)!r} do not exist: check the path given to `clip`")
     if spec.tag is not None:
         return spec.tag
     if weights_dir is not None and (Path(weights_dir) / spec.filename).is_file():
@@ -129,7 +129,7 @@ def load_clip(name: str, device="cpu", weights_dir: Optional[Path] = None, offli
         return _LOADED[key]
     source = resolve_weights(spec, weights_dir, offline)
     if spec.arch not in open_clip.list_models():
-        raise IncompatibleOptions(f"--clip {name!r}: {spec.arch!r} is not an open_clip architecture")
+        raise IncompatibleOptions(f"`clip` {name!r}: {spec.arch!r} is not an open_clip architecture")
     try:
         model, _, _ = open_clip.create_model_and_transforms(spec.arch, pretrained=source, device=device)
     except RuntimeError as exc:

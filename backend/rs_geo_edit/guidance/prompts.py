@@ -39,9 +39,9 @@ def load_synonyms(path: Optional[str | Path]) -> dict[str, list[str]]:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise IncompatibleOptions(f"--synonyms {str(path)!r} is not a readable JSON object ({exc})") from None
+        raise IncompatibleOptions(f"`synonyms` {str(path)!r} is not a readable JSON object ({exc})") from None
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
-        raise IncompatibleOptions(f"--synonyms {str(path)!r} must map prompts to lists of alternatives")
+        raise IncompatibleOptions(f"`synonyms` {str(path)!r} must map prompts to lists of alternatives")
     return {str(k).lower(): [str(x) for x in v] for k, v in data.items()}
 
 
@@ -70,7 +70,7 @@ def llm_phrasings(prompt: str, endpoint: str, cache_dir: Path, *, model: str = "
         start, end = text.find("["), text.rfind("]")
         phrasings = [str(p).strip() for p in json.loads(text[start:end + 1]) if str(p).strip()]
     except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
-        raise IncompatibleOptions(f"--llm-endpoint {endpoint}: no usable paraphrases ({type(exc).__name__}: {exc}); "
+        raise IncompatibleOptions(f"`llm_endpoint` {endpoint}: no usable paraphrases ({type(exc).__name__}: {exc}); "
                                   "check the endpoint or drop the option") from None
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(phrasings))

@@ -12,15 +12,15 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Optional
 
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
-
 from .. import __version__
+from ..config import MODES
 from ..errors import RsGeoEditError
+from .schema import JobRequest, JobView, api_name
 from .store import TERMINAL, JobStore
 
 MAX_BODY = 4 << 20  # bytes: an inline AOI of a few thousand polygons fits
@@ -41,67 +41,6 @@ def load_or_create_token(config_dir: Path) -> str:
         fh.write(token + "\n")
     os.chmod(path, 0o600)
     return token
-
-
-class JobOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    overwrite: bool = False
-    cog: bool = False
-    blend: Literal["feather", "laplacian", "poisson"] = "feather"
-    feather: int = Field(16, ge=0, le=512)
-    color_match: bool = False
-    max_side: int = Field(1024, ge=32)
-    device: str = "auto"
-    threads: Optional[int] = Field(None, ge=1)
-    cache_dir: Optional[str] = None
-    steps: Optional[int] = Field(None, ge=1)
-    width: Optional[int] = Field(None, ge=8)
-    batch: Optional[int] = Field(None, ge=1)
-    crop: Optional[int] = Field(None, ge=8)
-    lr: Optional[float] = Field(None, gt=0)
-    timesteps: Optional[int] = Field(None, ge=2)
-    sample_stride: Optional[int] = Field(None, ge=1)
-    detail_factor: Optional[float] = Field(None, gt=0)
-    clip: Optional[str] = None
-    strength: Optional[float] = Field(None, gt=0)
-    clip_views: Optional[int] = Field(None, ge=1)
-    guide_every: Optional[int] = Field(None, ge=1)
-    momentum: Optional[float] = Field(None, ge=0, le=1)
-    ensemble: Optional[bool] = None
-
-
-class JobRequest(BaseModel):
-    """An edit: the scene, the ROIs (a vector file path or an inline GeoJSON FeatureCollection)."""
-
-    model_config = ConfigDict(extra="forbid")
-    scene: str
-    aoi: Union[str, dict[str, Any]]
-    prompt: Optional[str] = None
-    mode: Literal["regenerate", "copy", "text"] = "regenerate"
-    preset: Literal["fast", "paper"] = "fast"
-    seed: int = 0
-    output: Optional[str] = None
-    layer: Optional[str] = None
-    prompt_field: str = "prompt"
-    copy_from: Optional[str] = None
-    options: JobOptions = Field(default_factory=JobOptions)
-
-
-class JobView(BaseModel):
-    id: str
-    state: Literal["queued", "running", "done", "failed", "cancelled"]
-    interrupted: bool
-    progress: float
-    stage: str
-    message: str
-    eta_s: Optional[float]
-    created: float
-    started: Optional[float]
-    finished: Optional[float]
-    log: list[dict]
-    result: Optional[dict]
-    error: Optional[str]
-    request: dict
 
 
 def _view(job: dict) -> dict:
@@ -138,7 +77,7 @@ def _check_paths(body: JobRequest) -> None:
         inputs = [scene] + ([aoi] if aoi else []) + ([body.copy_from] if body.copy_from else [])
         check_output_path(output, inputs, config.output.overwrite)
     except RsGeoEditError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise HTTPException(422, exc.render(api_name)) from None
 
 
 def available_weights() -> list[str]:
@@ -208,7 +147,7 @@ def create_app(store: JobStore, token: str, data_dir: Path, workers: int) -> Fas
         device_file = data_dir / "device.json"
         device = json.loads(device_file.read_text()) if device_file.is_file() else {"device": "starting"}
         return {"status": "ok", "version": __version__, **device, "workers": workers,
-                "clip_weights": available_weights(), "modes": ["regenerate", "copy", "text"],
+                "clip_weights": available_weights(), "modes": list(MODES),
                 "queue_length": store.queue_length()}
 
     # Endpoints return plain dicts: FastAPI validates them against JobView once.

@@ -18,16 +18,13 @@ from typing import Any, Optional
 from ..errors import JobCancelled, RsGeoEditError
 from ..geo.raster import remove_partials
 
-MODEL_OPTIONS = ("steps", "width", "batch", "crop", "lr", "timesteps", "sample_stride", "detail_factor")
-
-
 def job_config(request: dict[str, Any], job_dir: Optional[Path] = None):
-    """(scene, aoi path, output path, EditConfig) of a job request. An inline GeoJSON AOI is
-    written to ``job_dir/aoi.geojson``. Raises RsGeoEditError subclasses for bad options."""
-    from ..config import BlendConfig, OutputConfig, WindowConfig, make_config
+    """(scene, aoi path, output path, EditConfig) of a validated job request (see
+    ``jobs/schema.py``: its ``options`` hold every option). An inline GeoJSON AOI is written to
+    ``job_dir/aoi.geojson``. Raises RsGeoEditError subclasses for bad options."""
+    from ..options import EditOptions
     from ..pipeline import default_output
 
-    options = dict(request.get("options") or {})
     aoi = request["aoi"]
     if isinstance(aoi, dict):
         if job_dir is None:
@@ -40,30 +37,7 @@ def job_config(request: dict[str, Any], job_dir: Optional[Path] = None):
         aoi_path = Path(aoi)
     scene = Path(request["scene"])
     output = Path(request["output"]) if request.get("output") else default_output(scene)
-    extra = {"cache_dir": Path(options["cache_dir"])} if options.get("cache_dir") else {}
-    config = make_config(
-        request.get("preset", "fast"),
-        model_overrides={k: options.get(k) for k in MODEL_OPTIONS},
-        mode=request.get("mode", "regenerate"), prompt=request.get("prompt"), seed=int(request.get("seed", 0)),
-        layer=request.get("layer"), prompt_field=request.get("prompt_field", "prompt"),
-        copy_from=request.get("copy_from"), device=options.get("device", "auto"), threads=options.get("threads"),
-        blend=BlendConfig(mode=options.get("blend", "feather"), band_px=int(options.get("feather", 16)),
-                          color_match=bool(options.get("color_match", False))),
-        windows=WindowConfig(max_side=int(options.get("max_side", 1024))),
-        output=OutputConfig(overwrite=bool(options.get("overwrite", False)), cog=bool(options.get("cog", False))),
-        guidance=_guidance(options), **extra)
-    return scene, aoi_path, output, config
-
-
-def _guidance(options: dict):
-    from ..config import GuidanceConfig
-
-    g = GuidanceConfig()
-    for key, attr in (("clip", "clip"), ("strength", "strength"), ("clip_views", "views"), ("guide_every", "every"),
-                      ("momentum", "momentum"), ("ensemble", "ensemble")):
-        if options.get(key) is not None:
-            setattr(g, attr, options[key])
-    return g
+    return scene, aoi_path, output, EditOptions.from_dict(request.get("options") or {}).to_config()
 
 
 class Reporter:
@@ -101,7 +75,9 @@ def run_job(store, job: dict, data_dir: Path) -> None:
     except JobCancelled:
         store.finish(job_id, "cancelled", error="cancelled by the user")
     except RsGeoEditError as exc:
-        store.finish(job_id, "failed", error=str(exc))
+        from .schema import api_name
+
+        store.finish(job_id, "failed", error=exc.render(api_name))
     except Exception as exc:  # a bug or a system error: keep the worker alive, record the traceback
         detail = traceback.format_exc(limit=5)
         store.finish(job_id, "failed", error=f"{type(exc).__name__}: {exc}\n{detail}")

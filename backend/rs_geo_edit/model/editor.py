@@ -38,11 +38,11 @@ def resolve_device(name: str):
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise IncompatibleOptions(f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+        raise IncompatibleOptions(f"`device` {name!r} is not a device: use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise IncompatibleOptions(f"--device {name}: no CUDA device is available here; use --device cpu")
+        raise IncompatibleOptions(f"`device` {name}: no CUDA device is available here; use cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise IncompatibleOptions(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+        raise IncompatibleOptions(f"`device` {name}: only {torch.cuda.device_count()} CUDA device(s) present")
     return device
 
 
@@ -257,7 +257,7 @@ class SinDDMEditor:
         for k, prompt in enumerate(request.prompts, start=1):
             if not prompt:
                 raise IncompatibleOptions(f"text mode: ROI {k} of window {request.window.index} has no prompt; pass "
-                                          "--prompt or give the feature a prompt attribute")
+                                          "`prompt` or give the feature a prompt attribute")
             if not g.ensemble:
                 phrasings = [prompt]
             elif g.llm_endpoint:

@@ -26,7 +26,7 @@ Donor = tuple[np.ndarray, np.ndarray]  # pixels in source units (bands, rows, co
 
 def missing_source() -> IncompatibleOptions:
     return IncompatibleOptions("copy mode needs a source region: give a feature the attribute role=source in "
-                               "the AOI file, or pass --copy-from with a vector or raster")
+                               "the AOI file, or give `copy_from` a vector or raster")
 
 
 class CopyInputs:
@@ -62,7 +62,7 @@ def add_copy_from(plan: "ScenePlan", copy_from: str | Path, prompt_field: str, s
 
     path = Path(copy_from)
     if not path.exists():
-        raise IncompatibleOptions(f"--copy-from {str(path)!r} does not exist: check the path")
+        raise IncompatibleOptions(f"`copy_from` {str(path)!r} does not exist: check the path")
     try:
         is_vector = bool(list_layers(path))
     except Exception:  # not a vector file: try it as a raster
@@ -86,7 +86,7 @@ def read_donor(src, plan: "ScenePlan", transform) -> Donor:
         with open_scene(plan.copy_raster) as donor_src:
             bands = data_bands(donor_src)
             if len(bands) != len(plan.bands):
-                raise IncompatibleOptions(f"--copy-from raster {str(plan.copy_raster)!r} has {len(bands)} data band(s), "
+                raise IncompatibleOptions(f"`copy_from` raster {str(plan.copy_raster)!r} has {len(bands)} data band(s), "
                                           f"the scene {len(plan.bands)}: give a raster with the same bands")
             full = Window(0, 0, donor_src.width, donor_src.height)
             pixels = read_window(donor_src, full)

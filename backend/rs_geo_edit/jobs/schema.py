@@ -1,0 +1,86 @@
+"""The service's request and response models, generated from :mod:`rs_geo_edit.options`.
+
+``JobRequest.options`` holds every edit option by its public name, with the bounds, choices,
+defaults and help of the schema (so ``/openapi.json`` shows them and an out-of-range value is a
+422 naming the option and the bound). ``prompt``, ``mode``, ``preset``, ``seed``, ``layer``,
+``prompt_field`` and ``copy_from`` are also accepted beside ``options``, as clients have sent
+them; given in both places they must agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from ..options import SPEC_BY_NAME, SPECS, OptionSpec
+
+REQUEST_LEVEL = ("prompt", "mode", "preset", "seed", "layer", "prompt_field", "copy_from")
+INPUTS = ("scene", "aoi", "output")
+
+
+def _field(spec: OptionSpec) -> tuple[Any, Any]:
+    kind: Any = Literal[spec.choices] if spec.choices is not None else spec.type
+    if spec.nullable:
+        kind = Optional[kind]
+    bounds = {"ge": spec.minimum, "le": spec.maximum} if spec.minimum is not None else {}
+    if spec.even:
+        bounds["multiple_of"] = 2
+    return kind, Field(spec.default, description=spec.help_text(), **bounds)
+
+
+JobOptions = create_model("JobOptions", __config__=ConfigDict(extra="forbid"),
+                          **{spec.name: _field(spec) for spec in SPECS})
+JobOptions.__doc__ = "Every edit option, by its public name (the same names as the CLI's, with _ for -)."
+
+
+class _RequestBase(BaseModel):
+    """An edit: the scene, the ROIs (a vector file path or an inline GeoJSON FeatureCollection),
+    the output path (default: <scene>_edited.tif) and the options."""
+
+    model_config = ConfigDict(extra="forbid")
+    scene: str
+    aoi: Union[str, dict[str, Any]]
+    output: Optional[str] = None
+    options: JobOptions = Field(default_factory=JobOptions)
+
+    @model_validator(mode="after")
+    def _one_value_per_option(self):
+        """Request-level fields and ``options`` agree afterwards, whichever the client used."""
+        for name in REQUEST_LEVEL:
+            top_set, opt_set = name in self.model_fields_set, name in self.options.model_fields_set
+            top, opt = getattr(self, name), getattr(self.options, name)
+            if top_set and opt_set and top != opt:
+                raise ValueError(f"{name} is given twice with different values ({top!r} and options.{name} "
+                                 f"{opt!r}): give it once")
+            if top_set:
+                setattr(self.options, name, top)
+            else:
+                setattr(self, name, opt)
+        return self
+
+
+JobRequest = create_model("JobRequest", __base__=_RequestBase,
+                          **{name: _field(SPEC_BY_NAME[name]) for name in REQUEST_LEVEL})
+
+
+def api_name(name: str) -> str:
+    """How the service names an option or input in an error: ``options.max_side``, ``scene``."""
+    return name if name in INPUTS or name in REQUEST_LEVEL else f"options.{name}"
+
+
+class JobView(BaseModel):
+    id: str
+    state: Literal["queued", "running", "done", "failed", "cancelled"]
+    interrupted: bool
+    progress: float
+    stage: str
+    message: str
+    eta_s: Optional[float]
+    created: float
+    started: Optional[float]
+    finished: Optional[float]
+    log: list[dict]
+    result: Optional[dict]
+    error: Optional[str]
+    request: dict

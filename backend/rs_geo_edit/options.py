@@ -1,0 +1,280 @@
+"""Every public option of an edit, declared once: name, type, default, bounds, choices, help.
+
+:class:`EditOptions` is the one schema. The CLI's commands, the service's ``JobRequest.options``
+(and its OpenAPI schema) and the QGIS Processing parameters (through ``options_schema.json``,
+written by :func:`options_schema`) are all generated from it, and :meth:`EditOptions.to_config`
+is the only translation into an :class:`~rs_geo_edit.config.EditConfig`. A new option is one
+field here plus its line in ``to_config``.
+
+Defaults that ``config.py`` already holds are read from there; ``None`` for a model option
+means "the preset's value". This module stays light (no pydantic, no torch): the CLI imports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Union, get_args, get_origin, get_type_hints
+
+from .config import (BLEND_MODES, MODES, PRESETS, BlendConfig, EditConfig, GuidanceConfig, OutputConfig, WindowConfig,
+                     make_config)
+from .errors import IncompatibleOptions
+
+COMPRESSIONS = ("deflate", "lzw", "zstd", "lzma", "packbits", "none")  # lossless: untouched pixels stay exact
+INT32_MAX = 2_147_483_647  # seeds fit a QGIS integer parameter
+
+
+def option(default: Any, help: str, *, minimum: Optional[float] = None, maximum: Optional[float] = None,
+           choices: Optional[tuple] = None, group: str = "advanced", flags: tuple[str, ...] = (),
+           even: bool = False, shown: Optional[str] = None) -> Any:
+    """A field of :class:`EditOptions` with its schema. ``flags`` are extra CLI spellings
+    (e.g. ``-p``, or ``--ensemble/--no-ensemble``); ``shown`` is the default as help texts say it
+    where the value is None."""
+    return field(default=default, metadata={
+        "help": help, "minimum": minimum, "maximum": maximum, "choices": choices, "group": group,
+        "flags": flags, "even": even, "shown": shown})
+
+
+def _default(cls, name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
+@dataclass
+class EditOptions:
+    """The options of one edit, flat, by their public names (CLI ``--clip-views`` is
+    ``clip_views``). Constructing one validates every value (type, bounds, choices) and raises
+    :class:`IncompatibleOptions` naming the option."""
+
+    # ------------------------------------------------------------------------------ basic
+    mode: Optional[str] = option(
+        None, "What goes into the ROIs: text (steered by CLIP towards the prompt), regenerate (new content "
+        "in the window's own style) or copy (the content of a source region).", choices=MODES, group="basic",
+        flags=("-m",), shown="text when a prompt is given, else regenerate")
+    prompt: Optional[str] = option(
+        None, "Prompt for ROIs without their own, e.g. \"dense forest\" or \"flooded fields\".", group="basic",
+        flags=("-p",))
+    preset: str = option(
+        "fast", "Model and sampling bundle: fast (CPU) or paper (the SinDDM paper's hyperparameters, for a GPU); "
+        "the model options override it.", choices=tuple(PRESETS), group="basic")
+    seed: int = option(_default(EditConfig, "seed"), "Random seed: the same inputs and seed give the same output.",
+                       minimum=0, maximum=INT32_MAX, group="basic")
+    prompt_field: str = option(_default(EditConfig, "prompt_field"), "AOI attribute holding per-ROI prompts.",
+                               group="basic")
+    layer: Optional[str] = option(None, "Layer of a multi-layer AOI file (GeoPackage), e.g. flood.", group="basic",
+                                  shown="the only layer")
+    copy_from: Optional[str] = option(
+        None, "Copy mode: a vector file of source polygons or a raster of content, e.g. donor.gpkg (instead of "
+        "features with role=source in the AOI).", group="basic")
+    blend: str = option(_default(BlendConfig, "mode"), "Compositing at the ROI edge: feather (smooth ramp), "
+                        "laplacian (per frequency band) or poisson (gradient domain).", choices=BLEND_MODES,
+                        group="basic")
+    feather: int = option(_default(BlendConfig, "band_px"), "Width of the blend band outside each ROI, pixels.",
+                          minimum=0, maximum=512, group="basic")
+    strength: float = option(_default(GuidanceConfig, "strength"), "Text mode: CLIP guidance step, relative to "
+                             "the ROI's image norm (0.1 subtle, 1 strong).", minimum=0.0, maximum=10.0, group="basic")
+    clip: str = option(_default(GuidanceConfig, "clip"), "CLIP for text mode: remoteclip-vit-b-32, remoteclip-rn50, "
+                       "remoteclip-vit-l-14, ARCH:TAG (open_clip) or ARCH:/path/weights.pt.", group="basic")
+    overwrite: bool = option(_default(OutputConfig, "overwrite"), "Replace an existing output.", group="basic")
+    cog: bool = option(_default(OutputConfig, "cog"), "Write a Cloud-Optimized GeoTIFF with overviews.",
+                       group="basic")
+    device: str = option(_default(EditConfig, "device"), "Where to compute: auto (CUDA when available), cpu, cuda "
+                         "or cuda:N.", group="basic")
+    # ---------------------------------------------------------------------------- advanced
+    compress: Optional[str] = option(None, "Output compression (lossless only).", choices=COMPRESSIONS,
+                                     shown="the source's if lossless, else deflate")
+    threads: Optional[int] = option(None, "torch CPU threads.", minimum=1, maximum=1024, shown="torch's choice")
+    cache_dir: Optional[str] = option(None, "Trained-model cache folder; on a cluster, a path every node sees.",
+                                      shown="$RS_GEO_EDIT_CACHE or ~/.cache/rs-geo-edit")
+    cache_max_gb: float = option(_default(EditConfig, "cache_max_gb"), "Cache size cap, GB; least recently used "
+                                 "models go first.", minimum=0.0, maximum=100_000.0)
+    steps: Optional[int] = option(None, "Training steps (paper: 120000; more steps, finer detail).", minimum=1,
+                                  maximum=1_000_000, shown="the preset's")
+    width: Optional[int] = option(None, "Denoiser width, an even number (e.g. 48 or 160).", minimum=8, maximum=512,
+                                  even=True, shown="the preset's")
+    batch: Optional[int] = option(None, "Training batch size, crops per step.", minimum=1, maximum=1024,
+                                  shown="the preset's")
+    crop: Optional[int] = option(None, "Training crop size, pixels; scales larger than this train on random crops.",
+                                 minimum=8, maximum=1_000_000, shown="the preset's")
+    lr: Optional[float] = option(None, "Learning rate (e.g. 0.001).", minimum=1e-7, maximum=1.0,
+                                 shown="the preset's")
+    timesteps: Optional[int] = option(None, "Diffusion timesteps per scale.", minimum=2, maximum=10_000,
+                                      shown="the preset's")
+    sample_stride: Optional[int] = option(None, "Sample every n-th timestep (1 = the full chain).", minimum=1,
+                                          maximum=1000, shown="the preset's")
+    detail_factor: Optional[float] = option(None, "Finer scales start where the noise is this x their blur error.",
+                                            minimum=0.01, maximum=1000.0, shown="the preset's")
+    color_match: bool = option(_default(BlendConfig, "color_match"), "Fit a per-band gain and offset on the "
+                               "context ring before blending.")
+    margin: int = option(_default(WindowConfig, "margin_px"), "Smallest context margin around each ROI, pixels.",
+                         minimum=0, maximum=4096)
+    margin_frac: float = option(_default(WindowConfig, "margin_frac"), "Context margin as a fraction of the ROI "
+                                "extent, where larger than the margin.", minimum=0.0, maximum=10.0)
+    max_side: int = option(_default(WindowConfig, "max_side"), "Windows with a longer side, pixels, are edited at "
+                           "reduced resolution.", minimum=32, maximum=16_384)
+    rgb_bands: Optional[str] = option(None, "The three 1-based band numbers an RGB model sees, e.g. 3,2,1 or 4,3,2.",
+                                      shown="red, green, blue by colour interpretation, else the first three")
+    clip_views: int = option(_default(GuidanceConfig, "views"), "Text mode: augmented CLIP views per ROI and step.",
+                             minimum=1, maximum=64)
+    guide_every: int = option(_default(GuidanceConfig, "every"), "Text mode: guide every n-th sampling step.",
+                              minimum=1, maximum=1000)
+    momentum: float = option(_default(GuidanceConfig, "momentum"), "Text mode: weight of the new estimate inside "
+                             "the ROI, 0 to 1.", minimum=0.0, maximum=1.0)
+    ensemble: bool = option(_default(GuidanceConfig, "ensemble"), "Text mode: ensemble remote-sensing phrasings of "
+                            "the prompt (off: the prompt as written).", flags=("--ensemble/--no-ensemble",))
+    synonyms: Optional[str] = option(None, "Text mode: JSON file of prompt -> alternative phrasings, e.g. "
+                                     "{\"forest\": [\"woodland\"]}.")
+    llm_endpoint: Optional[str] = option(None, "Text mode: OpenAI-compatible chat URL for prompt paraphrases.")
+    llm_model: str = option(_default(GuidanceConfig, "llm_model"), "Model name sent to the LLM endpoint.")
+
+    def __post_init__(self) -> None:
+        for spec in SPECS:
+            setattr(self, spec.name, spec.check(getattr(self, spec.name)))
+        self.rgb_tuple()
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "EditOptions":
+        """Options from a mapping of option names; an unknown name is an error naming it."""
+        unknown = sorted(set(values) - set(OPTION_NAMES))
+        if unknown:
+            raise IncompatibleOptions(f"unknown option(s) {', '.join(unknown)}: see the option list "
+                                      "(rs-geo-edit edit --help, or GET /openapi.json)")
+        return cls(**values)
+
+    def effective_mode(self) -> str:
+        """The rule every entry point shares: text when a prompt is given, else regenerate."""
+        return self.mode or ("text" if self.prompt else "regenerate")
+
+    def rgb_tuple(self) -> Optional[tuple[int, ...]]:
+        if not self.rgb_bands:
+            return None
+        try:
+            bands = tuple(int(part) for part in self.rgb_bands.split(","))
+        except ValueError:
+            bands = ()
+        if len(bands) != 3 or min(bands) < 1:
+            raise IncompatibleOptions(f"`rgb_bands` {self.rgb_bands!r}: give three 1-based band numbers such as 3,2,1")
+        return bands
+
+    def to_config(self) -> EditConfig:
+        """The :class:`EditConfig` of these options: the only translation from public option
+        names to the configuration the pipeline reads."""
+        model = {"steps": self.steps, "width": self.width, "batch": self.batch, "crop": self.crop, "lr": self.lr,
+                 "timesteps": self.timesteps, "sample_stride": self.sample_stride, "detail_factor": self.detail_factor}
+        guidance = GuidanceConfig(clip=self.clip, strength=self.strength, views=self.clip_views, every=self.guide_every,
+                                  momentum=self.momentum, ensemble=self.ensemble, synonyms=self.synonyms,
+                                  llm_endpoint=self.llm_endpoint, llm_model=self.llm_model)
+        extra = {"cache_dir": _path(self.cache_dir)} if self.cache_dir else {}
+        return make_config(
+            self.preset, model_overrides=model, mode=self.effective_mode(), prompt=self.prompt,
+            prompt_field=self.prompt_field, layer=self.layer, copy_from=self.copy_from, seed=self.seed,
+            rgb_bands=self.rgb_tuple(), device=self.device, threads=self.threads, cache_max_gb=self.cache_max_gb,
+            windows=WindowConfig(margin_px=self.margin, margin_frac=self.margin_frac, max_side=self.max_side),
+            blend=BlendConfig(mode=self.blend, band_px=self.feather, color_match=self.color_match),
+            output=OutputConfig(cog=self.cog, overwrite=self.overwrite, compress=self.compress),
+            guidance=guidance, **extra)
+
+
+def _path(text: str):
+    from pathlib import Path
+
+    return Path(text).expanduser()
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One option's schema, read from the field of :class:`EditOptions`."""
+
+    name: str
+    type: type            # int, float, bool or str
+    nullable: bool        # None is accepted (and means "not given")
+    default: Any
+    help: str
+    minimum: Optional[float]
+    maximum: Optional[float]
+    choices: Optional[tuple]
+    group: str
+    flags: tuple[str, ...]
+    even: bool
+    shown: Optional[str]
+
+    def check(self, value: Any) -> Any:
+        """``value`` validated and coerced to the option's type; raises IncompatibleOptions."""
+        name = f"`{self.name}`"
+        if value is None:
+            if self.nullable:
+                return None
+            raise IncompatibleOptions(f"{name} needs a value")
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise IncompatibleOptions(f"{name} is true or false, not {value!r}")
+        elif self.type is int:
+            if isinstance(value, bool) or not isinstance(value, int) and not (
+                    isinstance(value, float) and value.is_integer()):
+                raise IncompatibleOptions(f"{name} must be a whole number, not {value!r}")
+            value = int(value)
+        elif self.type is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise IncompatibleOptions(f"{name} must be a number, not {value!r}")
+            value = float(value)
+        elif not isinstance(value, str):
+            raise IncompatibleOptions(f"{name} must be text, not {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise IncompatibleOptions(f"{name} {value!r} is not one of {', '.join(self.choices)}")
+        if self.minimum is not None and value < self.minimum or self.maximum is not None and value > self.maximum:
+            raise IncompatibleOptions(f"{name} {value} is out of range: use {_num(self.minimum)} to {_num(self.maximum)}")
+        if self.even and value % 2:
+            raise IncompatibleOptions(f"{name} {value} must be an even number")
+        return value
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form of ``options_schema.json``."""
+        return {"name": self.name, "type": self.type.__name__, "default": self.default, "minimum": self.minimum,
+                "maximum": self.maximum, "choices": list(self.choices) if self.choices is not None else None,
+                "help": self.help + (f" Default: {self.shown}." if self.shown else ""), "group": self.group}
+
+    def help_text(self) -> str:
+        """Help with the choices, range and default spelled out (CLI and service descriptions)."""
+        parts = [self.help]
+        if self.choices is not None:
+            parts.append(f"One of: {', '.join(self.choices)}.")
+        if self.minimum is not None:
+            parts.append(f"Range {_num(self.minimum)} to {_num(self.maximum)}{' (even)' if self.even else ''}.")
+        if self.shown:
+            parts.append(f"Default: {self.shown}.")
+        return " ".join(parts)
+
+
+def _num(value: Optional[float]) -> str:
+    return "?" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _specs() -> tuple[OptionSpec, ...]:
+    hints = get_type_hints(EditOptions)
+    out = []
+    for f in dataclasses.fields(EditOptions):
+        hint, nullable = hints[f.name], False
+        if get_origin(hint) is Union:
+            args = [a for a in get_args(hint) if a is not type(None)]
+            hint, nullable = args[0], True
+        out.append(OptionSpec(name=f.name, type=hint, nullable=nullable, default=f.default, **f.metadata))
+    return tuple(out)
+
+
+SPECS: tuple[OptionSpec, ...] = _specs()
+OPTION_NAMES: tuple[str, ...] = tuple(s.name for s in SPECS)
+SPEC_BY_NAME: dict[str, OptionSpec] = {s.name: s for s in SPECS}
+
+
+def options_schema() -> list[dict[str, Any]]:
+    """Every option as a JSON-able dict: ``name``, ``type`` (int, float, bool, str), ``default``,
+    ``minimum``, ``maximum``, ``choices`` (list or None), ``help``, ``group`` (basic, advanced).
+    The QGIS plugin builds its Processing parameters from it (``qgis_plugin/options_schema.json``)."""
+    return [s.as_dict() for s in SPECS]
+
+
+def options_schema_json() -> str:
+    """:func:`options_schema` as the text of ``qgis_plugin/options_schema.json``."""
+    import json
+
+    return json.dumps(options_schema(), indent=2) + "\n"
+
