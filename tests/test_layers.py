@@ -21,7 +21,7 @@ ORDER = [
     ("pipeline",),
     ("model", "guidance", "blend", "eval"),
     ("config",),
-    ("geo", "imaging", "progress", "errors"),
+    ("geo", "imaging", "files", "progress", "errors"),
 ]
 
 

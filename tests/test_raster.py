@@ -8,8 +8,8 @@ from rasterio.windows import Window
 
 from conftest import write_scene
 from rs_geo_edit.errors import SceneError
-from rs_geo_edit.geo.raster import (Normaliser, Patch, avoid_nodata, data_bands, open_scene, read_window, rgb_bands,
-                                    validity_mask, write_edited)
+from rs_geo_edit.geo.raster import (Normaliser, Patch, avoid_nodata, data_bands, open_scene, read_window,
+                                    rgb_positions, validity_mask, write_edited)
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int32", "float32"])
@@ -61,11 +61,11 @@ def test_rgb_band_choice(tmp_path):
     bgrn = write_scene(tmp_path / "bgrn.tif", dtype="uint16", bands=4,
                        colorinterp=[ColorInterp.blue, ColorInterp.green, ColorInterp.red, ColorInterp.undefined])
     with rasterio.open(bgrn) as src:
-        assert rgb_bands(src) == [2, 1, 0]
-        assert rgb_bands(src, (4, 3, 2)) == [3, 2, 1]
+        assert rgb_positions(src) == [2, 1, 0]
+        assert rgb_positions(src, (4, 3, 2)) == [3, 2, 1]
     grey = write_scene(tmp_path / "grey.tif", bands=1)
     with rasterio.open(grey) as src:
-        assert rgb_bands(src) == [0, 0, 0]
+        assert rgb_positions(src) == [0, 0, 0]
 
 
 def test_avoid_nodata_never_creates_holes():

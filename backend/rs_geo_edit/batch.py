@@ -120,7 +120,7 @@ def run_item(task: dict, progress: Optional[Callable[[ProgressEvent], None]] = N
 def run_batch(items: list[BatchItem], options: EditOptions | EditConfig, out_dir: Path, executor, *,
               force: bool = False, progress: Optional[Callable[[ProgressEvent], None]] = None) -> list[dict]:
     """Run ``items`` with ``executor``; write ``out_dir/summary.csv`` and ``summary.json``."""
-    from .geo.raster import atomic_path
+    from .files import atomic_path
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[Optional[dict]] = [None] * len(items)

@@ -340,7 +340,7 @@ def eval_command(
         from rich.table import Table
 
         from .eval.report import evaluate
-        from .geo.raster import atomic_path
+        from .files import atomic_path
 
         config = EditOptions(**options).to_config()
         clip = config.guidance.clip
@@ -413,7 +413,8 @@ def weights_verify() -> None:
     def body():
         from .config import GuidanceConfig
         from .errors import WeightsNotFound
-        from .guidance.clip import KNOWN, file_sha256, parse_spec, resolve_weights
+        from .files import sha256_file
+        from .guidance.clip import KNOWN, parse_spec, resolve_weights
 
         folder = GuidanceConfig().weights_dir
         bad = 0
@@ -426,7 +427,7 @@ def weights_verify() -> None:
             if not marker.is_file():
                 out.print(f"{name}: {path} (no checksum recorded yet: load it once)", highlight=False)
                 continue
-            ok = marker.read_text().split()[0] == file_sha256(path)
+            ok = marker.read_text().split()[0] == sha256_file(path)
             bad += not ok
             out.print(f"{name}: {path} {'OK' if ok else 'CHANGED since first load'}", highlight=False)
         if bad:

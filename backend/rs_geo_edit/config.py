@@ -141,7 +141,7 @@ class EditConfig:
     layer: Optional[str] = None           # layer of a multi-layer AOI file (GeoPackage)
     copy_from: Optional[str] = None       # copy mode: a vector of source polygons, or a raster of content
     seed: int = 0
-    rgb_bands: Optional[tuple[int, ...]] = None  # 1-based band numbers the RGB models see
+    rgb_bands: Optional[tuple[int, ...]] = None  # 1-based band numbers the RGB models see, e.g. (3, 2, 1)
     device: str = "auto"                  # auto | cpu | cuda | cuda:N
     threads: Optional[int] = None         # torch CPU threads; None leaves torch's default
     cache_dir: Path = field(default_factory=default_cache_dir)

@@ -10,7 +10,6 @@ stay identical to what the source decodes to.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import uuid
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from ..errors import IncompatibleOptions, OutputError, SceneError
+from ..files import atomic_path, temporary_path
 from ..progress import StageReporter
 
 LOSSY_COMPRESSION = {"jpeg", "webp", "lerc", "lerc_deflate", "lerc_zstd", "jxl"}
@@ -82,19 +82,22 @@ def data_bands(src) -> list[int]:
     return [i for i in range(1, src.count + 1) if i != alpha]
 
 
-def rgb_bands(src, override: Optional[Sequence[int]] = None) -> list[int]:
-    """Positions (0-based, into :func:`data_bands`) of the bands an RGB model sees.
+def rgb_positions(src, rgb_bands: Optional[Sequence[int]] = None) -> list[int]:
+    """Positions (0-based, into :func:`data_bands`, so into a window's pixel array) of the bands
+    an RGB model sees.
 
-    ``override`` is 1-based band numbers (``--rgb-bands 3,2,1``). Without it: the bands whose
-    colour interpretation is red, green, blue; else the first three data bands; a scene with
-    fewer than three bands shows its first band as grey.
+    The one convention: ``rgb_bands`` (the option, ``EditConfig.rgb_bands``, provenance) are
+    1-based band numbers as GDAL counts them, e.g. (3, 2, 1); 0-based indexes into an array are
+    called positions (``rgb``). Without ``rgb_bands``: the bands whose colour interpretation is
+    red, green, blue; else the first three data bands; a scene with fewer than three bands shows
+    its first band as grey.
     """
     from rasterio.enums import ColorInterp
 
     bands = data_bands(src)
-    if override is not None:
+    if rgb_bands is not None:
         positions = []
-        for b in override:
+        for b in rgb_bands:
             if b not in bands:
                 raise IncompatibleOptions(f"`rgb_bands`: band {b} is not a data band of the scene "
                                           f"(data bands: {', '.join(map(str, bands))})")
@@ -186,14 +189,6 @@ def avoid_nodata(pixels: np.ndarray, changed: np.ndarray, nodata) -> np.ndarray:
     return pixels
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------- output
 
 @dataclass
@@ -230,20 +225,6 @@ def check_output_path(output: str | os.PathLike, inputs: Iterable[str | os.PathL
     return out
 
 
-@contextlib.contextmanager
-def temporary_path(beside: str | os.PathLike, tag: str = "partial") -> Iterator[Path]:
-    """A hidden temporary path beside ``beside`` (same file system, so renames are atomic);
-    removed on exit together with any GDAL side files."""
-    beside = Path(beside)
-    tmp = beside.with_name(f".{beside.stem}.{tag}-{uuid.uuid4().hex[:12]}{beside.suffix}")
-    try:
-        yield tmp
-    finally:
-        for leftover in (tmp, Path(str(tmp) + ".aux.xml"), Path(str(tmp) + ".ovr"), Path(str(tmp) + ".msk")):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
-
-
 def remove_partials(output: str | os.PathLike) -> None:
     """Temporary files left beside ``output`` by an attempt that was killed (its clean-up never
     ran); called before an output is written again."""
@@ -251,15 +232,6 @@ def remove_partials(output: str | os.PathLike) -> None:
     for tag in ("partial", "stage"):
         for leftover in output.parent.glob(f".{output.stem}.{tag}-*"):
             leftover.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
-    """A temporary path beside ``dest``, renamed onto ``dest`` if the block succeeds and removed
-    if it fails, so ``dest`` is either complete or untouched."""
-    with temporary_path(dest) as tmp:
-        yield tmp
-        os.replace(tmp, dest)
 
 
 def output_profile(src, compress: Optional[str] = None, tiled: bool = False) -> dict:

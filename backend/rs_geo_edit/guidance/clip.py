@@ -12,13 +12,13 @@ Models are loaded once per process, in eval mode, frozen, on the editing device.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from ..errors import IncompatibleOptions, WeightsNotFound
+from ..files import sha256_file
 
 HUB_REPO = "chendelong/RemoteCLIP"
 KNOWN = {
@@ -154,21 +154,13 @@ def load_clip(name: str, device="cpu", weights_dir: Optional[Path] = None, offli
     return clip
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def record_checksum(path: Path) -> str:
     """sha256 of a weights file, recorded beside it after its first successful load
     (``<file>.sha256``), so ``rs-geo-edit weights verify`` can detect a changed file."""
     marker = path.with_name(path.name + ".sha256")
     if marker.is_file():
         return marker.read_text().split()[0]
-    digest = file_sha256(path)
+    digest = sha256_file(path)
     try:
         marker.write_text(f"{digest}  {path.name}\n")
     except OSError:

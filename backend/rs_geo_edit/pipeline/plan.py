@@ -10,7 +10,7 @@ from typing import Optional
 from ..config import EditConfig
 from ..errors import AOIError
 from ..geo.aoi import AOI, ROI, read_aoi
-from ..geo.raster import data_bands, footprint, open_scene, rgb_bands
+from ..geo.raster import data_bands, footprint, open_scene, rgb_positions
 from ..geo.windows import EditWindow, plan_windows
 from .copy_source import add_copy_from
 
@@ -70,7 +70,7 @@ def plan_scene(scene: str | Path, aoi: str | Path, config: EditConfig) -> SceneP
             plan = ScenePlan(scene=scene, aoi=result, windows=windows, width=src.width, height=src.height,
                              count=src.count, dtype=src.dtypes[0], crs=src.crs.to_string(),
                              transform=tuple(src.transform), bands=data_bands(src),
-                             rgb=rgb_bands(src, config.rgb_bands), copy_sources=result.sources)
+                             rgb=rgb_positions(src, config.rgb_bands), copy_sources=result.sources)
             if config.copy_from:
                 add_copy_from(plan, config.copy_from, config.prompt_field, src)
     plan.warnings = [str(w.message) for w in caught]

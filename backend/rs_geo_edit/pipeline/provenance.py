@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import __version__
 from ..config import EditConfig
-from ..geo.raster import atomic_path, sha256_file
+from ..files import atomic_path, sha256_file
 from .plan import ScenePlan
 
 # Parameters that do not change the pixels: a difference in them never makes a record stale.
