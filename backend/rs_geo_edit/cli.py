@@ -6,6 +6,7 @@ Heavy libraries are imported inside the commands, so ``--help`` stays instant.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import sys
@@ -18,7 +19,6 @@ from rich.console import Console
 
 from . import __version__
 from .errors import IncompatibleOptions, RsGeoEditError
-from .options import OPTION_NAMES, SPEC_BY_NAME, EditOptions
 
 console = Console(stderr=True)
 out = Console()
@@ -62,6 +62,8 @@ def cli_name(name: str) -> str:
 
 
 def _option_parameter(name: str) -> inspect.Parameter:
+    from .options import SPEC_BY_NAME
+
     spec = SPEC_BY_NAME[name]
     declared = [flag for flag in spec.flags if "/" in flag] or [cli_name(name)]
     declared += [flag for flag in spec.flags if "/" not in flag]
@@ -72,24 +74,46 @@ def _option_parameter(name: str) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=spec.default, annotation=Annotated[kind, info])
 
 
-def with_options(*names: str) -> Callable:
-    """Give a command the CLI options ``names`` of :class:`EditOptions` (their flags, types,
-    defaults and help generated from the schema); the command receives the values given as
-    ``options``, a dict to build :class:`EditOptions` from inside :func:`_run`."""
+class _OptionsCommand:
+    """A command function plus CLI options of :class:`EditOptions` (``names``, or all of them
+    but ``exclude``). Typer reads its signature when it builds the CLI, not at import, so the
+    options (flags, types, defaults and help, generated from the schema) cost nothing to
+    ``import rs_geo_edit.cli``."""
 
-    def wrap(func: Callable) -> Callable:
-        own = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.name != "options"]
-        generated = [_option_parameter(name) for name in names]
+    def __init__(self, func: Callable, names: tuple[str, ...], exclude: tuple[str, ...]):
+        self.func, self.chosen, self.exclude = func, names, exclude
+        self.__name__, self.__doc__, self.__module__ = func.__name__, func.__doc__, func.__module__
 
-        def command(**kwargs):
-            return func(options={name: kwargs.pop(name) for name in names}, **kwargs)
+    @functools.cached_property
+    def names(self) -> tuple[str, ...]:
+        from .options import OPTION_NAMES
 
-        command.__name__, command.__doc__, command.__module__ = func.__name__, func.__doc__, func.__module__
-        command.__signature__ = inspect.Signature(own + generated)
-        command.__annotations__ = {p.name: p.annotation for p in own + generated}
-        return command
+        return tuple(n for n in self.chosen or OPTION_NAMES if n not in self.exclude)
 
-    return wrap
+    def __call__(self, **kwargs):
+        return self.func(options={name: kwargs.pop(name) for name in self.names}, **kwargs)
+
+    @functools.cached_property
+    def __signature__(self) -> inspect.Signature:
+        own = [p for p in inspect.signature(self.func, eval_str=True).parameters.values() if p.name != "options"]
+        return inspect.Signature(own + [_option_parameter(name) for name in self.names])
+
+    @functools.cached_property
+    def __annotations__(self) -> dict:
+        return {p.name: p.annotation for p in self.__signature__.parameters.values()}
+
+
+def with_options(*names: str, exclude: tuple[str, ...] = ()) -> Callable:
+    """Give a command the CLI options ``names`` of :class:`EditOptions` (none named: all but
+    ``exclude``); the command receives the values as ``options``, a dict to build
+    :class:`EditOptions` from inside :func:`_run`."""
+    return lambda func: _OptionsCommand(func, names, exclude)
+
+
+def _edit_options(values: dict):
+    from .options import EditOptions
+
+    return EditOptions(**values)
 
 
 def _show_warnings(caught) -> None:
@@ -137,7 +161,7 @@ def plan(
 
         from .pipeline import plan_scene
 
-        config = EditOptions(**options).to_config()
+        config = _edit_options(options).to_config()
         result = plan_scene(scene, aoi, config)
         summary = result.as_dict()
         if as_json:
@@ -230,7 +254,7 @@ def _print_result(result) -> None:
 
 
 @app.command(epilog=EXAMPLES)
-@with_options(*OPTION_NAMES)
+@with_options()
 def edit(
     scene: Annotated[Path, typer.Argument(help="Input raster (GeoTIFF).")],
     aoi: AoiOpt,
@@ -244,7 +268,7 @@ def edit(
         from .api import edit_scene
         from .pipeline import default_output
 
-        config = EditOptions(**options).to_config()
+        config = _edit_options(options).to_config()
         target = output or default_output(scene)
         bar, callback = _progress_printer(quiet)
         with bar:
@@ -342,7 +366,7 @@ def eval_command(
         from .eval.report import evaluate
         from .files import atomic_path
 
-        config = EditOptions(**options).to_config()
+        config = _edit_options(options).to_config()
         clip = config.guidance.clip
         model = None
         if clip.lower() != "none":
@@ -438,7 +462,7 @@ def weights_verify() -> None:
 
 @app.command(epilog="Examples:\n\n  rs-geo-edit batch --manifest jobs.csv --out-dir edited/\n\n"
                     "  rs-geo-edit batch --scenes 'tiles/*.tif' --aoi rois.gpkg --out-dir edited/ --executor ray --address auto")
-@with_options(*(name for name in OPTION_NAMES if name != "overwrite"))
+@with_options(exclude=("overwrite",))
 def batch(
     out_dir: Path = typer.Option(..., "--out-dir", "-o", help="Folder for the outputs and summary.csv/json."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="CSV or JSON lines: scene, aoi, prompt, mode, output, seed."),
@@ -465,7 +489,7 @@ def batch(
             raise IncompatibleOptions("give either --manifest FILE or --scenes 'GLOB' (with --aoi)")
         if scenes is not None and aoi is None:
             raise IncompatibleOptions("--scenes needs --aoi: the AOI matched to every scene it intersects")
-        edit_options = EditOptions(**options)
+        edit_options = _edit_options(options)
         edit_options.to_config()  # every option checked before any scene is read
         runner = make_executor(executor, workers=workers, address=address, gpus_per_task=gpus_per_task)
         items = read_manifest(manifest, out_dir) if manifest else items_from_glob(scenes, aoi, out_dir)
@@ -509,7 +533,7 @@ def demo(
         from .pipeline import plan_scene
 
         scene, aoi = sample_paths()
-        config = EditOptions(mode="regenerate", preset="fast", overwrite=True, **options).to_config()
+        config = _edit_options({**options, "mode": "regenerate", "preset": "fast", "overwrite": True}).to_config()
         out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / "aerial_demo.tif"
         out.print(f"demo: {scene.name} + {aoi.name}, mode regenerate, preset fast, seed {config.seed}, "
