@@ -67,7 +67,8 @@ def test_missing_weights_name_the_file(tmp_path, monkeypatch):
 
 def _trained_window():
     from conftest import texture
-    from rs_geo_edit.model.diffusion import Schedule, train
+    from rs_geo_edit.model.diffusion import Schedule
+    from rs_geo_edit.model.trainer import train
     from rs_geo_edit.model.net import SinDDMNet
     from rs_geo_edit.model.pyramid import build_pyramid
     import copy
@@ -85,13 +86,13 @@ def _trained_window():
 
 def test_guidance_raises_clip_cosine_inside_roi_only(tiny_clip):
     from rs_geo_edit.model.diffusion import Constraint, sample
-    from rs_geo_edit.model.editor import _mask_pyramid
+    from rs_geo_edit.model.pyramid import mask_pyramid
 
     net, pyr, sched = _trained_window()
     sizes = list(pyr.spec.sizes)
     roi = np.zeros((80, 80), bool)
     roi[20:60, 24:64] = True
-    masks = _mask_pyramid(roi, sizes)
+    masks = mask_pyramid(roi, sizes)
     text = ensemble_embedding(tiny_clip, template_phrasings("a red tiled roof"))
     constraint = Constraint(keep=[torch.from_numpy((~m).astype(np.float32))[None, None] for m in masks],
                             originals=[torch.from_numpy(i)[None] for i in pyr.images])

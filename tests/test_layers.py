@@ -19,10 +19,13 @@ ORDER = [
     ("cli", "jobs", "batch", "executors"),
     ("api", "options", "eval.report"),
     ("pipeline",),
+    ("editors",),
     ("model", "guidance", "blend", "eval"),
     ("config",),
     ("geo", "imaging", "files", "progress", "errors"),
 ]
+# The model layer is SinDDM alone: no options, no modes, no CLIP.
+MODEL_NEVER = ("config", "guidance", "editors")
 
 
 def _group(module: str) -> int:
@@ -71,6 +74,20 @@ def test_no_module_imports_a_layer_above_it(module, path):
         pytest.skip(f"{module} is in no layer")
     above = sorted(t for t in _imports(path, module) if _group(t) is not None and _group(t) < rank)
     assert not above, f"{module} imports {above}, which sit above it"
+
+
+@pytest.mark.parametrize("module,path", [m for m in _modules() if m[0].startswith("model")], ids=lambda v: v
+                         if isinstance(v, str) else "")
+def test_model_never_imports_config_guidance_or_editors(module, path):
+    reached = sorted(t for t in _imports(path, module) if t.split(".")[0] in MODEL_NEVER)
+    assert not reached, f"{module} imports {reached}"
+
+
+def test_every_engine_is_registered():
+    from rs_geo_edit.config import ENGINES
+    from rs_geo_edit.editors import ENGINE_CLASSES
+
+    assert set(ENGINES) == set(ENGINE_CLASSES)
 
 
 def test_import_loads_no_heavy_library():

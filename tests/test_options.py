@@ -31,7 +31,10 @@ def sample(spec):
     if spec.name in SPECIAL:
         return SPECIAL[spec.name]
     if spec.choices is not None:
-        return [c for c in spec.choices if c != spec.default][-1]
+        others = [c for c in spec.choices if c != spec.default]
+        if not others:
+            pytest.skip(f"{spec.name} has one choice today")
+        return others[-1]
     if spec.type is bool:
         return not spec.default
     if spec.type in (int, float):

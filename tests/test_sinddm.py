@@ -19,9 +19,10 @@ from rs_geo_edit.blend import outside_distance
 from rs_geo_edit.config import ModelConfig
 from rs_geo_edit.eval import patch_swd
 from rs_geo_edit.geo.raster import Normaliser
-from rs_geo_edit.model.diffusion import Schedule, TrainState, sample, train
+from rs_geo_edit.model.diffusion import Schedule, sample
 from rs_geo_edit.model.net import SinDDMNet, parameter_count
 from rs_geo_edit.model.pyramid import build_pyramid, pyramid_spec
+from rs_geo_edit.model.trainer import TrainState, train
 
 torch.set_num_threads(1)
 CLI = [sys.executable, "-m", "rs_geo_edit.cli"]

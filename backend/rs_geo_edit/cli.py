@@ -371,7 +371,7 @@ def eval_command(
         model = None
         if clip.lower() != "none":
             from .guidance.clip import load_clip
-            from .model.editor import resolve_device
+            from .editors import resolve_device
 
             weights = config.guidance.weights_dir
             model = load_clip(clip, resolve_device(config.device), Path(weights) if weights else None)

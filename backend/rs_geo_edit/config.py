@@ -15,6 +15,7 @@ from typing import Any, Optional
 from .errors import IncompatibleOptions
 
 MODES = ("regenerate", "copy", "text")
+ENGINES = ("sinddm",)   # editing engines (editors/); each maps the modes to its own method
 BLEND_MODES = ("feather", "laplacian", "poisson")
 
 
@@ -134,6 +135,7 @@ class EditConfig:
     """Everything one edit needs besides its input and output paths."""
 
     mode: str = "regenerate"
+    engine: str = "sinddm"
     preset: str = "fast"
     prompt: Optional[str] = None          # global prompt; a feature's prompt field overrides it
     prompt_field: str = "prompt"
@@ -153,6 +155,8 @@ class EditConfig:
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
 
     def validate(self) -> "EditConfig":
+        if self.engine not in ENGINES:
+            raise IncompatibleOptions(f"`engine` {self.engine!r} is not one of {', '.join(ENGINES)}")
         if self.mode not in MODES:
             raise IncompatibleOptions(f"`mode` {self.mode!r} is not one of {', '.join(MODES)}")
         if self.blend.mode not in BLEND_MODES:

@@ -80,9 +80,10 @@ def step_costs(image, valid, model_cfg, batch, label, scale_batch=1):
 
 def quality_curve(image, valid, model_cfg, checkpoints, label):
     from rs_geo_edit.eval import patch_swd
-    from rs_geo_edit.model.diffusion import Schedule, TrainState, sample, train
+    from rs_geo_edit.model.diffusion import Schedule, sample
     from rs_geo_edit.model.net import SinDDMNet
     from rs_geo_edit.model.pyramid import build_pyramid
+    from rs_geo_edit.model.trainer import TrainState, train
 
     pyr = build_pyramid(image, valid, model_cfg.scale_factor)
     sched = Schedule.build(model_cfg.timesteps, pyr.recon_error, model_cfg.detail_factor)

@@ -1,4 +1,4 @@
-"""ROI-masked CLIP guidance and content copy, as hooks on SinDDM's predicted clean image.
+"""ROI-masked CLIP guidance, as a hook on SinDDM's predicted clean image.
 
 At a guided step the predicted clean image x0 of the current scale is scored by CLIP against
 each ROI's text embedding, ``L = -cos(f_I(views(x0_roi)), f_T(text))``; the gradient flows
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -136,45 +135,3 @@ class ClipGuidance:
             self.stats.mask_sums.setdefault(scale, []).append(float(mask.sum()))
         self.previous = x0.detach()
         return x0
-
-
-class CopyHook:
-    """Content copy: pasted content replaces ``weight`` of the predicted clean image inside the
-    target ROIs at every scale but the finest, which then harmonises it."""
-
-    def __init__(self, contents: list, masks: list, weight: float):
-        self.contents, self.masks, self.weight = contents, masks, weight
-        self.finest = len(contents) - 1
-
-    @classmethod
-    def build(cls, request, sizes, roi_masks, weight: float, device) -> "CopyHook":
-        import torch
-
-        from ..imaging import resize
-
-        contents, masks = [], []
-        for size, roi in zip(sizes, roi_masks):
-            mask = (resize(request.copy_mask.astype(np.float32), size, "area") > 0.5) & roi
-            contents.append(torch.from_numpy(resize(request.copy_source, size, "lanczos"))[None].to(device))
-            masks.append(torch.from_numpy(mask.astype(np.float32))[None, None].to(device))
-        return cls(contents, masks, weight)
-
-    def __call__(self, x0, scale: int, t: int):
-        if scale == self.finest:
-            return x0
-        m = self.masks[scale] * self.weight
-        return m * self.contents[scale] + (1 - m) * x0
-
-
-def chain(*hooks):
-    """One hook applying several in order (content copy, then CLIP guidance)."""
-    active = [h for h in hooks if h is not None]
-    if not active:
-        return None
-
-    def hook(x0, scale, t):
-        for h in active:
-            x0 = h(x0, scale, t)
-        return x0
-
-    return hook

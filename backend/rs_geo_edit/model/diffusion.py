@@ -1,4 +1,5 @@
-"""SinDDM diffusion: cosine schedule, multi-scale training with blur mixing, and the sampler.
+"""SinDDM diffusion: cosine schedule, the training batch and loss with blur mixing, and the sampler
+(``trainer.py`` runs the training loop).
 
 Training (per step): a scale s is drawn uniformly; for s > 0 the clean target is
 ``gamma_t * blurry + (1 - gamma_t) * image`` with ``gamma_t = clamp(sigma_t / (k * recon_error_s), 0, 1)``
@@ -22,14 +23,13 @@ outside the edited region.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .pyramid import Pyramid
 
 REBLUR_MAX = 0.55
 
@@ -75,12 +75,6 @@ def _bcast(values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return values[t][:, None, None, None]
 
 
-@dataclass
-class TrainState:
-    step: int = 0
-    losses: list[float] = field(default_factory=list)
-
-
 def _crop(arrays: list[torch.Tensor], crop: int, generator: torch.Generator) -> list[torch.Tensor]:
     """The same random crop (at most ``crop`` x ``crop``) of several (C, H, W) tensors."""
     h, w = arrays[0].shape[-2:]
@@ -124,50 +118,17 @@ def training_batch(pyramid_t: list[tuple[torch.Tensor, torch.Tensor, torch.Tenso
     return s, noisy, t, noise, weights
 
 
-def train(net: torch.nn.Module, ema: torch.nn.Module, pyramid: Pyramid, schedule: Schedule, *,
-          steps: int, batch: int, crop: int, lr: float, lr_decay_every: int, lr_gamma: float,
-          ema_decay: float, device: torch.device, generator: torch.Generator, scale_power: float = 0.0,
-          state: Optional[TrainState] = None, optimizer_state: Optional[dict] = None,
-          on_step: Optional[Callable[[TrainState, torch.optim.Optimizer], None]] = None) -> TrainState:
-    """Train ``net`` (and its EMA copy ``ema``) on the pyramid, from ``state.step`` to ``steps``.
+def noise_loss(pred: torch.Tensor, noise: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """L1 between the predicted and the drawn noise over valid pixels (``weights``), per band."""
+    err = (pred.float() - noise).abs() * weights
+    return err.sum() / (weights.sum() * noise.shape[1]).clamp(min=1.0)
 
-    ``generator`` (a CPU generator) draws scales, crops, timesteps and noise, so training is
-    reproducible and a resumed run continues the same sequence when its state is restored.
-    ``on_step`` is called after every step (progress, checkpoints, cancellation).
-    """
-    state = state or TrainState()
-    pyramid_t = [(torch.from_numpy(img), torch.from_numpy(blr), torch.from_numpy(ok.astype(np.float32))[None])
-                 for img, blr, ok in zip(pyramid.images, pyramid.blurry, pyramid.valid)]
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, lr_decay_every), gamma=lr_gamma)
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state["optimizer"])
-        scheduler.load_state_dict(optimizer_state["scheduler"])
+
+def precision(device: torch.device) -> tuple[bool, torch.dtype]:
+    """(autocast enabled, dtype) of the denoiser on ``device``: mixed precision on CUDA
+    (bfloat16 where supported, else float16), full precision on the CPU."""
     amp = device.type == "cuda"
-    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
-    net.train()
-    while state.step < steps:
-        s, noisy, t, noise, weights = training_batch(pyramid_t, schedule, batch, crop, generator, scale_power)
-        noisy, t, noise, weights = noisy.to(device), t.to(device), noise.to(device), weights.to(device)
-        scale = torch.full_like(t, s)
-        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
-            pred = net(noisy, t, scale)
-        err = (pred.float() - noise).abs() * weights
-        loss = err.sum() / (weights.sum() * noise.shape[1]).clamp(min=1.0)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), net.parameters()):
-                p_ema.lerp_(p, 1 - ema_decay)
-        state.step += 1
-        state.losses.append(loss.item())
-        if on_step is not None:
-            on_step(state, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
-    return state
+    return amp, torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
 
 
 # ---------------------------------------------------------------------------------------- sampling
@@ -213,8 +174,7 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
     ``on_step(scale, done, total)`` reports progress and may raise to cancel.
     """
     net.eval()
-    amp = device.type == "cuda"
-    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    amp, amp_dtype = precision(device)
     sched = schedule.to(device)
     timesteps = len(sched.abar)
     from_original = constraint is not None and novelty < 1.0

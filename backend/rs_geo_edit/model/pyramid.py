@@ -82,3 +82,14 @@ def build_pyramid(image: np.ndarray, valid: np.ndarray, factor: float = 1.411) -
 def upsample(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear upsampling, the operator that links neighbouring scales."""
     return resize(image, size, "bilinear")
+
+
+def mask_pyramid(mask: np.ndarray, sizes) -> list[np.ndarray]:
+    """A boolean mask at every scale: a pixel is in the mask if any of it is (area > 0)."""
+    out = []
+    for size in sizes:
+        if tuple(size) == mask.shape:
+            out.append(mask.copy())
+        else:
+            out.append(resize(mask.astype(np.float32), size, "area") > 1e-3)
+    return out

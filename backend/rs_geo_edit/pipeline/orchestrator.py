@@ -15,6 +15,7 @@ import numpy as np
 
 from ..blend import blend_window
 from ..config import EditConfig
+from ..editors import make_editor
 from ..errors import SceneError
 from ..eval import boundary_step, seam_gradient_ratio
 from ..eval.metrics import realism
@@ -34,13 +35,6 @@ class EditResult:
     output: Path
     provenance: Optional[Path]
     record: dict
-
-
-def make_editor(config: EditConfig) -> Editor:
-    """The editor for ``config.mode`` (SinDDM for every mode); torch loads here."""
-    from ..model.editor import SinDDMEditor
-
-    return SinDDMEditor(config)
 
 
 def default_output(scene: str | Path) -> Path:
@@ -68,8 +62,8 @@ def edit_scene(scene: str | Path, aoi: str | Path, output: str | Path, config: E
     """Edit the ROIs of ``aoi`` in ``scene`` with ``config`` and write ``output`` (GeoTIFF) plus
     its provenance record.
 
-    ``editor`` defaults to the one :func:`make_editor` builds for ``config``. Pixels outside the ROIs grown by the
-    blend band are bit-identical to the source. Raises a
+    ``editor`` defaults to the engine ``config.engine`` names (``editors.make_editor``). Pixels
+    outside the ROIs grown by the blend band are bit-identical to the source. Raises a
     :class:`rs_geo_edit.errors.RsGeoEditError` subclass on bad input before any output exists;
     nothing is left at ``output`` if the edit fails or is cancelled.
     """

@@ -1,5 +1,6 @@
-"""SinDDM as the pipeline's editor: train (or load from the cache) a model on the window, then
-sample inside the ROIs with the original kept outside them.
+"""The SinDDM engine: train (or load from the cache) a model on the window, then sample inside
+the ROIs with the original kept outside them. This module maps each mode to the sampler's hooks;
+``model/`` trains and samples and knows nothing of modes, options or CLIP.
 
 Modes:
 - ``regenerate``: new content inside the ROIs in the window's own style. At every step and
@@ -14,7 +15,6 @@ Modes:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from pathlib import Path
@@ -24,41 +24,51 @@ import numpy as np
 from ..config import EditConfig
 from ..errors import IncompatibleOptions
 from ..imaging import resize, smooth_chroma
+from ..model.checkpoint import ModelCache, cache_key
+from ..model.pyramid import Pyramid, build_pyramid, mask_pyramid
 from ..progress import StageReporter
-from .checkpoint import ModelCache, cache_key
-from .pyramid import Pyramid, build_pyramid
+from . import resolve_device
 
 
-def resolve_device(name: str):
-    """``auto`` -> CUDA when available, else CPU; an explicit CUDA device must exist."""
-    import torch
+class CopyHook:
+    """Content copy: pasted content replaces ``weight`` of the predicted clean image inside the
+    target ROIs at every scale but the finest, which then harmonises it."""
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise IncompatibleOptions(f"`device` {name!r} is not a device: use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise IncompatibleOptions(f"`device` {name}: no CUDA device is available here; use cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise IncompatibleOptions(f"`device` {name}: only {torch.cuda.device_count()} CUDA device(s) present")
-    return device
+    def __init__(self, contents: list, masks: list, weight: float):
+        self.contents, self.masks, self.weight = contents, masks, weight
+        self.finest = len(contents) - 1
+
+    @classmethod
+    def build(cls, request, sizes, roi_masks, weight: float, device) -> "CopyHook":
+        """From the request's copy content (present whenever the pipeline asks for copy)."""
+        import torch
+
+        contents, masks = [], []
+        for size, roi in zip(sizes, roi_masks):
+            mask = (resize(request.copy_mask.astype(np.float32), size, "area") > 0.5) & roi
+            contents.append(torch.from_numpy(resize(request.copy_source, size, "lanczos"))[None].to(device))
+            masks.append(torch.from_numpy(mask.astype(np.float32))[None, None].to(device))
+        return cls(contents, masks, weight)
+
+    def __call__(self, x0, scale: int, t: int):
+        if scale == self.finest:
+            return x0
+        m = self.masks[scale] * self.weight
+        return m * self.contents[scale] + (1 - m) * x0
 
 
-def _seed_from_key(key: str) -> int:
-    return int(key[:12], 16)
+def chain(*hooks):
+    """One hook applying several in order (content copy, then CLIP guidance)."""
+    active = [h for h in hooks if h is not None]
+    if not active:
+        return None
 
+    def hook(x0, scale, t):
+        for h in active:
+            x0 = h(x0, scale, t)
+        return x0
 
-def _mask_pyramid(mask: np.ndarray, sizes) -> list[np.ndarray]:
-    """A boolean mask at every scale: a pixel is in the mask if any of it is (area > 0)."""
-    out = []
-    for size in sizes:
-        if tuple(size) == mask.shape:
-            out.append(mask.copy())
-        else:
-            out.append(resize(mask.astype(np.float32), size, "area") > 1e-3)
-    return out
+    return hook
 
 
 def _keep_pyramid(roi: np.ndarray, band_px: float, sizes) -> tuple[list[np.ndarray], np.ndarray]:
@@ -78,7 +88,7 @@ def _keep_pyramid(roi: np.ndarray, band_px: float, sizes) -> tuple[list[np.ndarr
 
 
 class SinDDMEditor:
-    """Editor protocol implementation (see ``pipeline.Editor``)."""
+    """The ``sinddm`` engine (the ``pipeline.Editor`` protocol)."""
 
     name = "sinddm"
 
@@ -107,87 +117,19 @@ class SinDDMEditor:
 
     def trained_model(self, image: np.ndarray, valid: np.ndarray, progress: StageReporter):
         """(EMA net, pyramid, schedule, stats): from the cache, else trained (resuming a checkpoint)."""
-        import torch
-
-        from .diffusion import Schedule, TrainState, train
-        from .net import SinDDMNet
+        from ..model.diffusion import Schedule
+        from ..model.trainer import load_or_train
 
         cfg = self.config.model
         params = dataclasses.asdict(cfg)
         key = cache_key(image, valid, params)
         pyramid = build_pyramid(image, valid, cfg.scale_factor)
         schedule = Schedule.build(cfg.timesteps, pyramid.recon_error, cfg.detail_factor)
-        bands = image.shape[0]
         stats = {"cache_key": key, "scales": [list(s) for s in pyramid.spec.sizes],
                  "recon_error": [round(e, 5) for e in pyramid.recon_error], "t_start": schedule.t_start}
-        cached = self.cache.load(key, device="cpu")
-        if cached is not None:
-            state_dict, _ = cached
-            net = SinDDMNet(bands, cfg.width)
-            net.load_state_dict(state_dict)
-            progress(1, 1, "model loaded from the cache")
-            return net.to(self.device).eval(), pyramid, schedule, {**stats, "trained": False, "train_s": 0.0}
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_seed_from_key(key))
-            net = SinDDMNet(bands, cfg.width)
-        ema = copy.deepcopy(net)
-        generator = torch.Generator().manual_seed(_seed_from_key(key) + 1)
-        state, opt_state = TrainState(), None
-        resumed_from = 0
-        checkpoint = self.cache.load_checkpoint(key)
-        if checkpoint is not None and checkpoint.get("steps") == cfg.steps:
-            net.load_state_dict(checkpoint["net"])
-            ema.load_state_dict(checkpoint["ema"])
-            generator.set_state(checkpoint["generator"])
-            state = TrainState(step=int(checkpoint["step"]), losses=list(checkpoint["losses"]))
-            opt_state = checkpoint["optimizer"]
-            resumed_from = state.step
-        net.to(self.device)
-        ema.to(self.device)
-        latest: dict = {}
-
-        def save_checkpoint(st: TrainState, opt: dict) -> None:
-            self.cache.save_checkpoint(key, {
-                "steps": cfg.steps, "step": st.step, "losses": st.losses,
-                "net": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-                "ema": {k: v.detach().cpu() for k, v in ema.state_dict().items()},
-                "optimizer": opt, "generator": generator.get_state()})
-
-        report_every = max(1, cfg.steps // 200)
-        started = time.perf_counter()
-
-        def on_step(st: TrainState, opt: dict) -> None:
-            latest["opt"] = opt
-            if st.step % cfg.checkpoint_every == 0 and st.step < cfg.steps:
-                save_checkpoint(st, opt)
-            if st.step % report_every == 0 or st.step == cfg.steps:
-                recent = st.losses[-report_every:]
-                loss = float(np.mean(recent))
-                progress(st.step, cfg.steps, f"training step {st.step}/{cfg.steps}, loss {loss:.4f}",
-                         {"loss": loss, "step": st.step})
-
-        try:
-            state = train(net, ema, pyramid, schedule, steps=cfg.steps, batch=cfg.batch, crop=cfg.crop, lr=cfg.lr,
-                          lr_decay_every=cfg.lr_decay_every, lr_gamma=cfg.lr_gamma, ema_decay=cfg.ema,
-                          device=self.device, generator=generator, scale_power=cfg.scale_power, state=state,
-                          optimizer_state=opt_state,
-                          on_step=on_step)
-        except BaseException:
-            # Interrupted (Ctrl-C, cancelled job, error): keep what was learnt for the next run.
-            if state.step > resumed_from and "opt" in latest:
-                save_checkpoint(state, latest["opt"])
-            raise
-        train_s = time.perf_counter() - started
-        losses = state.losses
-        self.cache.save(key, ema.state_dict(), {
-            "bands": bands, "model": params, "scales": stats["scales"], "recon_error": pyramid.recon_error,
-            "train_seconds": round(train_s, 2), "resumed_from": resumed_from,
-            "loss_first": float(np.mean(losses[:20])) if losses else None,
-            "loss_last": float(np.mean(losses[-20:])) if losses else None})
-        stats.update(trained=True, train_s=round(train_s, 2), resumed_from=resumed_from,
-                     loss_first=float(np.mean(losses[:20])), loss_last=float(np.mean(losses[-20:])))
-        return ema.eval(), pyramid, schedule, stats
+        net, trained = load_or_train(self.cache, key, pyramid, schedule, params, device=self.device,
+                                     progress=progress)
+        return net, pyramid, schedule, {**stats, **trained}
 
     # ------------------------------------------------------------------------------- editing
 
@@ -208,12 +150,11 @@ class SinDDMEditor:
     def sample(self, net, pyramid: Pyramid, schedule, request, progress: StageReporter, stats: dict) -> np.ndarray:
         import torch
 
-        from ..guidance.roi import CopyHook, chain
-        from .diffusion import Constraint, sample
+        from ..model.diffusion import Constraint, sample
 
         cfg = self.config.model
         sizes = list(pyramid.spec.sizes)
-        roi_masks = _mask_pyramid(request.roi, sizes)
+        roi_masks = mask_pyramid(request.roi, sizes)
         keep, final = _keep_pyramid(request.roi, self._band_px(request), sizes)
         constraint = Constraint(keep=[torch.from_numpy(k)[None, None] for k in keep],
                                 originals=[torch.from_numpy(img)[None] for img in pyramid.images],
@@ -265,7 +206,7 @@ class SinDDMEditor:
             else:
                 phrasings = template_phrasings(prompt, synonyms)
             embeddings.append(ensemble_embedding(self.clip, phrasings))
-            masks.append(_mask_pyramid(request.labels == k, sizes))
+            masks.append(mask_pyramid(request.labels == k, sizes))
         return ClipGuidance(self.clip, masks, embeddings, request.rgb, t_start_finest=schedule.t_start[-1],
                             strength=g.strength, views=g.views, every=g.every, momentum=g.momentum,
                             stop_frac=g.stop_frac, seed=request.seed)

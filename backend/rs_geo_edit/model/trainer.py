@@ -1,0 +1,181 @@
+"""Training a SinDDM net on one window: optimiser, EMA, mixed precision, the random generator,
+checkpoint state and resume, and the trained-model cache.
+
+:func:`train` is the loop (reproducible from a generator; resumable from its state).
+:func:`load_or_train` is what an editor calls: the cached EMA net of a window, else one trained
+from a seeded start, resuming a checkpoint left by an interrupted run, saved to the cache.
+``cache`` is the model cache of ``model/checkpoint.py`` (``load``, ``save``,
+``load_checkpoint``, ``save_checkpoint``); this module knows nothing of options or modes.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from .diffusion import Schedule, noise_loss, precision, training_batch
+from .net import SinDDMNet
+from .pyramid import Pyramid
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+
+
+@dataclass
+class TrainSettings:
+    """The training parameters (see ``ModelConfig`` for their meaning and defaults)."""
+
+    width: int
+    steps: int
+    batch: int
+    crop: int
+    lr: float
+    lr_decay_every: int
+    lr_gamma: float
+    ema: float
+    checkpoint_every: int
+    scale_power: float
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "TrainSettings":
+        return cls(**{f.name: params[f.name] for f in fields(cls)})
+
+
+def train(net: torch.nn.Module, ema: torch.nn.Module, pyramid: Pyramid, schedule: Schedule, *,
+          steps: int, batch: int, crop: int, lr: float, lr_decay_every: int, lr_gamma: float,
+          ema_decay: float, device: torch.device, generator: torch.Generator, scale_power: float = 0.0,
+          state: Optional[TrainState] = None, optimizer_state: Optional[dict] = None,
+          on_step: Optional[Callable[[TrainState, dict], None]] = None) -> TrainState:
+    """Train ``net`` (and its EMA copy ``ema``) on the pyramid, from ``state.step`` to ``steps``.
+
+    ``generator`` (a CPU generator) draws scales, crops, timesteps and noise, so training is
+    reproducible and a resumed run continues the same sequence when its state is restored.
+    ``scale_power`` weights the scales drawn (see ``diffusion.scale_probabilities``).
+    ``on_step(state, optimizer_state)`` is called after every step (progress, checkpoints,
+    cancellation); ``optimizer_state`` is what ``optimizer_state=`` takes back to resume.
+    """
+    state = state or TrainState()
+    pyramid_t = [(torch.from_numpy(img), torch.from_numpy(blr), torch.from_numpy(ok.astype(np.float32))[None])
+                 for img, blr, ok in zip(pyramid.images, pyramid.blurry, pyramid.valid)]
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, lr_decay_every), gamma=lr_gamma)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state["optimizer"])
+        scheduler.load_state_dict(optimizer_state["scheduler"])
+    amp, amp_dtype = precision(device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
+    net.train()
+    while state.step < steps:
+        s, noisy, t, noise, weights = training_batch(pyramid_t, schedule, batch, crop, generator, scale_power)
+        noisy, t, noise, weights = noisy.to(device), t.to(device), noise.to(device), weights.to(device)
+        scale = torch.full_like(t, s)
+        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
+            pred = net(noisy, t, scale)
+        loss = noise_loss(pred, noise, weights)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), net.parameters()):
+                p_ema.lerp_(p, 1 - ema_decay)
+        state.step += 1
+        state.losses.append(loss.item())
+        if on_step is not None:
+            on_step(state, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
+    return state
+
+
+def _seed_from_key(key: str) -> int:
+    return int(key[:12], 16)
+
+
+def load_or_train(cache, key: str, pyramid: Pyramid, schedule: Schedule, params: dict[str, Any], *,
+                  device: torch.device, progress) -> tuple[torch.nn.Module, dict]:
+    """(EMA net in eval mode on ``device``, stats) for the window whose cache key is ``key``.
+
+    From ``cache`` when present; else trained with :func:`train`: the net starts from a seed
+    derived from ``key`` and the generator from the next one, so the same window and parameters
+    always give the same model; a checkpoint is saved every ``checkpoint_every`` steps and when
+    training is interrupted (Ctrl-C, a cancelled job, an error), and a later run resumes from
+    it. ``params`` are the model parameters (ModelConfig as a dict), kept with the model.
+    ``progress(done, total, message, extra)`` reports training steps.
+    """
+    settings = TrainSettings.from_params(params)
+    bands = pyramid.images[0].shape[0]
+    cached = cache.load(key, device="cpu")
+    if cached is not None:
+        state_dict, _ = cached
+        net = SinDDMNet(bands, settings.width)
+        net.load_state_dict(state_dict)
+        progress(1, 1, "model loaded from the cache")
+        return net.to(device).eval(), {"trained": False, "train_s": 0.0}
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_seed_from_key(key))
+        net = SinDDMNet(bands, settings.width)
+    ema = copy.deepcopy(net)
+    generator = torch.Generator().manual_seed(_seed_from_key(key) + 1)
+    state, opt_state = TrainState(), None
+    resumed_from = 0
+    checkpoint = cache.load_checkpoint(key)
+    if checkpoint is not None and checkpoint.get("steps") == settings.steps:
+        net.load_state_dict(checkpoint["net"])
+        ema.load_state_dict(checkpoint["ema"])
+        generator.set_state(checkpoint["generator"])
+        state = TrainState(step=int(checkpoint["step"]), losses=list(checkpoint["losses"]))
+        opt_state = checkpoint["optimizer"]
+        resumed_from = state.step
+    net.to(device)
+    ema.to(device)
+    latest: dict = {}
+
+    def save_checkpoint(st: TrainState, opt: dict) -> None:
+        cache.save_checkpoint(key, {
+            "steps": settings.steps, "step": st.step, "losses": st.losses,
+            "net": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            "ema": {k: v.detach().cpu() for k, v in ema.state_dict().items()},
+            "optimizer": opt, "generator": generator.get_state()})
+
+    report_every = max(1, settings.steps // 200)
+    started = time.perf_counter()
+
+    def on_step(st: TrainState, opt: dict) -> None:
+        latest["opt"] = opt
+        if st.step % settings.checkpoint_every == 0 and st.step < settings.steps:
+            save_checkpoint(st, opt)
+        if st.step % report_every == 0 or st.step == settings.steps:
+            loss = float(np.mean(st.losses[-report_every:]))
+            progress(st.step, settings.steps, f"training step {st.step}/{settings.steps}, loss {loss:.4f}",
+                     {"loss": loss, "step": st.step})
+
+    try:
+        state = train(net, ema, pyramid, schedule, steps=settings.steps, batch=settings.batch, crop=settings.crop,
+                      lr=settings.lr, lr_decay_every=settings.lr_decay_every, lr_gamma=settings.lr_gamma,
+                      ema_decay=settings.ema, device=device, generator=generator,
+                      scale_power=settings.scale_power, state=state,
+                      optimizer_state=opt_state, on_step=on_step)
+    except BaseException:
+        # Interrupted (Ctrl-C, cancelled job, error): keep what was learnt for the next run.
+        if state.step > resumed_from and "opt" in latest:
+            save_checkpoint(state, latest["opt"])
+        raise
+    train_s = time.perf_counter() - started
+    losses = state.losses
+    loss_first = float(np.mean(losses[:20])) if losses else None
+    loss_last = float(np.mean(losses[-20:])) if losses else None
+    cache.save(key, ema.state_dict(), {
+        "bands": bands, "model": params, "scales": [list(s) for s in pyramid.spec.sizes],
+        "recon_error": pyramid.recon_error, "train_seconds": round(train_s, 2), "resumed_from": resumed_from,
+        "loss_first": loss_first, "loss_last": loss_last})
+    return ema.eval(), {"trained": True, "train_s": round(train_s, 2), "resumed_from": resumed_from,
+                        "loss_first": loss_first, "loss_last": loss_last}
