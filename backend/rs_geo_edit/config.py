@@ -15,7 +15,9 @@ from typing import Any, Optional
 from .errors import IncompatibleOptions
 
 MODES = ("regenerate", "copy", "text")
-ENGINES = ("sinddm",)   # editing engines (editors/); each maps the modes to its own method
+# Editing engines (editors/), each mapping the modes to its own method. With a second one,
+# EditOptions gains an `engine` option with these choices.
+ENGINES = ("sinddm",)
 BLEND_MODES = ("feather", "laplacian", "poisson")
 
 

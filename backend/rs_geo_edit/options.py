@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union, get_args, get_origin, get_type_hints
 
-from .config import (BLEND_MODES, ENGINES, MODES, PRESETS, BlendConfig, EditConfig, GuidanceConfig, OutputConfig, WindowConfig,
+from .config import (BLEND_MODES, MODES, PRESETS, BlendConfig, EditConfig, GuidanceConfig, OutputConfig, WindowConfig,
                      make_config)
 from .errors import IncompatibleOptions
 
@@ -80,8 +80,6 @@ class EditOptions:
     device: str = option(_default(EditConfig, "device"), "Where to compute: auto (CUDA when available), cpu, cuda "
                          "or cuda:N.", group="basic")
     # ---------------------------------------------------------------------------- advanced
-    engine: str = option(_default(EditConfig, "engine"), "Editing engine: sinddm (a diffusion model trained on "
-                         "each window).", choices=ENGINES)
     compress: Optional[str] = option(None, "Output compression (lossless only).", choices=COMPRESSIONS,
                                      shown="the source's if lossless, else deflate")
     threads: Optional[int] = option(None, "torch CPU threads.", minimum=1, maximum=1024, shown="torch's choice")
@@ -167,7 +165,7 @@ class EditOptions:
                                   llm_endpoint=self.llm_endpoint, llm_model=self.llm_model)
         extra = {"cache_dir": _path(self.cache_dir)} if self.cache_dir else {}
         return make_config(
-            self.preset, model_overrides=model, mode=self.effective_mode(), engine=self.engine, prompt=self.prompt,
+            self.preset, model_overrides=model, mode=self.effective_mode(), prompt=self.prompt,
             prompt_field=self.prompt_field, layer=self.layer, copy_from=self.copy_from, seed=self.seed,
             rgb_bands=self.rgb_tuple(), device=self.device, threads=self.threads, cache_max_gb=self.cache_max_gb,
             windows=WindowConfig(margin_px=self.margin, margin_frac=self.margin_frac, max_side=self.max_side),
