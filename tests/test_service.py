@@ -15,73 +15,7 @@ import pytest
 import rasterio
 
 from conftest import pixel_box, write_aoi, write_scene
-
-TINY = {"steps": 40, "width": 16, "crop": 32, "batch": 2, "threads": 1}
-LONG = {"steps": 4000, "width": 16, "crop": 32, "batch": 2, "threads": 1}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Service:
-    def __init__(self, tmp: Path, workers: int = 1):
-        self.tmp, self.workers = tmp, workers
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = None
-
-    def args(self, *extra):
-        return [sys.executable, "-m", "rs_geo_edit.cli", "serve", "--port", str(self.port), "--data-dir",
-                str(self.tmp / "data"), "--config-dir", str(self.tmp / "config"), *extra]
-
-    def start(self):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "RS_GEO_EDIT_CACHE": str(self.tmp / "cache"),
-               "HF_HOME": str(self.tmp / "hf"), "HF_HUB_OFFLINE": "1"}
-        env.pop("RS_GEO_EDIT_WEIGHTS", None)
-        self.log = open(self.tmp / f"service-{time.time()}.log", "w")
-        self.proc = subprocess.Popen(self.args("--workers", str(self.workers)), env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                health = httpx.get(self.url + "/health", timeout=2).json()
-                if health["device"] != "starting":
-                    break
-            except httpx.HTTPError:
-                pass
-            assert self.proc.poll() is None, (self.tmp / "data").as_posix()
-            time.sleep(0.3)
-        else:
-            raise AssertionError("service did not come up")
-        self.token = (self.tmp / "config" / "token").read_text().strip()
-        self.client = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
-        return self
-
-    def kill9(self):
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-
-    def wait(self, job_id, states=("done", "failed", "cancelled"), timeout=240):
-        deadline = time.time() + timeout
-        seen = []
-        while time.time() < deadline:
-            job = self.client.get(f"/jobs/{job_id}").json()
-            seen.append(job["progress"])
-            if job["state"] in states:
-                return job, seen
-            time.sleep(0.3)
-        raise AssertionError(f"job {job_id} stuck in {job['state']}")
+from live_service import LONG, TINY, Service, submit
 
 
 @pytest.fixture
@@ -96,14 +30,6 @@ def service(tmp_path):
     svc = Service(tmp_path).start()
     yield svc
     svc.stop()
-
-
-def submit(svc, scene, aoi, out, options, **kw):
-    body = {"scene": str(scene), "aoi": str(aoi) if not isinstance(aoi, dict) else aoi, "output": str(out),
-            "options": options, **kw}
-    resp = svc.client.post("/jobs", json=body)
-    assert resp.status_code == 201, resp.text
-    return resp.json()["id"]
 
 
 def test_job_runs_to_done_with_monotonic_progress(service, scene, tmp_path):

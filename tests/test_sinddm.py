@@ -243,7 +243,7 @@ def test_training_resumes_after_kill(tmp_path):
 
 
 def test_cache_evicts_least_recently_used(tmp_path):
-    from rs_geo_edit.model.checkpoint import ModelCache
+    from rs_geo_edit.model.cache import ModelCache
 
     cache = ModelCache(tmp_path, max_bytes=10**9)
     state = SinDDMNet(3, 16).state_dict()

@@ -287,6 +287,7 @@ def serve(
     print_token: bool = typer.Option(False, "--print-token", help="Print the bearer token and exit."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Job database folder \\[default: ~/.local/share/rs-geo-edit]."),
     config_dir: Optional[Path] = typer.Option(None, "--config-dir", help="Token folder \\[default: ~/.config/rs-geo-edit]."),
+    allow_host: Optional[list[str]] = typer.Option(None, "--allow-host", help="Also accept requests whose Host header is NAME (repeatable), e.g. the machine's name when bound with --allow-remote; loopback names and the bound address are always accepted."),
 ) -> None:
     """Run the local job service: submit, follow and cancel edits over HTTP.
 
@@ -306,20 +307,17 @@ def serve(
                                       "--allow-remote to expose it (every request still needs the token)")
         if workers < 1:
             raise IncompatibleOptions("--workers must be >= 1")
-        _serve(host, port, workers, data_dir or default_data_dir(), token)
+        _serve(host, port, workers, data_dir or default_data_dir(), token, tuple(allow_host or ()))
 
     _run(body)
 
 
-def _serve(host: str, port: int, workers: int, data_dir: Path, token: str) -> None:
-    import multiprocessing
-    import os
-
+def _serve(host: str, port: int, workers: int, data_dir: Path, token: str, extra_hosts: tuple[str, ...] = ()) -> None:
     import uvicorn
 
-    from .jobs.service import create_app
+    from .jobs.service import allowed_hosts, create_app
     from .jobs.store import JobStore
-    from .jobs.worker import worker_main
+    from .jobs.supervisor import WorkerPool
 
     data_dir.mkdir(parents=True, exist_ok=True)
     store = JobStore(data_dir / "jobs.sqlite")
@@ -327,19 +325,13 @@ def _serve(host: str, port: int, workers: int, data_dir: Path, token: str) -> No
     if requeued:
         console.print(f"re-queued {len(requeued)} interrupted job(s): {', '.join(requeued)}")
     (data_dir / "device.json").unlink(missing_ok=True)
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=worker_main, args=(str(store.path), str(data_dir), os.getpid()), daemon=True,
-                         name=f"rs-geo-edit-worker-{i}") for i in range(workers)]
-    for proc in procs:
-        proc.start()
+    pool = WorkerPool(store, data_dir, workers).start()
     console.print(f"rs-geo-edit service on http://{host}:{port} ({workers} worker(s), jobs in {store.path})")
     try:
-        uvicorn.run(create_app(store, token, data_dir, workers), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(store, token, data_dir, workers, pool=pool, hosts=allowed_hosts(host, extra_hosts)),
+                    host=host, port=port, log_level="warning")
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.join(timeout=10)
+        pool.stop()
 
 
 @app.command("eval", epilog="Example: rs-geo-edit eval scene_edited.tif --source scene.tif --aoi rois.geojson --prompt forest")

@@ -70,3 +70,8 @@ class AOIWarning(UserWarning):
 
 class ReducedResolutionWarning(UserWarning):
     """A window is larger than the maximum side and is edited at reduced resolution."""
+
+
+class CacheWarning(UserWarning):
+    """A cache entry was damaged and discarded (the model is trained again), or the cache could
+    not be used."""

@@ -50,6 +50,16 @@ class StageReporter:
         fraction = self.start + (self.end - self.start) * min(max(share, 0.0), 1.0)
         self.callback(ProgressEvent(self.stage, done, total, fraction, message, self.window, metrics))
 
+    def check(self) -> None:
+        """Let the callback stop the work between two reports: cheap enough to call every step.
+
+        A callback that can be cancelled has a ``check()`` method raising
+        :class:`rs_geo_edit.errors.JobCancelled`; a plain function has none and is never asked.
+        """
+        check = getattr(self.callback, "check", None)
+        if check is not None:
+            check()
+
     def sub(self, stage: str, lo: float, hi: float) -> "StageReporter":
         """A reporter for a sub-stage covering [lo, hi] of this stage's share."""
         span = self.end - self.start

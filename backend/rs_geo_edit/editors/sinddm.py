@@ -24,7 +24,7 @@ import numpy as np
 from ..config import EditConfig
 from ..errors import IncompatibleOptions
 from ..imaging import resize, smooth_chroma
-from ..model.checkpoint import ModelCache, cache_key
+from ..model.cache import ModelCache, cache_key
 from ..model.pyramid import Pyramid, build_pyramid, mask_pyramid
 from ..progress import StageReporter
 from . import resolve_device

@@ -73,6 +73,7 @@ class JobView(BaseModel):
     id: str
     state: Literal["queued", "running", "done", "failed", "cancelled"]
     interrupted: bool
+    attempts: int
     progress: float
     stage: str
     message: str
@@ -84,3 +85,24 @@ class JobView(BaseModel):
     result: Optional[dict]
     error: Optional[str]
     request: dict
+
+
+class ErrorView(BaseModel):
+    """Every refusal: one line saying what is wrong and what to change; ``errors`` lists each
+    invalid field of a request body (location, message) when there are several."""
+
+    detail: str
+    errors: Optional[list[dict]] = None
+
+
+class HealthView(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    status: Literal["ok", "degraded"]
+    version: str
+    device: str
+    workers: int
+    workers_alive: int
+    worker_restarts: int
+    clip_weights: list[str]
+    modes: list[str]
+    queue_length: int

@@ -1,7 +1,10 @@
 """The FastAPI app of ``rs-geo-edit serve``: submit, follow and cancel edit jobs over HTTP.
 
-Every endpoint but /health needs ``Authorization: Bearer <token>``. Jobs live in the SQLite
-store and run in worker processes; this process only validates, stores and reports.
+Every endpoint but /health needs ``Authorization: Bearer <token>``, and every request a Host
+header naming this machine's loopback or the bound address (a page on another site that
+rebinds its DNS name to 127.0.0.1 is refused). Jobs live in the SQLite store and run in worker
+processes; this process validates at the door (body size, option bounds, scene and AOI headers,
+output paths), stores, reports, and supervises the workers (:mod:`.supervisor`).
 """
 
 from __future__ import annotations
@@ -14,13 +17,15 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import StreamingResponse
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
 from .. import __version__
 from ..config import MODES
 from ..errors import RsGeoEditError
-from .schema import JobRequest, JobView, api_name
+from .schema import ErrorView, HealthView, JobRequest, JobView, api_name
 from .store import TERMINAL, JobStore
 
 MAX_BODY = 4 << 20  # bytes: an inline AOI of a few thousand polygons fits
@@ -53,31 +58,30 @@ def _view(job: dict) -> dict:
     return {**{k: job[k] for k in keys}, "eta_s": eta}
 
 
-def _check_paths(body: JobRequest) -> None:
-    """422 with the path in the message for anything that cannot be read or written."""
+def _check_request(body: JobRequest, job_dir: Path) -> None:
+    """422 naming the file and the problem for anything that cannot be read or written: the
+    scene's and the AOI's headers are opened here, so a broken input never reaches the queue."""
+    from ..geo.check import check_inputs
     from ..geo.raster import check_output_path
     from .worker import job_config
 
-    def readable(path: str, what: str) -> None:
-        p = Path(path)
-        if not p.exists():
-            raise HTTPException(422, f"{what} {path!r} does not exist")
-        if not os.access(p, os.R_OK):
-            raise HTTPException(422, f"{what} {path!r} is not readable")
-
-    readable(body.scene, "scene")
-    if isinstance(body.aoi, str):
-        readable(body.aoi, "aoi")
-    elif body.aoi.get("type") not in ("FeatureCollection", "Feature"):
+    for what, path in (("scene", body.scene), ("aoi", body.aoi), ("output", body.output), ("copy_from", body.copy_from),
+                       ("options.cache_dir", body.options.cache_dir)):
+        if isinstance(path, str) and ("\x00" in path or not path.strip()):
+            raise HTTPException(422, f"{what} {path!r} is not a usable path: give a file path")
+    if isinstance(body.aoi, dict) and body.aoi.get("type") not in ("FeatureCollection", "Feature"):
         raise HTTPException(422, "inline aoi must be a GeoJSON FeatureCollection or Feature")
-    if body.copy_from:
-        readable(body.copy_from, "copy_from")
     try:
-        scene, aoi, output, config = job_config(body.model_dump())
+        scene, aoi, output, config = job_config(body.model_dump(), job_dir)
+        check_inputs(scene, aoi, layer=body.layer, prompt_field=body.prompt_field, default_prompt=body.prompt)
+        if body.copy_from and not Path(body.copy_from).exists():
+            raise HTTPException(422, f"copy_from {body.copy_from!r} does not exist: check the path")
         inputs = [scene] + ([aoi] if aoi else []) + ([body.copy_from] if body.copy_from else [])
         check_output_path(output, inputs, config.output.overwrite)
     except RsGeoEditError as exc:
         raise HTTPException(422, exc.render(api_name)) from None
+    except OSError as exc:
+        raise HTTPException(422, f"{exc.filename or body.scene!r}: {exc.strerror or exc}") from None
 
 
 def available_weights() -> list[str]:
@@ -130,10 +134,71 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(store: JobStore, token: str, data_dir: Path, workers: int) -> FastAPI:
-    app = FastAPI(title="rs-geo-edit", version=__version__,
+class HostCheck:
+    """Pure ASGI middleware: refuse a request whose Host header is not one of ``allowed`` (400).
+
+    The standard defence against DNS rebinding: a web page whose name resolves to 127.0.0.1
+    can reach a local service, but its requests carry its own name in Host."""
+
+    def __init__(self, app, allowed: set[str]):
+        self.app, self.allowed = app, {h.lower() for h in allowed}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        raw = dict(scope["headers"]).get(b"host", b"").decode("latin-1").strip().lower()
+        name = raw[1:raw.index("]")] if raw.startswith("[") and "]" in raw else raw.rsplit(":", 1)[0] if raw.count(":") == 1 else raw
+        if name in self.allowed:
+            return await self.app(scope, receive, send)
+        message = (f"Host header {raw!r} is not allowed: this service answers to "
+                   f"{', '.join(sorted(self.allowed))} (start it with --allow-host NAME to add a name)")
+        body = json.dumps({"detail": message}).encode()
+        await send({"type": "http.response.start", "status": 400,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def allowed_hosts(bound: str, extra: tuple[str, ...] = ()) -> set[str]:
+    """Loopback names, the bound address and any names given with --allow-host."""
+    names = set(LOOPBACK) | {bound.strip("[]")} | {h.strip("[]") for h in extra}
+    return {n.lower() for n in names if n and n not in ("0.0.0.0", "::")}
+
+
+def _one_line(exc: RequestValidationError) -> tuple[str, list[dict]]:
+    """A body validation failure as one line (each field and what is wrong) plus the details."""
+    errors = []
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",))
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown field: remove it (see the schema at /docs)"
+        elif err.get("type") == "json_invalid":
+            msg = f"the body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+        errors.append({"loc": [str(p) for p in err.get("loc", ())], "msg": msg, "type": err.get("type", "")})
+    return "; ".join(parts) or "invalid request", errors
+
+
+ERRORS = {400: {"model": ErrorView, "description": "Host header not allowed (DNS rebinding defence)"},
+          413: {"model": ErrorView, "description": f"request body over {MAX_BODY} bytes"}}
+AUTH = {401: {"model": ErrorView, "description": "missing or wrong bearer token"}}
+NOT_FOUND = {404: {"model": ErrorView, "description": "no such job"}}
+INVALID = {422: {"model": ErrorView, "description": "invalid request: the message names the field or file"}}
+
+
+def create_app(store: JobStore, token: str, data_dir: Path, workers: int, *, pool=None,
+               hosts: Optional[set[str]] = None) -> FastAPI:
+    """The API over ``store``. ``pool`` (a :class:`.supervisor.WorkerPool`) reports worker
+    health; ``hosts`` are the Host names accepted (default: loopback names)."""
+    app = FastAPI(title="rs-geo-edit", version=__version__, responses=ERRORS,
                   description="Text-guided generative editing of georeferenced scenes: local job service.")
     bearer = HTTPBearer(auto_error=False)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail, errors = _one_line(exc)
+        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
 
     async def authorised(credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
         if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
@@ -141,24 +206,41 @@ def create_app(store: JobStore, token: str, data_dir: Path, workers: int) -> Fas
                                      "(see rs-geo-edit serve --print-token)", headers={"WWW-Authenticate": "Bearer"})
 
     app.add_middleware(BodyLimit, limit=MAX_BODY)
+    # Added last, so it runs first: a foreign Host learns nothing, not even the body limit.
+    app.add_middleware(HostCheck, allowed=hosts or set(LOOPBACK))
 
     @app.get("/health")
-    async def health() -> dict:
+    async def health() -> HealthView:
         device_file = data_dir / "device.json"
-        device = json.loads(device_file.read_text()) if device_file.is_file() else {"device": "starting"}
-        return {"status": "ok", "version": __version__, **device, "workers": workers,
+        try:
+            device = json.loads(device_file.read_text())
+        except (OSError, ValueError):
+            device = {"device": "starting"}
+        pool_health = pool.health() if pool is not None else {"workers": workers, "workers_alive": workers,
+                                                              "worker_restarts": 0, "worker_pids": [],
+                                                              "last_worker_loss": None}
+        status = "ok" if pool_health["workers_alive"] == pool_health["workers"] else "degraded"
+        return {"status": status, "version": __version__, **device, **pool_health,
                 "clip_weights": available_weights(), "modes": list(MODES),
                 "queue_length": store.queue_length()}
 
     # Endpoints return plain dicts: FastAPI validates them against JobView once.
-    @app.post("/jobs", status_code=201, dependencies=[Depends(authorised)])
+    @app.post("/jobs", status_code=201, dependencies=[Depends(authorised)], responses={**AUTH, **INVALID})
     def submit(body: JobRequest) -> JobView:
-        _check_paths(body)
+        import uuid
+
+        staging = data_dir / "jobs" / f".submit-{uuid.uuid4().hex}"
+        try:
+            _check_request(body, staging)
+        finally:
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
         return _view(store.create(body.model_dump()))
 
     # Reads are async: a status poll is a few hundred microseconds of SQLite, cheaper on the event
     # loop than a hop through the thread pool (p99 under load, scripts/bench/service.py).
-    @app.get("/jobs", dependencies=[Depends(authorised)])
+    @app.get("/jobs", dependencies=[Depends(authorised)], responses={**AUTH, **INVALID})
     async def recent(limit: int = 50) -> list[JobView]:
         return [_view(j) for j in store.list(min(max(limit, 1), 500))]
 
@@ -168,16 +250,19 @@ def create_app(store: JobStore, token: str, data_dir: Path, workers: int) -> Fas
             raise HTTPException(404, f"no job {job_id!r}")
         return job
 
-    @app.get("/jobs/{job_id}", dependencies=[Depends(authorised)])
+    @app.get("/jobs/{job_id}", dependencies=[Depends(authorised)], responses={**AUTH, **NOT_FOUND, **INVALID})
     async def status(job_id: str) -> JobView:
         return _view(_job(job_id))
 
-    @app.delete("/jobs/{job_id}", dependencies=[Depends(authorised)])
+    @app.delete("/jobs/{job_id}", dependencies=[Depends(authorised)], responses={**AUTH, **NOT_FOUND, **INVALID})
     def cancel(job_id: str) -> JobView:
         _job(job_id)
         return _view(store.request_cancel(job_id))
 
-    @app.get("/jobs/{job_id}/events", dependencies=[Depends(authorised)])
+    @app.get("/jobs/{job_id}/events", dependencies=[Depends(authorised)], response_class=StreamingResponse,
+             responses={200: {"description": "server-sent events, one 'progress' event per change, until the job "
+                                             "ends", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                        **AUTH, **NOT_FOUND, **INVALID})
     async def events(job_id: str) -> StreamingResponse:
         _job(job_id)
 

@@ -2,7 +2,9 @@
 
 States: queued -> running -> done | failed | cancelled; a running job found by a restarted
 service (its worker died with the service) is marked interrupted and queued again, and its
-edit resumes from the trained-model cache where training had checkpointed.
+edit resumes from the trained-model cache where training had checkpointed. A job whose worker
+died under a running service is queued again once (``attempts`` counts claims), then failed:
+a job that kills its worker cannot loop.
 """
 
 from __future__ import annotations
@@ -36,10 +38,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     interrupted INTEGER NOT NULL DEFAULT 0,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    cancel_at REAL,
+    worker INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, created);
 """
+# Columns added after the first release: a store created by it gets them on open.
+ADDED = {"cancel_at": "REAL", "worker": "INTEGER"}
+# Claims of one job before a dead worker fails it instead of queueing it again.
+MAX_ATTEMPTS = 2
 
 
 class JobStore:
@@ -52,6 +60,10 @@ class JobStore:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            have = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            for name, kind in ADDED.items():
+                if name not in have:
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -61,6 +73,9 @@ class JobStore:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=True)
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA busy_timeout=30000")
+            # WAL makes a commit durable at the next checkpoint; a crash loses at most the last
+            # progress update, never the store.
+            db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
         yield db
 
@@ -90,21 +105,21 @@ class JobStore:
 
     def list(self, limit: int = 50) -> list[dict]:
         with self._connect() as db:
-            rows = db.execute("SELECT * FROM jobs ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
+            rows = db.execute("SELECT * FROM jobs ORDER BY created DESC, rowid DESC LIMIT ?", (limit,)).fetchall()
         return [self._row(r) for r in rows]
 
     def queue_length(self) -> int:
         with self._connect() as db:
             return db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()[0]
 
-    def claim(self) -> Optional[dict]:
-        """Atomically take the oldest queued job and mark it running."""
+    def claim(self, worker: Optional[int] = None) -> Optional[dict]:
+        """Atomically take the oldest queued job and mark it running on ``worker`` (a pid)."""
         now = time.time()
         with self._connect() as db:
             row = db.execute(
-                "UPDATE jobs SET state = 'running', started = ?, updated = ?, attempts = attempts + 1 "
-                "WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY created LIMIT 1) "
-                "AND state = 'queued' RETURNING *", (now, now)).fetchone()
+                "UPDATE jobs SET state = 'running', started = ?, updated = ?, attempts = attempts + 1, worker = ? "
+                "WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY created, rowid LIMIT 1) "
+                "AND state = 'queued' RETURNING *", (now, now, worker)).fetchone()
         return self._row(row)
 
     def progress(self, job_id: str, fraction: float, stage: str, message: str) -> None:
@@ -120,13 +135,16 @@ class JobStore:
                        (float(fraction), stage, message, json.dumps(log), now, job_id))
             db.execute("COMMIT")
 
-    def finish(self, job_id: str, state: str, *, result: Optional[dict] = None, error: Optional[str] = None) -> None:
+    def finish(self, job_id: str, state: str, *, result: Optional[dict] = None, error: Optional[str] = None) -> bool:
+        """Record a running job's end; False if it had already ended (the supervisor cancelled
+        or failed it first)."""
         now = time.time()
         progress = "1.0" if state == "done" else "progress"
         with self._connect() as db:
-            db.execute(f"UPDATE jobs SET state = ?, result = ?, error = ?, finished = ?, updated = ?, "
-                       f"progress = {progress} WHERE id = ?",
-                       (state, json.dumps(result) if result is not None else None, error, now, now, job_id))
+            cursor = db.execute(f"UPDATE jobs SET state = ?, result = ?, error = ?, finished = ?, updated = ?, "
+                                f"progress = {progress} WHERE id = ? AND state = 'running'",
+                                (state, json.dumps(result) if result is not None else None, error, now, now, job_id))
+        return cursor.rowcount == 1
 
     def request_cancel(self, job_id: str) -> Optional[dict]:
         """Cancel a queued job at once; ask a running one to stop at its next step."""
@@ -134,8 +152,8 @@ class JobStore:
         with self._connect() as db:
             db.execute("UPDATE jobs SET state = 'cancelled', finished = ?, updated = ?, cancel_requested = 1 "
                        "WHERE id = ? AND state = 'queued'", (now, now, job_id))
-            db.execute("UPDATE jobs SET cancel_requested = 1, updated = ? WHERE id = ? AND state = 'running'",
-                       (now, job_id))
+            db.execute("UPDATE jobs SET cancel_requested = 1, cancel_at = COALESCE(cancel_at, ?), updated = ? "
+                       "WHERE id = ? AND state = 'running'", (now, now, job_id))
         return self.get(job_id)
 
     def cancel_requested(self, job_id: str) -> bool:
@@ -144,10 +162,54 @@ class JobStore:
         return bool(row and row[0])
 
     def recover(self) -> list[str]:
-        """At service start: running jobs lost their worker; mark them interrupted and queue them again."""
+        """At service start: running jobs lost their worker; mark them interrupted and queue them
+        again (those the user had asked to cancel are cancelled)."""
         now = time.time()
         with self._connect() as db:
-            rows = db.execute("UPDATE jobs SET state = 'queued', interrupted = 1, updated = ?, "
+            db.execute("UPDATE jobs SET state = 'cancelled', error = 'cancelled by the user', finished = ?, "
+                       "updated = ?, worker = NULL WHERE state = 'running' AND cancel_requested = 1", (now, now))
+            rows = db.execute("UPDATE jobs SET state = 'queued', interrupted = 1, updated = ?, worker = NULL, "
                               "stage = 'interrupted', message = 'service restarted; queued again' "
                               "WHERE state = 'running' RETURNING id", (now,)).fetchall()
         return [r[0] for r in rows]
+
+    def running_on(self, worker: int) -> list[dict]:
+        """The jobs a worker process (pid) holds."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM jobs WHERE state = 'running' AND worker = ?", (worker,)).fetchall()
+        return [self._row(r) for r in rows]
+
+    def overdue_cancels(self, limit_s: float) -> list[dict]:
+        """Running jobs asked to stop more than ``limit_s`` seconds ago."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM jobs WHERE state = 'running' AND cancel_requested = 1 AND cancel_at < ?",
+                              (time.time() - limit_s,)).fetchall()
+        return [self._row(r) for r in rows]
+
+    def worker_lost(self, job_id: str, reason: str) -> Optional[str]:
+        """A running job's worker died: queue it again if it has attempts left, else fail it with
+        ``reason``. Returns the new state (None if the job was no longer running)."""
+        now = time.time()
+        with self._connect() as db:
+            row = db.execute(
+                "UPDATE jobs SET state = 'queued', stage = 'requeued', updated = ?, worker = NULL, "
+                "message = ? || ': queued again (attempt ' || (attempts + 1) || ' of ' || ? || ')' "
+                "WHERE id = ? AND state = 'running' AND attempts < ? AND cancel_requested = 0 RETURNING state",
+                (now, reason, MAX_ATTEMPTS, job_id, MAX_ATTEMPTS)).fetchone()
+            if row is not None:
+                return row[0]
+            row = db.execute(
+                "UPDATE jobs SET state = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'failed' END, "
+                "error = CASE WHEN cancel_requested = 1 THEN 'cancelled by the user' ELSE ? END, "
+                "finished = ?, updated = ?, worker = NULL WHERE id = ? AND state = 'running' RETURNING state",
+                (f"{reason}, on each of its {MAX_ATTEMPTS} attempts: not retried again. The edit may need "
+                 "more memory than the machine has (try a smaller ROI or --max-side)", now, now, job_id)).fetchone()
+        return row[0] if row is not None else None
+
+    def force_cancel(self, job_id: str) -> bool:
+        """Mark a running job cancelled without its worker (which is being stopped)."""
+        now = time.time()
+        with self._connect() as db:
+            cursor = db.execute("UPDATE jobs SET state = 'cancelled', error = 'cancelled by the user', finished = ?, "
+                                "updated = ?, worker = NULL WHERE id = ? AND state = 'running'", (now, now, job_id))
+        return cursor.rowcount == 1

@@ -2,7 +2,8 @@
 
 The work never runs in the API process. Each worker dies with the service (PR_SET_PDEATHSIG on
 Linux), so a killed service leaves no orphan writing outputs; on restart the store re-queues
-the jobs that were running.
+the jobs that were running. Under a running service, :mod:`.supervisor` replaces a worker that
+dies and stops one that ignores a cancel.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -40,35 +42,64 @@ def job_config(request: dict[str, Any], job_dir: Optional[Path] = None):
     return scene, aoi_path, output, EditOptions.from_dict(request.get("options") or {}).to_config()
 
 
+class CancelWatch:
+    """A thread that polls the store for a cancel of the job this worker runs, on a clock: the
+    edit learns of it within ``interval`` seconds whatever it is doing, and stops at its next
+    step (:meth:`Reporter.check`), not at its next progress report."""
+
+    def __init__(self, store, interval: float = 0.2):
+        self.store, self.interval = store, interval
+        # One (job, event) pair, swapped whole: a late answer about the previous job sets that
+        # job's event, never the next one's.
+        self.current: Optional[tuple[str, threading.Event]] = None
+        threading.Thread(target=self._run, name="cancel-watch", daemon=True).start()
+
+    def follow(self, job_id: Optional[str]) -> threading.Event:
+        event = threading.Event()
+        self.current = (job_id, event) if job_id is not None else None
+        return event
+
+    def _run(self) -> None:
+        while True:
+            current = self.current
+            if current is not None and not current[1].is_set() and self.store.cancel_requested(current[0]):
+                current[1].set()
+            time.sleep(self.interval)
+
+
 class Reporter:
     """Progress callback for a job: throttled writes to the store, and the cancel check."""
 
-    def __init__(self, store, job_id: str, interval: float = 0.5):
-        self.store, self.job_id, self.interval = store, job_id, interval
+    def __init__(self, store, job_id: str, cancelled: threading.Event, interval: float = 0.5):
+        self.store, self.job_id, self.cancelled, self.interval = store, job_id, cancelled, interval
         self.last = 0.0
         self.stage = None
 
+    def check(self) -> None:
+        if self.cancelled.is_set():
+            raise JobCancelled("cancelled by the user")
+
     def __call__(self, event) -> None:
+        self.check()
         now = time.monotonic()
         if event.stage == self.stage and now - self.last < self.interval and event.fraction < 1.0:
             return
         self.last, self.stage = now, event.stage
         where = f"window {event.window}: " if event.window is not None else ""
         self.store.progress(self.job_id, event.fraction, event.stage, where + event.message)
-        if self.store.cancel_requested(self.job_id):
-            raise JobCancelled("cancelled by the user")
 
 
-def run_job(store, job: dict, data_dir: Path) -> None:
+def run_job(store, job: dict, data_dir: Path, cancelled: Optional[threading.Event] = None) -> None:
     """Run one claimed job to a terminal state."""
     from ..pipeline import edit_scene
 
     job_id = job["id"]
+    cancelled = cancelled or threading.Event()
     try:
         scene, aoi, output, config = job_config(job["request"], data_dir / "jobs" / job_id)
         if job["attempts"] > 1 or job["interrupted"]:
             remove_partials(output)
-        result = edit_scene(scene, aoi, output, config, progress=Reporter(store, job_id))
+        result = edit_scene(scene, aoi, output, config, progress=Reporter(store, job_id, cancelled))
         store.finish(job_id, "done", result={"output": str(result.output),
                                              "provenance": str(result.provenance) if result.provenance else None,
                                              "timings": result.record["timings"]})
@@ -103,12 +134,14 @@ def worker_main(db_path: str, data_dir: str, parent_pid: int, poll: float = 0.5)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the service; it stops us
     store = JobStore(db_path)
     _write_device_info(Path(data_dir))
+    watch = CancelWatch(store)
     while True:
-        job = store.claim()
+        job = store.claim(os.getpid())
         if job is None:
             time.sleep(poll)
             continue
-        run_job(store, job, Path(data_dir))
+        run_job(store, job, Path(data_dir), watch.follow(job["id"]))
+        watch.follow(None)
 
 
 def _write_device_info(data_dir: Path) -> None:

@@ -4,7 +4,7 @@ checkpoint state and resume, and the trained-model cache.
 :func:`train` is the loop (reproducible from a generator; resumable from its state).
 :func:`load_or_train` is what an editor calls: the cached EMA net of a window, else one trained
 from a seeded start, resuming a checkpoint left by an interrupted run, saved to the cache.
-``cache`` is the model cache of ``model/checkpoint.py`` (``load``, ``save``,
+``cache`` is the model cache of ``model/cache.py`` (``load``, ``save``,
 ``load_checkpoint``, ``save_checkpoint``); this module knows nothing of options or modes.
 """
 
@@ -108,7 +108,8 @@ def load_or_train(cache, key: str, pyramid: Pyramid, schedule: Schedule, params:
     always give the same model; a checkpoint is saved every ``checkpoint_every`` steps and when
     training is interrupted (Ctrl-C, a cancelled job, an error), and a later run resumes from
     it. ``params`` are the model parameters (ModelConfig as a dict), kept with the model.
-    ``progress(done, total, message, extra)`` reports training steps.
+    ``progress(done, total, message, extra)`` reports training steps; its ``check()``, if it
+    has one, is called at every step and may raise to stop training (a checkpoint is kept).
     """
     settings = TrainSettings.from_params(params)
     bands = pyramid.images[0].shape[0]
@@ -149,11 +150,18 @@ def load_or_train(cache, key: str, pyramid: Pyramid, schedule: Schedule, params:
     report_every = max(1, settings.steps // 200)
     started = time.perf_counter()
 
+    # A cancellable reporter (StageReporter) has a cheap check(); reports are steps/200 apart,
+    # and a cancel must not wait for one.
+    check = getattr(progress, "check", None)
+
     def on_step(st: TrainState, opt: dict) -> None:
         latest["opt"] = opt
+        if check is not None:
+            check()
         if st.step % settings.checkpoint_every == 0 and st.step < settings.steps:
             save_checkpoint(st, opt)
-        if st.step % report_every == 0 or st.step == settings.steps:
+        # the first step is reported too: a long training shows up as training at once
+        if st.step % report_every == 0 or st.step == settings.steps or st.step == resumed_from + 1:
             loss = float(np.mean(st.losses[-report_every:]))
             progress(st.step, settings.steps, f"training step {st.step}/{settings.steps}, loss {loss:.4f}",
                      {"loss": loss, "step": st.step})
