@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable, Optional
 
 import httpx
 
@@ -87,3 +88,35 @@ def submit(svc, scene, aoi, out, options, **kw):
     resp = svc.client.post("/jobs", json=body)
     assert resp.status_code == 201, resp.text
     return resp.json()["id"]
+
+
+def health(svc) -> dict:
+    return httpx.get(svc.url + "/health", timeout=10).json()
+
+
+def wait_for(predicate, timeout: float, every: float = 0.05):
+    """Poll ``predicate`` until it returns something truthy; (value, seconds waited) or AssertionError."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        value = predicate()
+        if value:
+            return value, time.monotonic() - t0
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def state_of(svc, job_id: str, states) -> Callable[[], Optional[dict]]:
+    """A predicate for :func:`wait_for`: the job once it is in one of ``states``."""
+    def check():
+        job = svc.client.get(f"/jobs/{job_id}").json()
+        return job if job["state"] in states else None
+    return check
+
+
+def training(svc, job_id: str) -> Callable[[], Optional[dict]]:
+    """A predicate: the job once it reports a training step."""
+    def check():
+        job = svc.client.get(f"/jobs/{job_id}").json()
+        assert job["state"] in ("queued", "running"), job
+        return job if job["state"] == "running" and job["stage"] == "train" else None
+    return check

@@ -53,7 +53,7 @@ def _view(job: dict) -> dict:
     if job["state"] == "running" and job["started"] and 0.01 < job["progress"] < 1:
         elapsed = time.time() - job["started"]
         eta = round(elapsed * (1 - job["progress"]) / job["progress"], 1)
-    keys = ("id", "state", "interrupted", "progress", "stage", "message", "created", "started", "finished", "log",
+    keys = ("id", "state", "interrupted", "attempts", "progress", "stage", "message", "created", "started", "finished", "log",
             "result", "error", "request")
     return {**{k: job[k] for k in keys}, "eta_s": eta}
 
@@ -169,12 +169,12 @@ def _one_line(exc: RequestValidationError) -> tuple[str, list[dict]]:
     errors = []
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",))
+        loc = ".".join(str(p) for p in err.get("loc", ())[1:]) or str(next(iter(err.get("loc", ())), ""))
         msg = err.get("msg", "invalid")
         if err.get("type") == "extra_forbidden":
             msg = "unknown field: remove it (see the schema at /docs)"
         elif err.get("type") == "json_invalid":
-            msg = f"the body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})"
+            loc, msg = "body", f"not valid JSON ({err.get('ctx', {}).get('error', 'parse error')} at character {err['loc'][-1]})"
         parts.append(f"{loc}: {msg}" if loc else msg)
         errors.append({"loc": [str(p) for p in err.get("loc", ())], "msg": msg, "type": err.get("type", "")})
     return "; ".join(parts) or "invalid request", errors

@@ -27,8 +27,8 @@ log = logging.getLogger("rs_geo_edit.jobs")
 class WorkerPool:
     """``size`` worker processes running :func:`worker.worker_main` on one store."""
 
-    def __init__(self, store: JobStore, data_dir: Path, size: int, *, interval: float = 0.5,
-                 cancel_limit: float = 1.5):
+    def __init__(self, store: JobStore, data_dir: Path, size: int, *, interval: float = 0.25,
+                 cancel_limit: float = 1.2):
         self.store, self.data_dir, self.size = store, Path(data_dir), size
         self.interval, self.cancel_limit = interval, cancel_limit
         self.ctx = multiprocessing.get_context("spawn")
