@@ -1,11 +1,7 @@
 """The job service on a real uvicorn server on 127.0.0.1: jobs, progress, cancel, restarts, auth."""
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 

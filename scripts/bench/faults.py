@@ -11,8 +11,8 @@ Usage: .venv/bin/python scripts/bench/faults.py [--skip-load]
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -99,7 +99,7 @@ class Bench:
                                 stderr=subprocess.DEVNULL)
         partial = None
         while proc.poll() is None and partial is None:
-            partial = next((p.name for p in out_dir.glob(".out*")), None)
+            partial = next((p.name for p in out_dir.glob(".out.partial-*")), None)
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -119,8 +119,6 @@ class Bench:
         if resp.status_code == 201:  # accepted: take it off the queue, or it holds the worker for weeks
             self.svc.client.delete(f"/jobs/{resp.json()['id']}")
         detail = resp.json().get("detail", "")
-        import re
-
         bound = re.search(r"\d[\d_,]*", detail.split("steps", 1)[-1]) if "steps" in detail else None
         return resp.status_code == 422 and bound is not None, f"{resp.status_code}: {detail[:100]!r}"
 

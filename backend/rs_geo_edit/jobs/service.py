@@ -13,7 +13,9 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Optional
 
@@ -227,14 +229,10 @@ def create_app(store: JobStore, token: str, data_dir: Path, workers: int, *, poo
     # Endpoints return plain dicts: FastAPI validates them against JobView once.
     @app.post("/jobs", status_code=201, dependencies=[Depends(authorised)], responses={**AUTH, **INVALID})
     def submit(body: JobRequest) -> JobView:
-        import uuid
-
-        staging = data_dir / "jobs" / f".submit-{uuid.uuid4().hex}"
+        staging = data_dir / "jobs" / f".submit-{uuid.uuid4().hex}"  # where an inline AOI is read from
         try:
             _check_request(body, staging)
         finally:
-            import shutil
-
             shutil.rmtree(staging, ignore_errors=True)
         return _view(store.create(body.model_dump()))
 
