@@ -161,7 +161,7 @@ def test_regenerate_end_to_end_cache_and_determinism(tmp_path):
     assert rec_a["editor"]["windows"][0]["trained"] is True
     assert outs["b"][1]["editor"]["windows"][0]["trained"] is False
     assert outs["c"][1]["editor"]["windows"][0]["trained"] is False
-    assert len([p for p in cache.iterdir() if p.is_dir()]) == 1
+    assert len([p for p in (cache / "rs-geo-edit-cache").iterdir() if p.is_dir()]) == 1
     # same seed -> identical; another seed -> different content inside the ROI
     assert np.array_equal(first, outs["b"][0])
     assert not np.array_equal(first, outs["c"][0])
@@ -224,12 +224,12 @@ def test_training_resumes_after_kill(tmp_path):
     proc = subprocess.Popen(CLI + [str(a) for a in args] + ["-o", str(tmp_path / "killed.tif")], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while time.time() < deadline and not list(cache.glob("*/checkpoint.pt")):
+    while time.time() < deadline and not list(cache.glob("rs-geo-edit-cache/*/checkpoint.pt")):
         time.sleep(0.2)
     time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert list(cache.glob("*/checkpoint.pt")), "a checkpoint should exist before the kill"
+    assert list(cache.glob("rs-geo-edit-cache/*/checkpoint.pt")), "a checkpoint should exist before the kill"
     assert not (tmp_path / "killed.tif").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".killed")]
     resumed = _run_cli(*args, "-o", tmp_path / "resumed.tif")
