@@ -68,6 +68,13 @@ def test_refusals_at_the_door_are_4xx_with_a_reason(service, scene, tmp_path):
     post(422, "colour: unknown field", json={**body, "colour": "red"})
     post(422, "options.stepz: unknown field", json={**body, "options": {"stepz": 3}})
     post(422, "scene", json={"aoi": str(aoi)})
+    # 4: absurd options: 422 naming the option and its bound (the bounds of the options schema)
+    from rs_geo_edit.options import SPEC_BY_NAME
+
+    top = SPEC_BY_NAME["steps"].maximum
+    resp = post(422, "options.steps", json={**body, "options": {"steps": 1_000_000_000}})
+    assert f"{top}" in resp.json()["detail"].replace(",", "").replace("_", ""), resp.json()["detail"]
+    post(422, "options.feather", json={**body, "options": {"feather": -1}})
     # missing and unusable files
     post(422, str(tmp_path / "nowhere.tif"), json={**body, "scene": str(tmp_path / "nowhere.tif")})
     post(422, "not a usable path", json={**body, "scene": "scene\x00.tif"})
