@@ -5,4 +5,5 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 scripts/setup.sh
-exec .venv/bin/rs-geo-edit demo --out-dir out "$@"
+# out/aerial_demo* are this script's own outputs: a rerun replaces them.
+exec .venv/bin/rs-geo-edit demo --out-dir out --overwrite "$@"

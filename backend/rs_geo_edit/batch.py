@@ -96,15 +96,13 @@ def is_complete(item: BatchItem, config: EditConfig) -> bool:
 def run_item(task: dict, progress: Optional[Callable[[ProgressEvent], None]] = None) -> dict:
     """Edit one scene (any process: a pool worker, a Ray task). Never raises: errors become rows."""
     from .errors import AOIOutsideScene, RsGeoEditError
-    from .geo.raster import remove_partials
     from .pipeline import edit_scene
 
     started = time.perf_counter()
     row = {"scene": task["scene"], "aoi": task["aoi"], "output": task["output"]}
     try:
         config = config_from_dict(task["config"])
-        config.output.overwrite = True  # completeness was checked before; a stale output is redone
-        remove_partials(task["output"])
+        config.output.overwrite = True  # run_batch checked it: absent, an earlier result of ours, or `overwrite`
         result = edit_scene(task["scene"], task["aoi"], task["output"], config, progress=progress)
         row.update(status="done", windows=len(result.record["windows"]))
     except AOIOutsideScene as exc:
@@ -117,19 +115,64 @@ def run_item(task: dict, progress: Optional[Callable[[ProgressEvent], None]] = N
     return row
 
 
+def check_summaries(out_dir: Path, overwrite: bool) -> None:
+    """Refuse ``summary.json``/``summary.csv`` in ``out_dir`` that an earlier batch did not write
+    (a rerun replaces its own), unless ``overwrite``."""
+    from .errors import OutputError
+
+    for path, ours in ((out_dir / "summary.json", _our_summary_json), (out_dir / "summary.csv", _our_summary_csv)):
+        if path.exists() and not overwrite and not ours(path):
+            raise OutputError(f"summary {str(path)!r} already exists and was not written by a batch: set `overwrite` "
+                              "or choose another output folder")
+
+
+def _our_summary_json(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and set(data) >= {"executor", "scenes"}
+
+
+def _our_summary_csv(path: Path) -> bool:
+    try:
+        with open(path, newline="") as fh:
+            return next(csv.reader(fh), None) == list(SUMMARY_FIELDS)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+
+
 def run_batch(items: list[BatchItem], options: EditOptions | EditConfig, out_dir: Path, executor, *,
               force: bool = False, progress: Optional[Callable[[ProgressEvent], None]] = None) -> list[dict]:
     """Run ``items`` with ``executor``; write ``out_dir/summary.csv`` and ``summary.json``."""
+    from .errors import AOIOutsideScene, RsGeoEditError
     from .files import atomic_path
+    from .geo.check import check_inputs
+    from .pipeline import check_outputs, written_by_us
 
+    overwrite = options.overwrite if isinstance(options, EditOptions) else options.output.overwrite
+    check_summaries(out_dir, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[Optional[dict]] = [None] * len(items)
     tasks, positions = [], []
+    # Everything is checked before the first scene trains: unusable inputs become rows at once,
+    # and an output that is not an earlier result of ours stops the batch unless `overwrite`.
     for index, item in enumerate(items):
         cfg = item_config(item, options)
         if not force and is_complete(item, cfg):
             rows[index] = {**asdict(item), "status": "complete", "seconds": 0.0}
             continue
+        try:
+            check_inputs(item.scene, item.aoi, layer=cfg.layer, prompt_field=cfg.prompt_field,
+                         default_prompt=cfg.prompt)
+        except AOIOutsideScene as exc:
+            rows[index] = {**asdict(item), "status": "skipped", "error": str(exc), "seconds": 0.0}
+            continue
+        except RsGeoEditError as exc:
+            rows[index] = {**asdict(item), "status": "failed", "error": str(exc), "seconds": 0.0}
+            continue
+        if not written_by_us(item.output):
+            check_outputs(item.scene, item.aoi, item.output, cfg)
         tasks.append({"scene": item.scene, "aoi": item.aoi, "output": item.output, "config": cfg.to_dict()})
         positions.append(index)
     done = len(items) - len(tasks)
@@ -155,7 +198,8 @@ def run_batch(items: list[BatchItem], options: EditOptions | EditConfig, out_dir
     executor.run(run_item, tasks, on_result, on_progress)
     final = [r for r in rows if r is not None]
     with atomic_path(out_dir / "summary.json") as tmp:
-        tmp.write_text(json.dumps({"executor": executor.describe(), "scenes": final}, indent=2))
+        tmp.write_text(json.dumps({"software": "rs-geo-edit", "executor": executor.describe(), "scenes": final},
+                                  indent=2))
     with atomic_path(out_dir / "summary.csv") as tmp:
         with open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")

@@ -146,7 +146,7 @@ def _run(func, *args, **kwargs):
 
 
 @app.command(epilog="Example: rs-geo-edit plan scene.tif --aoi rois.geojson --preview plan.png")
-@with_options("prompt", "prompt_field", "layer", "margin", "margin_frac", "max_side", "rgb_bands")
+@with_options("prompt", "prompt_field", "layer", "margin", "margin_frac", "max_side", "rgb_bands", "overwrite")
 def plan(
     scene: Annotated[Path, typer.Argument(help="Input raster (GeoTIFF).")],
     aoi: AoiOpt,
@@ -162,6 +162,10 @@ def plan(
         from .pipeline import plan_scene
 
         config = _edit_options(options).to_config()
+        if preview is not None:
+            from .geo.raster import check_output_path
+
+            check_output_path(preview, [scene, aoi], config.output.overwrite, role="preview")
         result = plan_scene(scene, aoi, config)
         summary = result.as_dict()
         if as_json:
@@ -170,9 +174,7 @@ def plan(
             _print_plan(summary, config.windows.max_side)
         if preview is not None:
             from .geo.preview import render_plan
-            from .geo.raster import check_output_path
 
-            check_output_path(preview, [scene, aoi], overwrite=True)
             render_plan(scene, result, preview)
             console.print(f"preview written to {preview}")
 
@@ -454,7 +456,7 @@ def weights_verify() -> None:
 
 @app.command(epilog="Examples:\n\n  rs-geo-edit batch --manifest jobs.csv --out-dir edited/\n\n"
                     "  rs-geo-edit batch --scenes 'tiles/*.tif' --aoi rois.gpkg --out-dir edited/ --executor ray --address auto")
-@with_options(exclude=("overwrite",))
+@with_options()
 def batch(
     out_dir: Path = typer.Option(..., "--out-dir", "-o", help="Folder for the outputs and summary.csv/json."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="CSV or JSON lines: scene, aoi, prompt, mode, output, seed."),
@@ -509,32 +511,35 @@ def sample_paths() -> tuple[Path, Path]:
 
 
 @app.command(epilog="Example: rs-geo-edit demo --out-dir out --seed 3")
-@with_options("seed", "device", "threads", "cache_dir")
+@with_options("seed", "device", "threads", "cache_dir", "overwrite")
 def demo(
     out_dir: Path = typer.Option(Path("out"), "--out-dir", help="Folder for the demo's outputs."),
     options: Optional[dict] = None,
 ) -> None:
     """Edit the bundled aerial scene (regenerate, fast preset) and write a before/after PNG.
 
-    Writes the GeoTIFF, its provenance JSON and the PNG to --out-dir and prints the timings. A
-    second run reuses the trained model from the cache."""
+    Writes the GeoTIFF, its provenance JSON and the PNG to --out-dir and prints the timings; files
+    already there are kept unless --overwrite. A second run reuses the trained model from the cache."""
 
     def body():
         from .api import edit_scene
         from .geo.preview import render_before_after
-        from .pipeline import plan_scene
+        from .geo.raster import check_output_path
+        from .pipeline import check_outputs, plan_scene
 
         scene, aoi = sample_paths()
-        config = _edit_options({**options, "mode": "regenerate", "preset": "fast", "overwrite": True}).to_config()
-        out_dir.mkdir(parents=True, exist_ok=True)
+        config = _edit_options({**options, "mode": "regenerate", "preset": "fast"}).to_config()
         target = out_dir / "aerial_demo.tif"
+        picture = out_dir / "aerial_demo_before_after.png"
+        check_outputs(scene, aoi, target, config)
+        check_output_path(picture, [scene, aoi], config.output.overwrite, role="before/after picture")
         out.print(f"demo: {scene.name} + {aoi.name}, mode regenerate, preset fast, seed {config.seed}, "
                   f"cache {config.cache_dir}", highlight=False)
         bar, callback = _progress_printer(False)
         with bar:
             result = edit_scene(scene, aoi, target, config, progress=callback)
         _print_result(result)
-        picture = render_before_after(scene, target, plan_scene(scene, aoi, config), out_dir / "aerial_demo_before_after.png")
+        render_before_after(scene, target, plan_scene(scene, aoi, config), picture)
         out.print(f"before/after: {picture}", highlight=False)
 
     _run(body)

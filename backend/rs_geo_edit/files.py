@@ -29,7 +29,8 @@ def temporary_path(beside: str | os.PathLike, tag: str = "partial") -> Iterator[
     """A hidden temporary path beside ``beside`` (same file system, so renames are atomic);
     removed on exit together with any GDAL side files."""
     beside = Path(beside)
-    tmp = beside.with_name(f".{beside.stem}.{tag}-{uuid.uuid4().hex[:12]}{beside.suffix}")
+    # The writer's pid in the name tells a killed run's leftovers from a live run's file.
+    tmp = beside.with_name(f".{beside.stem}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:12]}{beside.suffix}")
     try:
         yield tmp
     finally:
@@ -45,3 +46,34 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     with temporary_path(dest) as tmp:
         yield tmp
         os.replace(tmp, dest)
+
+
+def remove_stale_temporaries(dest: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files (:func:`temporary_path`) beside ``dest`` whose writer process is
+    gone: a run killed by SIGKILL or a power cut never ran its clean-up. Files of a run still
+    writing are left alone. Returns what was removed."""
+    dest = Path(dest)
+    removed = []
+    for tag in ("partial", "stage"):
+        prefix = f".{dest.stem}.{tag}-"
+        for leftover in dest.parent.glob(f"{_glob_escape(prefix)}*"):
+            pid = leftover.name[len(prefix):].split("-", 1)[0]
+            if pid.isdigit() and _alive(int(pid)):
+                continue
+            leftover.unlink(missing_ok=True)
+            removed.append(leftover)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process holds that pid: not ours to judge
+        return True
+    return True
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)

@@ -20,7 +20,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from ..errors import IncompatibleOptions, OutputError, SceneError
-from ..files import atomic_path, temporary_path
+from ..files import atomic_path, remove_stale_temporaries, temporary_path
 from ..progress import StageReporter
 
 LOSSY_COMPRESSION = {"jpeg", "webp", "lerc", "lerc_deflate", "lerc_zstd", "jxl"}
@@ -201,18 +201,20 @@ class Patch:
     changed: np.ndarray
 
 
-def check_output_path(output: str | os.PathLike, inputs: Iterable[str | os.PathLike], overwrite: bool) -> Path:
+def check_output_path(output: str | os.PathLike, inputs: Iterable[str | os.PathLike], overwrite: bool,
+                      role: str = "output") -> Path:
     """Validate an output path before any work: not an input, not existing unless ``overwrite``,
-    in a directory that exists (or can be created) and is writable."""
+    in a directory that exists (or can be created) and is writable. ``role`` names the file in
+    the messages ("output", "provenance", "preview", ...)."""
     out = Path(output).expanduser()
     resolved = out.resolve()
     for item in inputs:
         if item is not None and Path(item).expanduser().resolve() == resolved:
-            raise OutputError(f"output {str(out)!r} is also an input: choose another `output`")
+            raise OutputError(f"{role} {str(out)!r} is also an input: choose another `output`")
     if out.is_dir():
-        raise OutputError(f"output {str(out)!r} is a directory: give a file name such as {str(out / 'edited.tif')!r}")
+        raise OutputError(f"{role} {str(out)!r} is a directory: give a file name such as {str(out / 'edited.tif')!r}")
     if out.exists() and not overwrite:
-        raise OutputError(f"output {str(out)!r} already exists: set `overwrite` or choose another `output`")
+        raise OutputError(f"{role} {str(out)!r} already exists: set `overwrite` or choose another `output`")
     parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -227,11 +229,8 @@ def check_output_path(output: str | os.PathLike, inputs: Iterable[str | os.PathL
 
 def remove_partials(output: str | os.PathLike) -> None:
     """Temporary files left beside ``output`` by an attempt that was killed (its clean-up never
-    ran); called before an output is written again."""
-    output = Path(output)
-    for tag in ("partial", "stage"):
-        for leftover in output.parent.glob(f".{output.stem}.{tag}-*"):
-            leftover.unlink(missing_ok=True)
+    ran); called before an output is written again. A run still writing keeps its files."""
+    remove_stale_temporaries(output)
 
 
 def output_profile(src, compress: Optional[str] = None, tiled: bool = False) -> dict:

@@ -64,7 +64,7 @@ def _check_request(body: JobRequest, job_dir: Path) -> None:
     """422 naming the file and the problem for anything that cannot be read or written: the
     scene's and the AOI's headers are opened here, so a broken input never reaches the queue."""
     from ..geo.check import check_inputs
-    from ..geo.raster import check_output_path
+    from ..pipeline import check_outputs
     from .worker import job_config
 
     for what, path in (("scene", body.scene), ("aoi", body.aoi), ("output", body.output), ("copy_from", body.copy_from),
@@ -78,8 +78,7 @@ def _check_request(body: JobRequest, job_dir: Path) -> None:
         check_inputs(scene, aoi, layer=body.layer, prompt_field=body.prompt_field, default_prompt=body.prompt)
         if body.copy_from and not Path(body.copy_from).exists():
             raise HTTPException(422, f"copy_from {body.copy_from!r} does not exist: check the path")
-        inputs = [scene] + ([aoi] if aoi else []) + ([body.copy_from] if body.copy_from else [])
-        check_output_path(output, inputs, config.output.overwrite)
+        check_outputs(scene, aoi, output, config)
     except RsGeoEditError as exc:
         raise HTTPException(422, exc.render(api_name)) from None
     except OSError as exc:

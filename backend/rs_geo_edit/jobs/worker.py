@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import JobCancelled, RsGeoEditError
-from ..geo.raster import remove_partials
 
 def job_config(request: dict[str, Any], job_dir: Optional[Path] = None):
     """(scene, aoi path, output path, EditConfig) of a validated job request (see
@@ -97,8 +96,6 @@ def run_job(store, job: dict, data_dir: Path, cancelled: Optional[threading.Even
     cancelled = cancelled or threading.Event()
     try:
         scene, aoi, output, config = job_config(job["request"], data_dir / "jobs" / job_id)
-        if job["attempts"] > 1 or job["interrupted"]:
-            remove_partials(output)
         result = edit_scene(scene, aoi, output, config, progress=Reporter(store, job_id, cancelled))
         store.finish(job_id, "done", result={"output": str(result.output),
                                              "provenance": str(result.provenance) if result.provenance else None,

@@ -9,9 +9,10 @@
 """
 
 from .contract import EditRequest, Editor
-from .orchestrator import EditResult, default_output, edit_scene, make_editor, window_seed
+from .orchestrator import EditResult, check_outputs, default_output, edit_scene, make_editor, window_seed
 from .plan import ScenePlan, plan_scene
-from .provenance import matches, provenance_path
+from .provenance import matches, provenance_path, written_by_us
 
-__all__ = ["EditRequest", "EditResult", "Editor", "ScenePlan", "default_output", "edit_scene", "make_editor",
-           "matches", "plan_scene", "provenance_path", "window_seed"]
+__all__ = ["EditRequest", "EditResult", "Editor", "ScenePlan", "check_outputs", "default_output", "edit_scene",
+           "make_editor",
+           "matches", "plan_scene", "provenance_path", "window_seed", "written_by_us"]

@@ -19,8 +19,8 @@ from ..editors import make_editor
 from ..errors import SceneError
 from ..eval import boundary_step, seam_gradient_ratio
 from ..eval.metrics import realism
-from ..geo.raster import (Normaliser, Patch, avoid_nodata, check_output_path, open_scene, read_window, validity_mask,
-                          write_edited)
+from ..geo.raster import (Normaliser, Patch, avoid_nodata, check_output_path, open_scene, read_window,
+                          remove_partials, validity_mask, write_edited)
 from ..geo.windows import EditWindow, roi_labels
 from ..imaging import fill_invalid, resize
 from ..progress import ProgressCallback, StageReporter
@@ -57,6 +57,19 @@ def _check_config(config) -> EditConfig:
     raise TypeError(f"edit_scene needs an EditConfig, not {type(config).__name__}")
 
 
+def check_outputs(scene: str | Path, aoi: Optional[str | Path], output: str | Path,
+                  config: EditConfig) -> tuple[Path, Optional[Path]]:
+    """(GeoTIFF, provenance JSON or None): every file an edit of ``scene`` writes, checked before
+    any work. Each must not be an input and must not exist unless ``config.output.overwrite``;
+    raises :class:`rs_geo_edit.errors.OutputError` naming the first that fails."""
+    inputs = [scene, aoi, config.copy_from]
+    output = check_output_path(output, inputs, config.output.overwrite)
+    prov_path = provenance_path(output) if config.output.provenance else None
+    if prov_path is not None:
+        check_output_path(prov_path, inputs, config.output.overwrite, role="provenance")
+    return output, prov_path
+
+
 def edit_scene(scene: str | Path, aoi: str | Path, output: str | Path, config: EditConfig, *,
                editor: Optional[Editor] = None, progress: Optional[ProgressCallback] = None) -> EditResult:
     """Edit the ROIs of ``aoi`` in ``scene`` with ``config`` and write ``output`` (GeoTIFF) plus
@@ -72,10 +85,8 @@ def edit_scene(scene: str | Path, aoi: str | Path, output: str | Path, config: E
     config = _check_config(config)
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    output = check_output_path(output, [scene, aoi, config.copy_from], config.output.overwrite)
-    prov_path = provenance_path(output) if config.output.provenance else None
-    if prov_path is not None:
-        check_output_path(prov_path, [scene, aoi], True)
+    output, prov_path = check_outputs(scene, aoi, output, config)
+    remove_partials(output)  # what a killed earlier run to this output left behind
     report = StageReporter(progress, "plan", 0.0, 0.02)
     plan = plan_scene(scene, aoi, config)
     report(1, 1, f"{len(plan.windows)} window(s)")

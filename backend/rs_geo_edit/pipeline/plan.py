@@ -10,6 +10,7 @@ from typing import Optional
 from ..config import EditConfig
 from ..errors import AOIError
 from ..geo.aoi import AOI, ROI, read_aoi
+from ..geo.check import check_scene_complete
 from ..geo.raster import data_bands, footprint, open_scene, rgb_positions
 from ..geo.windows import EditWindow, plan_windows
 from .copy_source import add_copy_from
@@ -59,6 +60,7 @@ def plan_scene(scene: str | Path, aoi: str | Path, config: EditConfig) -> SceneP
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with open_scene(scene) as src:
+            check_scene_complete(src, scene)  # a truncated file must fail now, not at writing, after training
             result = read_aoi(aoi, src.crs, footprint(src), layer=config.layer,
                               prompt_field=config.prompt_field, role_field=config.role_field,
                               default_prompt=config.prompt)

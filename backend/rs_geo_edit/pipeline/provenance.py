@@ -74,6 +74,23 @@ def matches(output: str | Path, scene: str | Path, aoi: str | Path, config: Edit
         return False
 
 
+def written_by_us(output: str | Path) -> bool:
+    """Whether ``output`` and its provenance JSON are an earlier rs-geo-edit result left as it was
+    written: the record is ours, names this output, and the output's sha256 still matches. Only
+    then may a rerun (a batch redoing a stale scene) replace them without ``overwrite``."""
+    output = Path(output)
+    record_path = provenance_path(output)
+    if not (output.is_file() and record_path.is_file()):
+        return False
+    try:
+        record = json.loads(record_path.read_text())
+        return (record.get("software") == "rs-geo-edit"
+                and Path(record["output"]["path"]).name == output.name
+                and record["output"]["sha256"] == sha256_file(output))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
 def _fingerprint(parameters: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in parameters.items() if k not in VOLATILE}
     out["output"] = {k: v for k, v in parameters.get("output", {}).items() if k != "overwrite"}
