@@ -69,7 +69,7 @@ def test_damaged_entry_is_discarded_with_a_warning(tmp_path):
 
 def test_damaged_model_is_trained_again(tmp_path):
     from rs_geo_edit.config import make_config
-    from rs_geo_edit.model.editor import SinDDMEditor
+    from rs_geo_edit.editors.sinddm import SinDDMEditor
     from rs_geo_edit.progress import StageReporter
 
     config = make_config(model_overrides={"steps": 6, "width": 16, "crop": 24, "batch": 1}, cache_dir=tmp_path)
