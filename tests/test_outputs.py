@@ -105,3 +105,17 @@ def test_batch_refuses_foreign_summary_and_outputs_before_training(tmp_path):
     proc = run(*args, tmp_path=tmp_path)
     refused_before_training(proc, tmp_path, str(mine))
     assert mine.read_text() == "an edit I made by hand" and sorted(p.name for p in out_dir.iterdir()) == [mine.name]
+
+
+def test_only_a_dead_writers_temporary_files_are_removed(tmp_path):
+    from rs_geo_edit.files import remove_stale_temporaries
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / f".out.partial-{gone.pid}-0123456789ab.tif"
+    live = tmp_path / f".out.partial-{os.getpid()}-0123456789ab.tif"
+    mine = tmp_path / ".out.notes.tif"
+    for path in (dead, live, mine):
+        path.write_text("x")
+    assert remove_stale_temporaries(tmp_path / "out.tif") == [dead]
+    assert live.exists() and mine.exists()

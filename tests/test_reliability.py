@@ -97,6 +97,8 @@ def test_refusals_at_the_door_are_4xx_with_a_reason(service, scene, tmp_path):
     # outputs: never over the user's file unless asked
     (tmp_path / "out.tif").write_text("the user's")
     post(422, "already exists", json=body)
+    (tmp_path / "side.json").write_text('{"the user\'s": "notes"}')
+    post(422, "provenance", json={**body, "output": str(tmp_path / "side.tif")})
     # body size: by Content-Length and chunked
     big = {**body, "aoi": {"type": "FeatureCollection", "features": [], "pad": "x" * (5 << 20)}}
     post(413, "request body", json=big)
@@ -110,7 +112,7 @@ def test_refusals_at_the_door_are_4xx_with_a_reason(service, scene, tmp_path):
     for status in set(seen):
         assert documented(spec, "post", "/jobs", status), status
     assert service.client.get("/jobs").json() == []
-    assert (tmp_path / "out.tif").read_text() == "the user's"
+    assert (tmp_path / "out.tif").read_text() == "the user's" and "notes" in (tmp_path / "side.json").read_text()
     assert health(service)["status"] == "ok"
 
 
