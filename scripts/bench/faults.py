@@ -68,9 +68,10 @@ class Bench:
         sidecar.write_text('{"mine": true}')
         proc = self.cli("edit", self.scene, "--aoi", self.aoi, "-o", out, *CLI_TINY)
         kept = sidecar.read_text() == '{"mine": true}'
-        one_line = proc.stderr.strip().count("\n") == 0 and str(sidecar) in proc.stderr
-        return proc.returncode != 0 and kept and not out.exists() and one_line, \
-            f"exit {proc.returncode}, out.json intact: {kept}, message: {proc.stderr.strip()[:90]!r}"
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        named = len(errors) == 1 and str(sidecar) in errors[0] and "--overwrite" in errors[0]
+        return proc.returncode != 0 and kept and not out.exists() and named, \
+            f"exit {proc.returncode}, out.json intact: {kept}, message: {(errors or [proc.stderr])[0][:110]!r}"
 
     def cache_spares_user_files(self):
         cache_dir = self.tmp / "my-folder"
