@@ -59,7 +59,7 @@ if ! "$venv/bin/python" -c 'import torch, torchvision' 2>/dev/null; then
     log "installing torch 2.14.1 and torchvision 0.29.1 (several GB, a few minutes)"
     "${pip[@]}" "torch==2.14.1" "torchvision==0.29.1"
 fi
-log "installing the backend (editable) with its test and Ray extras"
-"${pip[@]}" -e "backend[dev,ray]"
+log "installing the backend (editable) with its test, Ray and instruct-engine extras"
+"${pip[@]}" -e "backend[dev,ray,instruct]"
 echo "$want" > "$stamp"
 log "done: $("$venv/bin/rs-geo-edit" --version)"

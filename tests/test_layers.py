@@ -16,7 +16,7 @@ HEAVY = ("torch", "rasterio", "open_clip", "fiona", "pyogrio", "geopandas")
 # Each group may import only itself and groups to its right in this list; a group is a module
 # name or a package prefix. eval.report sits above the pipeline; the metrics of eval below it.
 ORDER = [
-    ("cli", "jobs", "batch", "executors"),
+    ("cli", "jobs", "batch", "pairs", "executors"),
     ("api", "options", "eval.report"),
     ("pipeline",),
     ("editors",),

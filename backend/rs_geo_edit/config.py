@@ -15,9 +15,8 @@ from typing import Any, Optional
 from .errors import IncompatibleOptions
 
 MODES = ("regenerate", "copy", "text")
-# Editing engines (editors/), each mapping the modes to its own method. With a second one,
-# EditOptions gains an `engine` option with these choices.
-ENGINES = ("sinddm",)
+# Editing engines (editors/), each mapping the modes to its own method (the `engine` option's choices).
+ENGINES = ("sinddm", "instruct")
 BLEND_MODES = ("feather", "laplacian", "poisson")
 
 
@@ -91,6 +90,17 @@ class GuidanceConfig:
     weights_dir: Optional[str] = field(default_factory=lambda: os.environ.get("RS_GEO_EDIT_WEIGHTS"))
 
 
+@dataclass
+class InstructConfig:
+    """The instruction-editor engine (``--engine instruct``, see ``editors/instruct.py``)."""
+
+    # A diffusers pipeline folder or a Hugging Face repo id; None: editors.instruct.DEFAULT_MODEL.
+    model: Optional[str] = field(default_factory=lambda: os.environ.get("RS_GEO_EDIT_INSTRUCT_MODEL"))
+    steps: int = 20                      # denoising steps per tile
+    guidance: float = 7.5                # text (instruction) guidance scale
+    image_guidance: float = 1.5          # how closely the edit keeps the input image
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU: a narrow net, 48 px crops, a short schedule and strided sampling; training weighted to
     # the fine scales, chroma smoothing and a coarse layout kept from the original (docs/quality.md).
@@ -155,6 +165,7 @@ class EditConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    instruct: InstructConfig = field(default_factory=InstructConfig)
 
     def validate(self) -> "EditConfig":
         if self.engine not in ENGINES:
@@ -180,6 +191,10 @@ class EditConfig:
             raise IncompatibleOptions("`clip_views` and `guide_every` must be >= 1, `momentum` within [0, 1]")
         if self.model.sample_stride < 1:
             raise IncompatibleOptions("`sample_stride` must be >= 1")
+        if self.engine == "instruct" and self.mode == "copy":
+            raise IncompatibleOptions("`mode` copy needs `engine` sinddm: the instruct engine edits by instruction only")
+        if self.instruct.steps < 1 or self.instruct.guidance < 0 or self.instruct.image_guidance < 0:
+            raise IncompatibleOptions("`engine_steps` must be >= 1 and `engine_guidance`, `engine_image_guidance` >= 0")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -192,7 +207,7 @@ def config_from_dict(data: dict[str, Any]) -> EditConfig:
     """Rebuild an :class:`EditConfig` from :meth:`EditConfig.to_dict` (e.g. in another process)."""
     data = dict(data)
     nested = {"windows": WindowConfig, "blend": BlendConfig, "output": OutputConfig, "model": ModelConfig,
-              "guidance": GuidanceConfig}
+              "guidance": GuidanceConfig, "instruct": InstructConfig}
     for key, cls in nested.items():
         if key in data:
             data[key] = cls(**data[key])

@@ -16,8 +16,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union, get_args, get_origin, get_type_hints
 
-from .config import (BLEND_MODES, MODES, PRESETS, BlendConfig, EditConfig, GuidanceConfig, OutputConfig, WindowConfig,
-                     make_config)
+from .config import (BLEND_MODES, ENGINES, MODES, PRESETS, BlendConfig, EditConfig, GuidanceConfig, InstructConfig,
+                     OutputConfig, WindowConfig, make_config)
 from .errors import IncompatibleOptions
 
 COMPRESSIONS = ("deflate", "lzw", "zstd", "lzma", "packbits", "none")  # lossless: untouched pixels stay exact
@@ -79,6 +79,12 @@ class EditOptions:
                        group="basic")
     device: str = option(_default(EditConfig, "device"), "Where to compute: auto (CUDA when available), cpu, cuda "
                          "or cuda:N.", group="basic")
+    engine: str = option(_default(EditConfig, "engine"), "What edits: sinddm (a model trained on the window) or "
+                         "instruct (a diffusers instruction editor such as InstructPix2Pix; the prompt is the "
+                         "instruction, e.g. \"flood the fields\").", choices=ENGINES, group="basic")
+    engine_model: Optional[str] = option(
+        None, "Instruct engine: a diffusers pipeline folder or a Hugging Face repo id.", group="basic",
+        shown="$RS_GEO_EDIT_INSTRUCT_MODEL, else timbrooks/instruct-pix2pix")
     # ---------------------------------------------------------------------------- advanced
     compress: Optional[str] = option(None, "Output compression (lossless only).", choices=COMPRESSIONS,
                                      shown="the source's if lossless, else deflate")
@@ -125,6 +131,13 @@ class EditOptions:
                                      "{\"forest\": [\"woodland\"]}.")
     llm_endpoint: Optional[str] = option(None, "Text mode: OpenAI-compatible chat URL for prompt paraphrases.")
     llm_model: str = option(_default(GuidanceConfig, "llm_model"), "Model name sent to the LLM endpoint.")
+    engine_steps: int = option(_default(InstructConfig, "steps"), "Instruct engine: denoising steps per tile.",
+                               minimum=1, maximum=1000)
+    engine_guidance: float = option(_default(InstructConfig, "guidance"), "Instruct engine: instruction guidance "
+                                    "scale.", minimum=0.0, maximum=100.0)
+    engine_image_guidance: float = option(_default(InstructConfig, "image_guidance"), "Instruct engine: image "
+                                          "guidance scale (higher keeps more of the input).", minimum=0.0,
+                                          maximum=100.0)
 
     def __post_init__(self) -> None:
         for spec in SPECS:
@@ -164,14 +177,18 @@ class EditOptions:
                                   momentum=self.momentum, ensemble=self.ensemble, synonyms=self.synonyms,
                                   llm_endpoint=self.llm_endpoint, llm_model=self.llm_model)
         extra = {"cache_dir": _path(self.cache_dir)} if self.cache_dir else {}
+        instruct = InstructConfig(steps=self.engine_steps, guidance=self.engine_guidance,
+                                  image_guidance=self.engine_image_guidance)
+        if self.engine_model is not None:  # unset keeps the environment's default
+            instruct.model = self.engine_model
         return make_config(
-            self.preset, model_overrides=model, mode=self.effective_mode(), prompt=self.prompt,
+            self.preset, model_overrides=model, mode=self.effective_mode(), engine=self.engine, prompt=self.prompt,
             prompt_field=self.prompt_field, layer=self.layer, copy_from=self.copy_from, seed=self.seed,
             rgb_bands=self.rgb_tuple(), device=self.device, threads=self.threads, cache_max_gb=self.cache_max_gb,
             windows=WindowConfig(margin_px=self.margin, margin_frac=self.margin_frac, max_side=self.max_side),
             blend=BlendConfig(mode=self.blend, band_px=self.feather, color_match=self.color_match),
             output=OutputConfig(cog=self.cog, overwrite=self.overwrite, compress=self.compress),
-            guidance=guidance, **extra)
+            guidance=guidance, instruct=instruct, **extra)
 
 
 def _path(text: str):

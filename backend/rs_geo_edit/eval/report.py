@@ -6,6 +6,9 @@
   identical to the source (1.0 expected).
 - Seam-gradient ratio and boundary step around each ROI (see ``eval/seams.py``).
 - Texture realism: luminance and colour detail ratios and the seam ratio (``eval/metrics.py``).
+
+Several outputs of one source (say one per engine) are scored on the same ROIs; each report
+names the engine that made it, read from the provenance JSON beside the output.
 """
 
 from __future__ import annotations
@@ -31,6 +34,17 @@ def clip_score(clip, rgb01: np.ndarray, prompt: str) -> float:
         image = clip.encode_image(x)
     text = clip.encode_text([prompt])
     return float(100.0 * (image @ text.T).item())
+
+
+def engine_of(output: str | Path) -> Optional[str]:
+    """The engine named by the provenance JSON beside ``output``, or None without one."""
+    import json
+
+    record = Path(output).with_suffix(".json")
+    try:
+        return json.loads(record.read_text())["editor"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def evaluate(output: str | Path, source: str | Path, aoi: str | Path, config, clip=None,
@@ -77,5 +91,6 @@ def evaluate(output: str | Path, source: str | Path, aoi: str | Path, config, cl
                     row["clip_score_edit"] = clip_score(clip, (a_n[box] + 1) / 2, roi.prompt)
                     row["clip_score_source"] = clip_score(clip, (b_n[box] + 1) / 2, roi.prompt)
                 rows.append(row)
-    return {"output": str(output), "source": str(source), "aoi": str(aoi), "band_px": band_px, "rois": rows,
+    return {"output": str(output), "engine": engine_of(output), "source": str(source), "aoi": str(aoi),
+            "band_px": band_px, "rois": rows,
             "clip": clip.describe() if clip is not None else None}

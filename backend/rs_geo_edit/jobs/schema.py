@@ -105,4 +105,5 @@ class HealthView(BaseModel):
     worker_restarts: int
     clip_weights: list[str]
     modes: list[str]
+    engines: list[str]
     queue_length: int

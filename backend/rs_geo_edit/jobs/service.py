@@ -102,6 +102,13 @@ def available_weights() -> list[str]:
     return found
 
 
+def available_engines() -> list[str]:
+    """The engines this installation can run: ``instruct`` needs the optional diffusers extra."""
+    import importlib.util
+
+    return ["sinddm"] + (["instruct"] if importlib.util.find_spec("diffusers") else [])
+
+
 class BodyLimit:
     """Pure ASGI middleware: refuse request bodies over ``limit`` bytes (413) before they are read,
     by their Content-Length or, for chunked bodies, as they arrive. (Starlette's @middleware("http")
@@ -222,7 +229,7 @@ def create_app(store: JobStore, token: str, data_dir: Path, workers: int, *, poo
                                                               "last_worker_loss": None}
         status = "ok" if pool_health["workers_alive"] == pool_health["workers"] else "degraded"
         return {"status": status, "version": __version__, **device, **pool_health,
-                "clip_weights": available_weights(), "modes": list(MODES),
+                "clip_weights": available_weights(), "modes": list(MODES), "engines": available_engines(),
                 "queue_length": store.queue_length()}
 
     # Endpoints return plain dicts: FastAPI validates them against JobView once.
