@@ -6,6 +6,10 @@ matched to every scene they intersect, whatever the CRSs. Output: one GeoTIFF an
 per scene in the output folder, and ``summary.csv`` / ``summary.json`` with status, timings and
 the error of each scene. A rerun skips scenes whose output is complete and whose provenance
 records the same inputs (sha256) and parameters; ``force`` redoes them.
+
+With ``pairs`` (``batch --pairs``), each scene gives training pairs instead of an edited copy:
+``out_dir/<scene stem>/`` holds its pair folders and ``pairs.jsonl`` (see ``pairs.py``), resumed
+pair by pair; ``force`` redoes them.
 """
 
 from __future__ import annotations
@@ -102,9 +106,15 @@ def run_item(task: dict, progress: Optional[Callable[[ProgressEvent], None]] = N
     row = {"scene": task["scene"], "aoi": task["aoi"], "output": task["output"]}
     try:
         config = config_from_dict(task["config"])
-        config.output.overwrite = True  # run_batch checked it: absent, an earlier result of ours, or `overwrite`
-        result = edit_scene(task["scene"], task["aoi"], task["output"], config, progress=progress)
-        row.update(status="done", windows=len(result.record["windows"]))
+        if task.get("pairs"):
+            from .pairs import make_pairs
+
+            made = make_pairs(task["scene"], task["aoi"], task["output"], config, progress=progress, **task["pairs"])
+            row.update(status="done", windows=sum(r["status"] == "done" for r in made))
+        else:
+            config.output.overwrite = True  # run_batch checked it: absent, an earlier result of ours, or `overwrite`
+            result = edit_scene(task["scene"], task["aoi"], task["output"], config, progress=progress)
+            row.update(status="done", windows=len(result.record["windows"]))
     except AOIOutsideScene as exc:
         row.update(status="skipped", error=str(exc))
     except RsGeoEditError as exc:
@@ -143,8 +153,11 @@ def _our_summary_csv(path: Path) -> bool:
 
 
 def run_batch(items: list[BatchItem], options: EditOptions | EditConfig, out_dir: Path, executor, *,
-              force: bool = False, progress: Optional[Callable[[ProgressEvent], None]] = None) -> list[dict]:
-    """Run ``items`` with ``executor``; write ``out_dir/summary.csv`` and ``summary.json``."""
+              force: bool = False, progress: Optional[Callable[[ProgressEvent], None]] = None,
+              pairs: Optional[dict] = None) -> list[dict]:
+    """Run ``items`` with ``executor``; write ``out_dir/summary.csv`` and ``summary.json``.
+
+    ``pairs`` (``chip``, ``variants``, ``previews``): make training pairs per scene instead."""
     from .errors import AOIOutsideScene, RsGeoEditError
     from .files import atomic_path
     from .geo.check import check_inputs
@@ -159,6 +172,11 @@ def run_batch(items: list[BatchItem], options: EditOptions | EditConfig, out_dir
     # and an output that is not an earlier result of ours stops the batch unless `overwrite`.
     for index, item in enumerate(items):
         cfg = item_config(item, options)
+        if pairs is not None:
+            tasks.append({"scene": item.scene, "aoi": item.aoi, "output": str(out_dir / Path(item.scene).stem),
+                          "config": cfg.to_dict(), "pairs": {**pairs, "overwrite": force}})
+            positions.append(index)
+            continue
         if not force and is_complete(item, cfg):
             rows[index] = {**asdict(item), "status": "complete", "seconds": 0.0}
             continue

@@ -28,6 +28,8 @@ Examples:
 
   rs-geo-edit scene.tif --aoi rois.geojson --mode regenerate -o scene_new.tif
   rs-geo-edit scene.tif --aoi rois.gpkg --layer flood --prompt "flooded fields" --seed 7
+  rs-geo-edit scene.tif --aoi rois.geojson --engine instruct --prompt "flood the fields" --engine-model ./ip2p
+  rs-geo-edit pairs scene.tif --aoi rois.geojson --prompt "flood the fields" --out-dir pairs/ --variants 3
   rs-geo-edit plan scene.tif --aoi rois.geojson --preview plan.png
   rs-geo-edit demo
 """
@@ -243,6 +245,7 @@ def _print_result(result) -> None:
             continue
         model = next((m for m in record["editor"].get("windows", []) if m.get("window") == w["index"]), {})
         train = ("trained in {:.1f} s".format(model["train_s"]) if model.get("trained")
+                 else "{} tile run(s) in {:.1f} s".format(model["runs"], model["seconds"]) if "runs" in model
                  else "model from the cache" if model else "")
         sample = f", sampled in {model['sample_s']:.1f} s" if "sample_s" in model else ""
         out.print(f"  window {w['index']}: {w['width']} x {w['height']} px, {w['roi_pixels']} ROI px; {train}{sample}",
@@ -336,21 +339,23 @@ def _serve(host: str, port: int, workers: int, data_dir: Path, token: str, extra
         pool.stop()
 
 
-@app.command("eval", epilog="Example: rs-geo-edit eval scene_edited.tif --source scene.tif --aoi rois.geojson --prompt forest")
+@app.command("eval", epilog="Examples:\n\n  rs-geo-edit eval scene_edited.tif --source scene.tif --aoi rois.geojson --prompt forest\n\n"
+                             "  rs-geo-edit eval sinddm.tif instruct.tif --source scene.tif --aoi rois.geojson --json cmp.json")
 @with_options("prompt", "prompt_field", "layer", "clip", "feather", "device", "margin", "margin_frac", "max_side",
               "rgb_bands")
 def eval_command(
-    output: Annotated[Path, typer.Argument(help="The edited GeoTIFF.")],
+    outputs: Annotated[List[Path], typer.Argument(help="Edited GeoTIFF(s) of the source, e.g. one per engine.")],
     source: Annotated[Path, typer.Option("--source", "-s", help="The scene it was edited from.")],
     aoi: AoiOpt,
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics as JSON."),
     options: Optional[dict] = None,
 ) -> None:
-    """Score an edit per ROI: CLIP score, outside-ROI fidelity, seam metrics.
+    """Score edits per ROI: CLIP score, outside-ROI fidelity, seam metrics; several outputs compare.
 
     CLIP score (100 x cosine) of the edited and the source crop against the prompt (--clip none
     skips it), the fraction of identical pixels outside the ROIs and blend band (--feather: the
-    edit's), seam-gradient ratio and boundary step. Give the window options the edit had."""
+    edit's), seam-gradient ratio and boundary step. Give the window options the edit had. Several
+    outputs (e.g. --engine sinddm and --engine instruct) are scored on the same ROIs."""
 
     def body():
         import json
@@ -369,20 +374,26 @@ def eval_command(
 
             weights = config.guidance.weights_dir
             model = load_clip(clip, resolve_device(config.device), Path(weights) if weights else None)
-        report = evaluate(output, source, aoi, config, model)
-        table = Table(title=f"evaluation of {output}")
-        for col in ("feature", "prompt", "ROI px", "CLIP edit", "CLIP source", "fidelity", "luminance", "colour",
-                    "seam", "step"):
+        reports = [evaluate(output, source, aoi, config, model) for output in outputs]
+        title = f"evaluation of {outputs[0]}" if len(outputs) == 1 else f"{len(outputs)} edits of {source}"
+        table = Table(title=title)
+        columns = ("feature", "prompt", "ROI px", "CLIP edit", "CLIP source", "fidelity", "luminance", "colour",
+                   "seam", "step")
+        for col in (("output", "engine") if len(outputs) > 1 else ()) + columns:
             table.add_column(col)
         fmt = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
-        for r in report["rois"]:
-            table.add_row(str(r["feature"]), r["prompt"] or "-", str(r["roi_pixels"]), fmt(r.get("clip_score_edit")),
-                          fmt(r.get("clip_score_source")), fmt(r["outside_fidelity"]), fmt(r["luminance_detail"]),
-                          fmt(r["colour_detail"]), fmt(r["seam_ratio"]), fmt(r["boundary_step"]))
+        for report in reports:
+            for r in report["rois"]:
+                first = (Path(report["output"]).name, report["engine"] or "-") if len(outputs) > 1 else ()
+                table.add_row(*first, str(r["feature"]), r["prompt"] or "-", str(r["roi_pixels"]),
+                              fmt(r.get("clip_score_edit")), fmt(r.get("clip_score_source")),
+                              fmt(r["outside_fidelity"]), fmt(r["luminance_detail"]), fmt(r["colour_detail"]),
+                              fmt(r["seam_ratio"]), fmt(r["boundary_step"]))
         out.print(table)
         if json_out:
+            document = reports[0] if len(reports) == 1 else {"source": str(source), "aoi": str(aoi), "outputs": reports}
             with atomic_path(json_out) as tmp:
-                tmp.write_text(json.dumps(report, indent=2, default=float))
+                tmp.write_text(json.dumps(document, indent=2, default=float))
             console.print(f"metrics written to {json_out}")
 
     _run(body)
@@ -467,6 +478,11 @@ def batch(
     workers: int = typer.Option(1, "--workers", help="Local worker processes (1 per GPU; 1 on CPU)."),
     address: str = typer.Option("auto", "--address", help="Ray: auto, local, or ray://host:port."),
     gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help="Ray: GPUs per scene task."),
+    make_pairs: bool = typer.Option(False, "--pairs", help="Make training pairs per scene (see rs-geo-edit pairs) "
+                                                           "in OUT_DIR/<scene>/ instead of edited scenes."),
+    chip: int = typer.Option(512, "--chip", help="--pairs: chip side, pixels."),
+    variants: int = typer.Option(1, "--variants", help="--pairs: pairs per ROI (seeds --seed, --seed+1, ...)."),
+    previews: bool = typer.Option(False, "--previews", help="--pairs: also write preview.png per pair."),
     quiet: QuietOpt = False,
     options: Optional[dict] = None,
 ) -> None:
@@ -487,9 +503,10 @@ def batch(
         edit_options.to_config()  # every option checked before any scene is read
         runner = make_executor(executor, workers=workers, address=address, gpus_per_task=gpus_per_task)
         items = read_manifest(manifest, out_dir) if manifest else items_from_glob(scenes, aoi, out_dir)
+        pairs = {"chip": chip, "variants": variants, "previews": previews} if make_pairs else None
         bar, callback = _progress_printer(quiet)
         with bar:
-            rows = run_batch(items, edit_options, out_dir, runner, force=force, progress=callback)
+            rows = run_batch(items, edit_options, out_dir, runner, force=force, progress=callback, pairs=pairs)
         counts = {}
         for row in rows:
             counts[row["status"]] = counts.get(row["status"], 0) + 1
@@ -500,6 +517,46 @@ def batch(
                 console.print(f"[yellow]{row['status']}:[/] {row['scene']}: {row.get('error')}", highlight=False)
         if counts.get("failed"):
             raise typer.Exit(1)
+
+    _run(body)
+
+
+@app.command(epilog="Examples:\n\n"
+                    "  rs-geo-edit pairs scene.tif --aoi rois.geojson --prompt 'flood the fields' --out-dir pairs/ "
+                    "--engine instruct --variants 3\n\n"
+                    "  rs-geo-edit pairs scene.tif --aoi rois.gpkg --mode regenerate --out-dir pairs/ --chip 256 --previews")
+@with_options(exclude=("overwrite", "cog", "compress", "copy_from"))
+def pairs(
+    scene: Annotated[Path, typer.Argument(help="Input raster (GeoTIFF): the 'before' scene.")],
+    aoi: AoiOpt,
+    out_dir: Path = typer.Option(..., "--out-dir", "-o", help="Folder for the pair folders and pairs.jsonl."),
+    chip: int = typer.Option(512, "--chip", help="Chip side, pixels, centred on each ROI (clamped to the scene)."),
+    variants: int = typer.Option(1, "--variants", help="Pairs per ROI, with seeds --seed, --seed+1, ..."),
+    previews: bool = typer.Option(False, "--previews", help="Also write preview.png (before | after) per pair."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo pair folders this run did not finish or that differ."),
+    quiet: QuietOpt = False,
+    options: Optional[dict] = None,
+) -> None:
+    """Make before/after training pairs: per ROI, pre.tif, post.tif and mask.tif chips + pairs.jsonl.
+
+    Resumable: a rerun skips the pairs pairs.jsonl lists as finished with the same inputs."""
+
+    def body():
+        from .pairs import make_pairs
+
+        config = _edit_options(options).to_config()
+        bar, callback = _progress_printer(quiet)
+        with bar:
+            rows = make_pairs(scene, aoi, out_dir, config, chip=chip, variants=variants, previews=previews,
+                              overwrite=overwrite, progress=callback)
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        out.print(f"{len(rows)} pair(s): " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+                  + f"; records in {out_dir / 'pairs.jsonl'}", highlight=False)
+        for row in rows:
+            if row["status"] == "skipped":
+                console.print(f"[yellow]skipped:[/] {row['id']}: {row['error']}", highlight=False)
 
     _run(body)
 

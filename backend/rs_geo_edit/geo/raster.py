@@ -354,6 +354,24 @@ def write_edited(source: str | os.PathLike, output: str | os.PathLike, patches: 
             "internal_mask": mask_copy, "overviews": overview_factors}
 
 
+def write_chip(src, window: Window, path: str | os.PathLike) -> Path:
+    """Write ``window`` of the open scene ``src`` as a GeoTIFF of its own at ``path``: every band
+    (alpha included), the source dtype, nodata, internal mask and metadata, the window's transform,
+    lossless where the source is lossy. ``path`` should be a temporary path (the caller renames)."""
+    import rasterio
+
+    profile = output_profile(src)
+    for key in ("tiled", "blockxsize", "blockysize", "BIGTIFF"):
+        profile.pop(key, None)
+    profile.update(width=int(window.width), height=int(window.height), transform=src.window_transform(window))
+    with rasterio.Env(**WRITE_ENV), rasterio.open(path, "w", **profile) as dst:
+        copy_metadata(src, dst)
+        dst.write(src.read(window=window))
+        if _has_internal_mask(src):
+            dst.write_mask(src.read_masks(1, window=window))
+    return Path(path)
+
+
 def _translate_cog(staged: Path, final: Path, profile: dict) -> None:
     """Turn a staged GeoTIFF into a Cloud-Optimized GeoTIFF with overviews (GDAL's COG driver)."""
     import rasterio.shutil
