@@ -193,7 +193,7 @@ class InstructEditor:
         # Each pixel belongs to its nearest ROI; one model run per distinct prompt.
         distance, (near_r, near_c) = distance_transform_edt(request.labels == 0, return_indices=True)
         owner = request.labels[near_r, near_c]
-        prompts = sorted({p for p in request.prompts})
+        prompts = sorted(set(request.prompts))
         # Beyond the ROI only the blend band is kept, but tiles need an overlap of context to merge.
         reach = distance <= max(self.overlap, self.config.blend.band_px)
         tiles = [(r, c) for r in tile_starts(h, self.native, self.overlap)
@@ -205,11 +205,11 @@ class InstructEditor:
             region = np.isin(owner, labels_of) & reach
             for t_index, (r, c) in enumerate(tiles):
                 if region[r:r + th, c:c + tw].any():
-                    jobs.append((p_index, prompt, t_index, r, c, region))
+                    jobs.append((p_index, prompt, t_index, r, c))
         total = len(jobs) * self.config.instruct.steps
         edited = rgb01.copy()
         by_prompt: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for n, (p_index, prompt, t_index, r, c, region) in enumerate(jobs):
+        for n, (p_index, prompt, t_index, r, c) in enumerate(jobs):
             seed = int(np.random.SeedSequence([request.seed, p_index, t_index]).generate_state(1)[0])
             done = n * self.config.instruct.steps
             out = self._run(rgb01[:, r:r + th, c:c + tw], prompt, seed, progress, done, total,
