@@ -56,15 +56,18 @@ def test_sampler_band_gives_every_blend_mode_work_to_do(tmp_path):
 
 
 @pytest.mark.slow
-def test_no_colour_speckle_on_a_real_scene(tmp_path):
-    """A 64 px forest ROI of the bundled scene with a shortened training: the colour detail of
-    the edit stays at the level of its surroundings (speckle scores 3-5) and luminance detail
-    is neither noise nor blur."""
+@pytest.mark.timeout(1800)
+def test_colour_speckle_is_removed_on_a_real_scene(tmp_path):
+    """A 64 px forest ROI of the bundled scene, shortened training (an under-trained model speckles
+    most): the same model and seed with and without the fast preset's chroma smoothing. The
+    smoothing must take most of the colour detail away and leave luminance alone."""
     aoi = write_aoi(tmp_path / "aoi.gpkg", [pixel_box(SAMPLE, 208, 788, 272, 852)], crs="EPSG:3857")
-    out = tmp_path / "out.tif"
-    proc = _run_cli(SAMPLE, "--aoi", aoi, "-o", out, "--steps", "300", "--threads", "1", "--seed", "5",
-                    "--cache-dir", tmp_path / "cache", "--quiet")
-    assert proc.returncode == 0, proc.stderr
-    figures = json.loads(out.with_suffix(".json").read_text())["windows"][0]["realism"]
-    assert figures["colour"] <= 1.3, figures
-    assert 0.6 <= figures["luminance"] <= 1.4, figures
+    figures = {}
+    for radius in (0, 2):
+        out = tmp_path / f"out{radius}.tif"
+        proc = _run_cli(SAMPLE, "--aoi", aoi, "-o", out, "--steps", "200", "--threads", "1", "--seed", "5",
+                        "--chroma-radius", radius, "--cache-dir", tmp_path / "cache", "--quiet", timeout=1500)
+        assert proc.returncode == 0, proc.stderr
+        figures[radius] = json.loads(out.with_suffix(".json").read_text())["windows"][0]["realism"]
+    assert figures[2]["colour"] < 0.5 * figures[0]["colour"], figures
+    assert figures[2]["luminance"] == pytest.approx(figures[0]["luminance"], rel=0.25), figures

@@ -109,8 +109,18 @@ class EditOptions:
                                           maximum=1000, shown="the preset's")
     detail_factor: Optional[float] = option(None, "Finer scales start where the noise is this x their blur error.",
                                             minimum=0.01, maximum=1000.0, shown="the preset's")
-    color_match: bool = option(_default(BlendConfig, "color_match"), "Fit a per-band gain and offset on the "
-                               "context ring before blending.")
+    scale_power: Optional[float] = option(None, "Training draws scale s (0 = coarsest) with weight (s + 1) to this "
+                                          "power: 0 is uniform (paper), 2 gives the fine scales most steps (fast).",
+                                          minimum=0.0, maximum=8.0, shown="the preset's")
+    novelty: Optional[float] = option(None, "How new the ROI's layout is: 1 starts the coarsest chain from pure "
+                                      "noise (paper); 0.6 (fast) from the original noised to 60 %, so the ROI keeps "
+                                      "its coarse layout and continues its surroundings.", minimum=0.05, maximum=1.0,
+                                      shown="the preset's")
+    chroma_radius: Optional[int] = option(None, "Guided smoothing of the colour of generated pixels, radius in "
+                                          "pixels (0 = off): removes single-pixel colour speckle.", minimum=0,
+                                          maximum=16, shown="the preset's")
+    color_match: bool = option(_default(BlendConfig, "color_match"), "Give the ROI the per-band mean and spread of "
+                               "the context ring around it before blending.")
     margin: int = option(_default(WindowConfig, "margin_px"), "Smallest context margin around each ROI, pixels.",
                          minimum=0, maximum=4096)
     margin_frac: float = option(_default(WindowConfig, "margin_frac"), "Context margin as a fraction of the ROI "
@@ -172,7 +182,8 @@ class EditOptions:
         """The :class:`EditConfig` of these options: the only translation from public option
         names to the configuration the pipeline reads."""
         model = {"steps": self.steps, "width": self.width, "batch": self.batch, "crop": self.crop, "lr": self.lr,
-                 "timesteps": self.timesteps, "sample_stride": self.sample_stride, "detail_factor": self.detail_factor}
+                 "timesteps": self.timesteps, "sample_stride": self.sample_stride, "detail_factor": self.detail_factor,
+                 "scale_power": self.scale_power, "novelty": self.novelty, "chroma_radius": self.chroma_radius}
         guidance = GuidanceConfig(clip=self.clip, strength=self.strength, views=self.clip_views, every=self.guide_every,
                                   momentum=self.momentum, ensemble=self.ensemble, synonyms=self.synonyms,
                                   llm_endpoint=self.llm_endpoint, llm_model=self.llm_model)
