@@ -188,3 +188,21 @@ def build_tiny_instruct(folder: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_instruct(tmp_path_factory) -> Path:
     return build_tiny_instruct(tmp_path_factory.mktemp("tiny-instruct"))
+
+
+@pytest.fixture
+def scene(tmp_path):
+    """A small textured scene and a 30 px ROI, for the service tests."""
+    path = write_scene(tmp_path / "scene.tif", width=96, height=96, blocksize=32)
+    aoi = write_aoi(tmp_path / "aoi.geojson", [pixel_box(path, 30, 30, 60, 60)])
+    return path, aoi
+
+
+@pytest.fixture
+def service(tmp_path):
+    """A real ``rs-geo-edit serve`` on 127.0.0.1 with its own folders (tests/live_service.py)."""
+    from live_service import Service
+
+    svc = Service(tmp_path).start()
+    yield svc
+    svc.stop()

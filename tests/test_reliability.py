@@ -18,20 +18,6 @@ CANCEL_LIMIT_S = 2.0
 DEAD_WORKER_LIMIT_S = 5.0
 
 
-@pytest.fixture
-def scene(tmp_path):
-    path = write_scene(tmp_path / "scene.tif", width=96, height=96, blocksize=32)
-    aoi = write_aoi(tmp_path / "aoi.geojson", [pixel_box(path, 30, 30, 60, 60)])
-    return path, aoi
-
-
-@pytest.fixture
-def service(tmp_path):
-    svc = Service(tmp_path).start()
-    yield svc
-    svc.stop()
-
-
 def documented(spec: dict, method: str, route: str, status: int) -> bool:
     return str(status) in spec["paths"][route][method]["responses"]
 

@@ -14,20 +14,6 @@ from conftest import pixel_box, write_aoi, write_scene
 from live_service import LONG, TINY, Service, submit
 
 
-@pytest.fixture
-def scene(tmp_path):
-    path = write_scene(tmp_path / "scene.tif", width=96, height=96, blocksize=32)
-    aoi = write_aoi(tmp_path / "aoi.geojson", [pixel_box(path, 30, 30, 60, 60)])
-    return path, aoi
-
-
-@pytest.fixture
-def service(tmp_path):
-    svc = Service(tmp_path).start()
-    yield svc
-    svc.stop()
-
-
 def test_job_runs_to_done_with_monotonic_progress(service, scene, tmp_path):
     path, aoi = scene
     inline = json.loads(Path(aoi).read_text())

@@ -60,13 +60,9 @@ def matches(output: str | Path, scene: str | Path, aoi: str | Path, config: Edit
     """Whether ``output`` exists with a provenance record saying it was made from these exact
     inputs (sha256 of scene and AOI) with these parameters, and has not changed since (its
     sha256). Parameters that do not change pixels (:data:`VOLATILE`, ``overwrite``) are ignored."""
-    output = Path(output)
-    record_path = provenance_path(output)
-    if not (output.is_file() and record_path.is_file()):
-        return False
+    record = _record_of(output)
     try:
-        record = json.loads(record_path.read_text())
-        return (record["inputs"]["scene"]["sha256"] == sha256_file(scene)
+        return (record is not None and record["inputs"]["scene"]["sha256"] == sha256_file(scene)
                 and record["inputs"]["aoi"]["sha256"] == sha256_file(aoi)
                 and record["output"]["sha256"] == sha256_file(output)
                 and _fingerprint(record["parameters"]) == _fingerprint(config.to_dict()))
@@ -79,16 +75,25 @@ def written_by_us(output: str | Path) -> bool:
     written: the record is ours, names this output, and the output's sha256 still matches. Only
     then may a rerun (a batch redoing a stale scene) replace them without ``overwrite``."""
     output = Path(output)
-    record_path = provenance_path(output)
-    if not (output.is_file() and record_path.is_file()):
-        return False
+    record = _record_of(output)
     try:
-        record = json.loads(record_path.read_text())
-        return (record.get("software") == "rs-geo-edit"
+        return (isinstance(record, dict) and record.get("software") == "rs-geo-edit"
                 and Path(record["output"]["path"]).name == output.name
                 and record["output"]["sha256"] == sha256_file(output))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
+
+
+def _record_of(output: str | Path) -> Optional[Any]:
+    """The parsed provenance JSON of an existing ``output``, or None."""
+    output = Path(output)
+    record_path = provenance_path(output)
+    if not (output.is_file() and record_path.is_file()):
+        return None
+    try:
+        return json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _fingerprint(parameters: dict[str, Any]) -> dict[str, Any]:
