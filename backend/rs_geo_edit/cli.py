@@ -265,6 +265,11 @@ def edit(
     aoi: AoiOpt,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output GeoTIFF \\[default: <scene>_edited.tif]."),
     quiet: QuietOpt = False,
+    backend: Optional[str] = typer.Option(
+        None, "--backend", help="Edit on a remote service, e.g. https://gpu-server:8765: only the windows around "
+                                "the ROIs travel; the output is written here."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="RS_GEO_EDIT_TOKEN",
+                                        help="Bearer token of --backend (or RS_GEO_EDIT_TOKEN)."),
     options: Optional[dict] = None,
 ) -> None:
     """Edit the ROIs of a scene and write a GeoTIFF (plus a provenance JSON beside it)."""
@@ -275,12 +280,27 @@ def edit(
 
         config = _edit_options(options).to_config()
         target = output or default_output(scene)
+        if backend:
+            _edit_remotely(scene, aoi, target, config, backend, token, quiet)
+            return
         bar, callback = _progress_printer(quiet)
         with bar:
             result = edit_scene(scene, aoi, target, config, progress=callback)
         _print_result(result)
 
     _run(body)
+
+
+def _edit_remotely(scene: Path, aoi: Path, target: Path, config, url: str, token: Optional[str], quiet: bool) -> None:
+    from .jobs.client import Backend, edit_remotely
+
+    bar, callback = _progress_printer(quiet)
+    with bar:
+        result = edit_remotely(scene, aoi, target, config, Backend(url, token), progress=callback)
+    transfer = result.job.get("transfer") or {}
+    out.print(f"[green]wrote[/] {result.output}" + (f" and {result.provenance}" if result.provenance else "")
+              + f" (remote job {result.job['id']}: {transfer.get('uploaded_bytes', 0) / 1e6:.2f} MB up, "
+              f"{transfer.get('downloaded_bytes', 0) / 1e6:.2f} MB down)", highlight=False)
 
 
 @app.command(epilog="Example: rs-geo-edit serve --port 8765 --workers 1   (then: rs-geo-edit serve --print-token)")
@@ -293,6 +313,13 @@ def serve(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Job database folder \\[default: ~/.local/share/rs-geo-edit]."),
     config_dir: Optional[Path] = typer.Option(None, "--config-dir", help="Token folder \\[default: ~/.config/rs-geo-edit]."),
     allow_host: Optional[list[str]] = typer.Option(None, "--allow-host", help="Also accept requests whose Host header is NAME (repeatable), e.g. the machine's name when bound with --allow-remote; loopback names and the bound address are always accepted."),
+    tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="TLS certificate (PEM) to serve https."),
+    tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="TLS private key (PEM) of --tls-cert."),
+    insecure_http: bool = typer.Option(False, "--insecure-http",
+                                       help="With --allow-remote: serve plain http (trusted network or a TLS proxy)."),
+    upload_quota_mb: float = typer.Option(8192, "--upload-quota-mb", help="Per-job quota of uploaded windows, MB."),
+    retention_hours: float = typer.Option(72, "--retention-hours",
+                                          help="Remove finished jobs' uploaded and result files after this long."),
 ) -> None:
     """Run the local job service: submit, follow and cancel edits over HTTP.
 
@@ -301,23 +328,25 @@ def serve(
     def body():
         from .config import default_config_dir, default_data_dir
         from .errors import IncompatibleOptions
-        from .jobs.service import LOOPBACK, load_or_create_token
+        from .jobs.security import check_binding
+        from .jobs.service import load_or_create_token
+        from .jobs.transfer import TransferLimits
 
         token = load_or_create_token(config_dir or default_config_dir())
         if print_token:
             out.print(token, highlight=False)
             return
-        if host not in LOOPBACK and not allow_remote:
-            raise IncompatibleOptions(f"refusing to bind {host}: the service is local by default; pass "
-                                      "--allow-remote to expose it (every request still needs the token)")
+        check_binding(host, allow_remote, tls_cert, tls_key, insecure_http)
         if workers < 1:
             raise IncompatibleOptions("--workers must be >= 1")
-        _serve(host, port, workers, data_dir or default_data_dir(), token, tuple(allow_host or ()))
+        limits = TransferLimits(quota_bytes=int(upload_quota_mb * (1 << 20)), retention_s=retention_hours * 3600)
+        _serve(host, port, workers, data_dir or default_data_dir(), token, tuple(allow_host or ()), limits, tls_cert, tls_key)
 
     _run(body)
 
 
-def _serve(host: str, port: int, workers: int, data_dir: Path, token: str, extra_hosts: tuple[str, ...] = ()) -> None:
+def _serve(host: str, port: int, workers: int, data_dir: Path, token: str, extra_hosts: tuple[str, ...], limits,
+           tls_cert: Optional[Path], tls_key: Optional[Path]) -> None:
     import uvicorn
 
     from .jobs.service import allowed_hosts, create_app
@@ -331,10 +360,12 @@ def _serve(host: str, port: int, workers: int, data_dir: Path, token: str, extra
         console.print(f"re-queued {len(requeued)} interrupted job(s): {', '.join(requeued)}")
     (data_dir / "device.json").unlink(missing_ok=True)
     pool = WorkerPool(store, data_dir, workers).start()
-    console.print(f"rs-geo-edit service on http://{host}:{port} ({workers} worker(s), jobs in {store.path})")
+    scheme = "https" if tls_cert else "http"
+    console.print(f"rs-geo-edit service on {scheme}://{host}:{port} ({workers} worker(s), jobs in {store.path})")
+    tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert else {}
     try:
-        uvicorn.run(create_app(store, token, data_dir, workers, pool=pool, hosts=allowed_hosts(host, extra_hosts)),
-                    host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(store, token, data_dir, workers, pool=pool, hosts=allowed_hosts(host, extra_hosts),
+                               limits=limits), host=host, port=port, log_level="warning", **tls)
     finally:
         pool.stop()
 

@@ -14,6 +14,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from ..options import SPEC_BY_NAME, SPECS, OptionSpec
+from .transfer import WindowUpload
 
 REQUEST_LEVEL = ("prompt", "mode", "preset", "seed", "layer", "prompt_field", "copy_from")
 INPUTS = ("scene", "aoi", "output")
@@ -43,6 +44,9 @@ class _RequestBase(BaseModel):
     aoi: Union[str, dict[str, Any]]
     output: Optional[str] = None
     options: JobOptions = Field(default_factory=JobOptions)
+    windows: Optional[list[WindowUpload]] = Field(
+        None, description="Remote edit: the uploaded windows (see /uploads); scene and output are then the "
+                          "client's names, and aoi a FeatureCollection whose features carry their 'window'.")
 
     @model_validator(mode="after")
     def _one_value_per_option(self):
@@ -85,6 +89,7 @@ class JobView(BaseModel):
     result: Optional[dict]
     error: Optional[str]
     request: dict
+    transfer: Optional[dict] = None
 
 
 class ErrorView(BaseModel):

@@ -28,10 +28,11 @@ from .. import __version__
 from ..config import MODES
 from ..errors import RsGeoEditError
 from .schema import ErrorView, HealthView, JobRequest, JobView, api_name
+from .security import LOOPBACK, FailedAuthLimit
 from .store import TERMINAL, JobStore
+from .transfer import TransferLimits, accept_windows, transfer_router
 
 MAX_BODY = 4 << 20  # bytes: an inline AOI of a few thousand polygons fits
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def load_or_create_token(config_dir: Path) -> str:
@@ -57,7 +58,7 @@ def _view(job: dict) -> dict:
         eta = round(elapsed * (1 - job["progress"]) / job["progress"], 1)
     keys = ("id", "state", "interrupted", "attempts", "progress", "stage", "message", "created", "started", "finished", "log",
             "result", "error", "request")
-    return {**{k: job[k] for k in keys}, "eta_s": eta}
+    return {**{k: job[k] for k in keys}, "eta_s": eta, "transfer": job["request"].get("transfer")}
 
 
 def _check_request(body: JobRequest, job_dir: Path) -> None:
@@ -196,24 +197,32 @@ INVALID = {422: {"model": ErrorView, "description": "invalid request: the messag
 
 
 def create_app(store: JobStore, token: str, data_dir: Path, workers: int, *, pool=None,
-               hosts: Optional[set[str]] = None) -> FastAPI:
+               hosts: Optional[set[str]] = None, limits: Optional[TransferLimits] = None) -> FastAPI:
     """The API over ``store``. ``pool`` (a :class:`.supervisor.WorkerPool`) reports worker
-    health; ``hosts`` are the Host names accepted (default: loopback names)."""
+    health; ``hosts`` are the Host names accepted (default: loopback names); ``limits`` bound
+    the uploads of remote edits."""
     app = FastAPI(title="rs-geo-edit", version=__version__, responses=ERRORS,
                   description="Text-guided generative editing of georeferenced scenes: local job service.")
     bearer = HTTPBearer(auto_error=False)
+    failures = FailedAuthLimit()
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         detail, errors = _one_line(exc)
         return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
 
-    async def authorised(credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
+    async def authorised(request: Request,
+                         credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
+        client = request.client.host if request.client else "unknown"
+        failures.check(client)
         if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
+            failures.failed(client)
             raise HTTPException(401, "missing or wrong token: send 'Authorization: Bearer <token>' "
                                      "(see rs-geo-edit serve --print-token)", headers={"WWW-Authenticate": "Bearer"})
 
     app.add_middleware(BodyLimit, limit=MAX_BODY)
+    transfers, uploads = transfer_router(store, data_dir, limits or TransferLimits(), authorised)
+    app.include_router(transfers)
     # Added last, so it runs first: a foreign Host learns nothing, not even the body limit.
     app.add_middleware(HostCheck, allowed=hosts or set(LOOPBACK))
 
@@ -235,6 +244,8 @@ def create_app(store: JobStore, token: str, data_dir: Path, workers: int, *, poo
     # Endpoints return plain dicts: FastAPI validates them against JobView once.
     @app.post("/jobs", status_code=201, dependencies=[Depends(authorised)], responses={**AUTH, **INVALID})
     def submit(body: JobRequest) -> JobView:
+        if body.windows is not None:
+            return _view(accept_windows(store, uploads, body.model_dump(exclude={"windows"}), body.windows))
         staging = data_dir / "jobs" / f".submit-{uuid.uuid4().hex}"  # where an inline AOI is read from
         try:
             _check_request(body, staging)
