@@ -43,8 +43,7 @@ class RemoteResult:
 class Backend:
     """HTTP calls to one service (``rs-geo-edit serve``) with its bearer token."""
 
-    def __init__(self, url: str, token: Optional[str], *, chunk: int = 1 << 20, retries: int = 8,
-                 verify: bool | str = True):
+    def __init__(self, url: str, token: Optional[str], *, chunk: int = 1 << 20, retries: int = 8):
         import httpx
 
         if not token:
@@ -52,7 +51,7 @@ class Backend:
                                       "(on the server: rs-geo-edit serve --print-token)")
         self.url, self.chunk, self.retries = url.rstrip("/"), chunk, retries
         self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"},
-                                 timeout=httpx.Timeout(60.0), verify=verify)
+                                 timeout=httpx.Timeout(60.0))
 
     def call(self, method: str, path: str, **kwargs):
         import httpx

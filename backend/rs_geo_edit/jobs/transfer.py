@@ -10,7 +10,7 @@ with ``windows`` names the uploads; the worker edits them (``window_edit.py``), 
 
 Uploads and results live under ``<data dir>/uploads`` and ``<data dir>/jobs/<id>``, count against a
 per-job quota, and are removed ``retention`` seconds after their job finished (an upload no job
-claimed, after the same time since it was last written).
+claimed, after the same time since it was last written, and never within an hour).
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from starlette.requests import ClientDisconnect
 from .store import TERMINAL, JobStore
 
 RESULT_CHUNK = 1 << 20  # bytes per streamed piece of a result
+UPLOAD_GRACE_S = 3600.0  # an unclaimed upload lives at least this long after its last byte: the client may
+                         # still be sending the job's other windows
 
 
 @dataclass
@@ -189,7 +191,8 @@ class Uploads:
             except (OSError, ValueError):
                 continue
             if meta["job"] is None:
-                stale = self.path(meta["id"]).stat().st_mtime < cutoff if self.path(meta["id"]).exists() else True
+                path = self.path(meta["id"])
+                stale = not path.exists() or path.stat().st_mtime < min(cutoff, now - UPLOAD_GRACE_S)
             else:
                 job = store.get(meta["job"])
                 stale = job is None or (job["state"] in TERMINAL and (job["finished"] or 0) < cutoff)

@@ -1,0 +1,240 @@
+"""Remote edits against a real service on 127.0.0.1 that cannot see the client's files: only the
+windows travel, uploads resume, bad uploads are refused, the output is a local edit's bytes."""
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import rasterio
+
+from conftest import pixel_box, write_aoi, write_scene
+from test_service import Service
+
+TINY = ["--steps", "40", "--width", "16", "--crop", "32", "--batch", "2"]
+
+
+class HiddenService(Service):
+    """A service in its own mount namespace where ``hidden`` is an empty tmpfs: it cannot read
+    the client's files even by path."""
+
+    def __init__(self, tmp: Path, hidden: Path, *extra: str):
+        tmp.mkdir(parents=True, exist_ok=True)
+        super().__init__(tmp)
+        self.hidden, self.extra = hidden, extra
+
+    def args(self, *extra):
+        inner = super().args(*self.extra, *extra)
+        if "--print-token" in extra:
+            return inner
+        return ["unshare", "-rm", "sh", "-c", 'mount -t tmpfs none "$0" && exec "$@"', str(self.hidden), *inner]
+
+
+def cli(*args, env=None, **kw):
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "rs_geo_edit.cli", *map(str, args)], env=full_env,
+                          capture_output=True, text=True, timeout=300, **kw)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def client_dir(tmp_path):
+    folder = tmp_path / "client"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def hidden_service(tmp_path, client_dir):
+    svc = HiddenService(tmp_path / "server", client_dir, "--upload-quota-mb", "2", "--retention-hours", "0").start()
+    yield svc
+    svc.stop()
+
+
+def test_remote_edit_is_the_local_edit_and_only_windows_travel(tmp_path, client_dir, hidden_service):
+    scene = write_scene(client_dir / "scene.tif", width=2048, height=2048, blocksize=256)
+    aoi = write_aoi(client_dir / "aoi.geojson", [pixel_box(scene, 1000, 1000, 1064, 1064)])
+    # The service really cannot read the client's folder: a job naming the scene by path is refused.
+    resp = hidden_service.client.post("/jobs", json={"scene": str(scene), "aoi": str(aoi)})
+    assert resp.status_code == 422 and "does not exist" in resp.text
+
+    local = cli("edit", scene, "--aoi", aoi, "-o", client_dir / "local.tif", *TINY, "--threads", "1", "-q",
+                env={"RS_GEO_EDIT_CACHE": str(tmp_path / "client-cache")})
+    assert local.returncode == 0, local.stderr
+    remote = cli("edit", scene, "--aoi", aoi, "-o", client_dir / "remote.tif", *TINY, "-q",
+                 "--backend", hidden_service.url, env={"RS_GEO_EDIT_TOKEN": hidden_service.token})
+    assert remote.returncode == 0, remote.stderr
+    assert sha256(client_dir / "remote.tif") == sha256(client_dir / "local.tif")
+    with rasterio.open(scene) as src, rasterio.open(client_dir / "remote.tif") as dst:
+        assert not np.array_equal(src.read(window=((1000, 1064), (1000, 1064))),
+                                  dst.read(window=((1000, 1064), (1000, 1064))))
+
+    (job,) = hidden_service.client.get("/jobs").json()
+    assert job["state"] == "done" and job["request"]["scene"] == "scene.tif"
+    uploads = sorted((tmp_path / "server" / "data" / "uploads").glob("*.tif"))
+    assert len(uploads) == 1
+    with rasterio.open(uploads[0]) as window:
+        assert (window.width, window.height) == (192, 192)  # the ROI and its 64 px margins, not the scene
+    transfer = job["transfer"]
+    assert transfer["uploaded_bytes"] == uploads[0].stat().st_size
+    assert transfer["uploaded_bytes"] * 50 < scene.stat().st_size
+    assert 0 < transfer["downloaded_bytes"] < transfer["uploaded_bytes"]
+    provenance = json.loads((client_dir / "remote.json").read_text())
+    assert provenance["backend"]["job"] == job["id"] and provenance["windows"][0]["roi_pixels"] == 64 * 64
+    assert not list((tmp_path / "server").rglob("scene*"))
+
+
+def _window_tif(client_dir: Path, **kw) -> bytes:
+    path = write_scene(client_dir / "w.tif", width=64, height=64, blocksize=32, **kw)
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+def test_interrupted_upload_resumes_from_the_servers_offset(client_dir, hidden_service):
+    data = _window_tif(client_dir)
+    up = hidden_service.client.post("/uploads", json={"size": len(data)}).json()
+    half = len(data) // 2
+    # A connection that drops mid-chunk: the bytes that arrived are kept.
+    with socket.create_connection(("127.0.0.1", hidden_service.port)) as sock:
+        sock.sendall((f"PATCH /uploads/{up['id']} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      f"Authorization: Bearer {hidden_service.token}\r\nUpload-Offset: 0\r\n"
+                      f"Content-Type: application/octet-stream\r\nContent-Length: {len(data)}\r\n\r\n").encode()
+                     + data[:half])
+        time.sleep(0.5)
+    deadline = time.time() + 10
+    while (state := hidden_service.client.get(f"/uploads/{up['id']}").json())["offset"] < half:
+        assert time.time() < deadline, state
+        time.sleep(0.1)
+    assert state == {"id": up["id"], "size": len(data), "offset": half, "complete": False}
+    stale = hidden_service.client.patch(f"/uploads/{up['id']}", content=data, headers={"Upload-Offset": "0"})
+    assert stale.status_code == 409 and stale.headers["Upload-Offset"] == str(half)
+    done = hidden_service.client.patch(f"/uploads/{up['id']}", content=data[half:],
+                                       headers={"Upload-Offset": str(half)})
+    assert done.status_code == 200 and done.json()["complete"] is True
+    stored = Path(hidden_service.tmp) / "data" / "uploads" / f"{up['id']}.tif"
+    assert stored.read_bytes() == data
+
+
+def test_bad_uploads_are_refused_and_finished_jobs_files_expire(client_dir, hidden_service):
+    c = hidden_service.client
+
+    def upload(data: bytes):
+        up = c.post("/uploads", json={"size": len(data)}).json()
+        return up["id"], c.patch(f"/uploads/{up['id']}", content=data, headers={"Upload-Offset": "0"})
+
+    upload_id, resp = upload(b"not a raster at all\n" * 10)
+    assert resp.status_code == 422 and "not a GeoTIFF" in resp.text
+    assert c.get(f"/uploads/{upload_id}").status_code == 404
+    upload_id, resp = upload(_window_tif(client_dir, crs=None))
+    assert resp.status_code == 422 and "no CRS" in resp.text
+    assert c.post("/uploads", json={"size": 3 << 20}).status_code == 413  # the quota is 2 MB
+    up = c.post("/uploads", json={"size": 10}).json()
+    assert c.patch(f"/uploads/{up['id']}", content=b"x" * 11, headers={"Upload-Offset": "0"}).status_code == 413
+    assert c.patch(f"/uploads/{up['id']}", content=b"x", headers={}).status_code == 400
+
+    window = _window_tif(client_dir)
+    upload_id, resp = upload(window)
+    assert resp.status_code == 200 and resp.json()["complete"]
+    box = pixel_box(hidden_service.tmp / "data" / "uploads" / f"{upload_id}.tif", 20, 20, 40, 40)
+    features = [{"type": "Feature", "geometry": box.__geo_interface__, "properties": {"window": 0}}]
+    body = {"scene": "scene.tif", "aoi": {"type": "FeatureCollection", "features": features},
+            "windows": [{"upload": upload_id, "index": 0, "col_off": 0, "row_off": 0}]}
+    mismatch = {**body, "windows": [{"upload": upload_id, "index": 1, "col_off": 0, "row_off": 0}]}
+    assert c.post("/jobs", json=mismatch).status_code == 422
+    assert c.post("/jobs", json={**body, "windows": [{**body["windows"][0], "upload": up["id"]}]}).status_code == 409
+    # Text mode without weights fails at once in the worker: a finished job.
+    job = c.post("/jobs", json={**body, "mode": "text", "prompt": "forest"}).json()
+    assert job["transfer"] == {"uploaded_bytes": len(window), "downloaded_bytes": 0}
+    assert c.post("/jobs", json=body).status_code == 409  # the upload belongs to that job now
+    job, _ = hidden_service.wait(job["id"])
+    assert job["state"] == "failed"
+    assert c.get(f"/jobs/{job['id']}/result").status_code == 409
+    job_dir = hidden_service.tmp / "data" / "jobs" / job["id"]
+    assert job_dir.is_dir()
+    time.sleep(0.1)
+    c.post("/uploads", json={"size": 1})  # retention 0: the next upload sweeps finished jobs' files
+    assert not job_dir.exists()
+    assert not (hidden_service.tmp / "data" / "uploads" / f"{upload_id}.tif").exists()
+    assert c.get(f"/jobs/{job['id']}").json()["state"] == "failed"  # the record stays
+
+
+def test_failed_auth_is_rate_limited_per_client(hidden_service):
+    url = hidden_service.url + "/jobs"
+    codes = [httpx.get(url, headers={"Authorization": "Bearer wrong"}).status_code for _ in range(12)]
+    assert codes[:10] == [401] * 10 and codes[10:] == [429, 429]
+    assert hidden_service.client.get("/jobs").status_code == 429  # even with the right token, for a while
+    assert httpx.get(hidden_service.url + "/health").status_code == 200
+
+
+def test_ctrl_c_cancels_the_remote_job(tmp_path, client_dir, hidden_service):
+    scene = write_scene(client_dir / "scene.tif", width=160, height=160, blocksize=32)
+    aoi = write_aoi(client_dir / "aoi.geojson", [pixel_box(scene, 60, 60, 100, 100)])
+    out = client_dir / "out.tif"
+    proc = subprocess.Popen([sys.executable, "-m", "rs_geo_edit.cli", "edit", str(scene), "--aoi", str(aoi), "-o",
+                             str(out), "--steps", "4000", "--width", "16", "--crop", "32", "--batch", "2", "-q",
+                             "--backend", hidden_service.url],
+                            env={**os.environ, "RS_GEO_EDIT_TOKEN": hidden_service.token},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        jobs = hidden_service.client.get("/jobs").json()
+        if jobs and jobs[0]["state"] == "running" and jobs[0]["progress"] > 0.02:
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    job, _ = hidden_service.wait(jobs[0]["id"], timeout=30)
+    assert job["state"] == "cancelled"
+    assert not out.exists() and not list(client_dir.glob(".out*"))
+
+
+def test_serving_beyond_loopback_needs_tls_or_an_acknowledgement(tmp_path):
+    svc = Service(tmp_path)
+    proc = subprocess.run(svc.args("--host", "0.0.0.0", "--allow-remote"), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--tls-cert" in proc.stderr and "--insecure-http" in proc.stderr
+    proc = subprocess.run(svc.args("--host", "0.0.0.0", "--allow-remote", "--tls-cert", str(tmp_path / "c.pem")),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "go together" in proc.stderr
+
+
+def test_tls_service_on_loopback(tmp_path):
+    if not Path("/usr/bin/openssl").exists():
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    svc = Service(tmp_path)
+    proc = subprocess.Popen(svc.args("--tls-cert", str(cert), "--tls-key", str(key)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "RS_GEO_EDIT_CACHE": str(tmp_path / "cache")})
+    try:
+        url = f"https://127.0.0.1:{svc.port}/health"
+        deadline = time.time() + 60
+        while True:
+            try:
+                assert httpx.get(url, verify=ssl.create_default_context(cafile=str(cert)), timeout=2).json()["status"] == "ok"
+                break
+            except httpx.HTTPError:
+                assert time.time() < deadline and proc.poll() is None
+                time.sleep(0.3)
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{svc.port}/health", timeout=2)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=20)
