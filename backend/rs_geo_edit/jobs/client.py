@@ -176,15 +176,19 @@ def crop_windows(scene: Path, windows, folder: Path) -> list[Path]:
     return paths
 
 
-def job_body(config, plan, uploads: list[str], scene: Path, output: Path) -> dict:
-    """The ``POST /jobs`` body of a window job: the ROIs (scene CRS) tagged with their window."""
-    from shapely.geometry import mapping
-
+def check_remote_options(config) -> None:
+    """Refuse, before anything travels, the options a window job cannot honour."""
     if config.mode == "copy" or config.copy_from:
         raise IncompatibleOptions("copy mode takes content from outside the windows: run it without --backend")
     if config.rgb_bands is not None or config.guidance.synonyms or config.guidance.llm_endpoint:
         raise IncompatibleOptions("--rgb-bands, --synonyms and --llm-endpoint are not sent to a backend: "
                                   "run the edit without --backend, or without those options")
+
+
+def job_body(config, plan, uploads: list[str], scene: Path, output: Path) -> dict:
+    """The ``POST /jobs`` body of a window job: the ROIs (scene CRS) tagged with their window."""
+    from shapely.geometry import mapping
+
     features = [{"type": "Feature", "geometry": mapping(roi.geometry),
                  "properties": {"prompt": roi.prompt, "window": ew.index}}
                 for ew in plan.windows for roi in ew.rois]
@@ -213,6 +217,7 @@ def edit_remotely(scene: str | Path, aoi: str | Path, output: str | Path, config
 
     scene, aoi = Path(scene), Path(aoi)
     config.validate()
+    check_remote_options(config)
     output = check_output_path(output, [scene, aoi], config.output.overwrite)
     prov_path = provenance_path(output) if config.output.provenance else None
     if prov_path is not None:
