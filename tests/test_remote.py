@@ -238,3 +238,20 @@ def test_tls_service_on_loopback(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=20)
+
+
+def test_batch_with_backend_edits_each_scene_remotely_and_resumes(tmp_path, client_dir, hidden_service):
+    for n in range(2):  # two tiles on the same grid: the one ROI falls on both
+        scene = write_scene(client_dir / f"tile{n}.tif", width=128, height=128, blocksize=64, seed=n)
+    aoi = write_aoi(client_dir / "rois.geojson", [pixel_box(scene, 40, 40, 70, 70)])
+    args = ["batch", "--scenes", str(client_dir / "tile*.tif"), "--aoi", aoi, "--out-dir", client_dir / "out",
+            "--steps", "20", "--width", "16", "--crop", "32", "--batch", "2", "-q", "--backend", hidden_service.url]
+    first = cli(*args, env={"RS_GEO_EDIT_TOKEN": hidden_service.token})
+    assert first.returncode == 0, first.stderr + first.stdout
+    summary = json.loads((client_dir / "out" / "summary.json").read_text())["scenes"]
+    assert sorted(row["status"] for row in summary) == ["done", "done"]
+    jobs = hidden_service.client.get("/jobs").json()
+    assert len(jobs) == 2 and all(j["state"] == "done" and j["transfer"]["uploaded_bytes"] for j in jobs)
+    again = cli(*args, env={"RS_GEO_EDIT_TOKEN": hidden_service.token})
+    assert again.returncode == 0 and "2 complete" in again.stdout
+    assert len(hidden_service.client.get("/jobs").json()) == 2

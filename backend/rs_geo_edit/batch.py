@@ -113,7 +113,13 @@ def run_item(task: dict, progress: Optional[Callable[[ProgressEvent], None]] = N
             row.update(status="done", windows=sum(r["status"] == "done" for r in made))
         else:
             config.output.overwrite = True  # run_batch checked it: absent, an earlier result of ours, or `overwrite`
-            result = edit_scene(task["scene"], task["aoi"], task["output"], config, progress=progress)
+            if task.get("remote"):
+                from .jobs.client import Backend, edit_remotely
+
+                result = edit_remotely(task["scene"], task["aoi"], task["output"], config,
+                                       Backend(**task["remote"]), progress=progress)
+            else:
+                result = edit_scene(task["scene"], task["aoi"], task["output"], config, progress=progress)
             row.update(status="done", windows=len(result.record["windows"]))
     except AOIOutsideScene as exc:
         row.update(status="skipped", error=str(exc))
@@ -154,10 +160,11 @@ def _our_summary_csv(path: Path) -> bool:
 
 def run_batch(items: list[BatchItem], options: EditOptions | EditConfig, out_dir: Path, executor, *,
               force: bool = False, progress: Optional[Callable[[ProgressEvent], None]] = None,
-              pairs: Optional[dict] = None) -> list[dict]:
+              pairs: Optional[dict] = None, remote: Optional[dict] = None) -> list[dict]:
     """Run ``items`` with ``executor``; write ``out_dir/summary.csv`` and ``summary.json``.
 
-    ``pairs`` (``chip``, ``variants``, ``previews``): make training pairs per scene instead."""
+    ``pairs`` (``chip``, ``variants``, ``previews``): make training pairs per scene instead.
+    ``remote`` (``{"url": ..., "token": ...}``): edit each scene on that service, windows only."""
     from .errors import AOIOutsideScene, RsGeoEditError
     from .files import atomic_path
     from .geo.check import check_inputs
@@ -191,7 +198,8 @@ def run_batch(items: list[BatchItem], options: EditOptions | EditConfig, out_dir
             continue
         if not written_by_us(item.output):
             check_outputs(item.scene, item.aoi, item.output, cfg)
-        tasks.append({"scene": item.scene, "aoi": item.aoi, "output": item.output, "config": cfg.to_dict()})
+        tasks.append({"scene": item.scene, "aoi": item.aoi, "output": item.output, "config": cfg.to_dict(),
+                      **({"remote": remote} if remote else {})})
         positions.append(index)
     done = len(items) - len(tasks)
 

@@ -515,6 +515,10 @@ def batch(
     variants: int = typer.Option(1, "--variants", help="--pairs: pairs per ROI (seeds --seed, --seed+1, ...)."),
     previews: bool = typer.Option(False, "--previews", help="--pairs: also write preview.png per pair."),
     quiet: QuietOpt = False,
+    backend: Optional[str] = typer.Option(None, "--backend", help="Edit every scene on this remote service "
+                                                                  "(only the windows travel)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="RS_GEO_EDIT_TOKEN",
+                                        help="Bearer token of --backend (or RS_GEO_EDIT_TOKEN)."),
     options: Optional[dict] = None,
 ) -> None:
     """Run the same edit over many scenes; resumable; local processes or a Ray cluster.
@@ -537,7 +541,8 @@ def batch(
         pairs = {"chip": chip, "variants": variants, "previews": previews} if make_pairs else None
         bar, callback = _progress_printer(quiet)
         with bar:
-            rows = run_batch(items, edit_options, out_dir, runner, force=force, progress=callback, pairs=pairs)
+            rows = run_batch(items, edit_options, out_dir, runner, force=force, progress=callback, pairs=pairs,
+                             remote={"url": backend, "token": token} if backend else None)
         counts = {}
         for row in rows:
             counts[row["status"]] = counts.get(row["status"], 0) + 1

@@ -38,6 +38,7 @@ class RemoteResult:
     output: Path
     provenance: Optional[Path]
     job: dict
+    record: dict  # the provenance record (written beside the output unless provenance is off)
 
 
 class Backend:
@@ -267,17 +268,17 @@ def edit_remotely(scene: str | Path, aoi: str | Path, output: str | Path, config
         write_info = write_edited(scene, output, patches, compress=config.output.compress, cog=config.output.cog,
                                   progress=StageReporter(progress, "write", 0.95, 1.0))
     job = backend.call("GET", f"/jobs/{job['id']}").json()
+    record = {"software": "rs-geo-edit", "version": __version__,
+              "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "backend": {"url": backend.url, "job": job["id"], "transfer": job.get("transfer")},
+              "inputs": {"scene": {"path": str(scene.resolve()), "sha256": sha256_file(scene)},
+                         "aoi": {"path": str(aoi.resolve()),
+                                 "sha256": sha256_file(aoi) if aoi.is_file() else None}},
+              "output": {**write_info, "sha256": sha256_file(output)},
+              "parameters": config.to_dict(), "seed": config.seed, "plan": plan.as_dict(),
+              "editor": manifest["editor"], "windows": [e["record"] for e in manifest["windows"]],
+              "warnings": plan.warnings}
     if prov_path is not None:
-        record = {"software": "rs-geo-edit", "version": __version__,
-                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  "backend": {"url": backend.url, "job": job["id"], "transfer": job.get("transfer")},
-                  "inputs": {"scene": {"path": str(scene.resolve()), "sha256": sha256_file(scene)},
-                             "aoi": {"path": str(aoi.resolve()),
-                                     "sha256": sha256_file(aoi) if aoi.is_file() else None}},
-                  "output": {**write_info, "sha256": sha256_file(output)},
-                  "parameters": config.to_dict(), "seed": config.seed, "plan": plan.as_dict(),
-                  "editor": manifest["editor"], "windows": [e["record"] for e in manifest["windows"]],
-                  "warnings": plan.warnings}
         with atomic_path(prov_path) as path:
             path.write_text(json.dumps(record, indent=2, default=str))
-    return RemoteResult(output=output, provenance=prov_path, job=job)
+    return RemoteResult(output=output, provenance=prov_path, job=job, record=record)
