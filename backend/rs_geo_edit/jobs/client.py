@@ -95,6 +95,8 @@ class Backend:
                     offset = self._held(upload_id, offset)
                     continue
                 if resp.status_code == 409 and "Upload-Offset" in resp.headers:
+                    if int(resp.headers["Upload-Offset"]) == offset:  # a dropped chunk is still arriving there
+                        time.sleep(0.2)
                     offset = int(resp.headers["Upload-Offset"])
                     continue
                 if resp.status_code >= 400:

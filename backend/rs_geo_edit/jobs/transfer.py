@@ -70,6 +70,7 @@ class Uploads:
         self.jobs_dir = Path(data_dir) / "jobs"
         self.limits = limits
         self._lock = threading.Lock()
+        self._busy: set[str] = set()  # uploads a request is appending to right now
         self._last_clean = 0.0
 
     def path(self, upload_id: str) -> Path:
@@ -110,10 +111,18 @@ class Uploads:
         meta = self.meta(upload_id)
         path = self.path(upload_id)
         held = path.stat().st_size
-        if meta["complete"] or offset != held:
-            raise HTTPException(409, f"upload {upload_id} holds {held} of {meta['size']} bytes: "
-                                     f"send the bytes from offset {held}", headers={"Upload-Offset": str(held)})
-        with open(path, "ab") as fh:
+        if meta["complete"] or offset != held or upload_id in self._busy:
+            raise HTTPException(409, f"upload {upload_id} holds {held} of {meta['size']} bytes"
+                                     + (" and a chunk is still arriving" if upload_id in self._busy else "")
+                                     + f": send the bytes from offset {held}", headers={"Upload-Offset": str(held)})
+        self._busy.add(upload_id)
+        try:
+            return await self._receive(upload_id, meta, held, request)
+        finally:
+            self._busy.discard(upload_id)
+
+    async def _receive(self, upload_id: str, meta: dict, held: int, request: Request) -> dict:
+        with open(self.path(upload_id), "ab") as fh:
             try:
                 async for piece in request.stream():
                     if held + len(piece) > meta["size"]:
