@@ -255,3 +255,58 @@ def test_batch_with_backend_edits_each_scene_remotely_and_resumes(tmp_path, clie
     again = cli(*args, env={"RS_GEO_EDIT_TOKEN": hidden_service.token})
     assert again.returncode == 0 and "2 complete" in again.stdout
     assert len(hidden_service.client.get("/jobs").json()) == 2
+
+
+class DroppingProxy:
+    """A TCP proxy to the service that drops the connection once ``cut`` bytes went up (in the
+    middle of the first upload chunk), and counts the bytes it forwarded from client to server."""
+
+    def __init__(self, target_port: int, cut: int):
+        import threading
+
+        self.target_port, self.cut, self.forwarded, self.dropped = target_port, cut, 0, False
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+
+        while True:
+            conn, _ = self.server.accept()
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=self._pipe, args=(conn, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, conn, False), daemon=True).start()
+
+    def _pipe(self, src, dst, upward):
+        try:
+            while data := src.recv(65536):
+                if upward and not self.dropped and self.forwarded + len(data) > self.cut:
+                    dst.sendall(data[:self.cut - self.forwarded])
+                    self.forwarded, self.dropped = self.cut, True
+                    break
+                dst.sendall(data)
+                if upward:
+                    self.forwarded += len(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def test_client_upload_resumes_after_a_dropped_connection(client_dir, hidden_service):
+    from rs_geo_edit.jobs.client import Backend
+
+    path = write_scene(client_dir / "w.tif", width=512, height=512, blocksize=128, compress=None)
+    size = path.stat().st_size
+    proxy = DroppingProxy(hidden_service.port, cut=size // 2)
+    backend = Backend(f"http://127.0.0.1:{proxy.port}", hidden_service.token, chunk=2 * size)
+    seen = []
+    upload_id = backend.upload(path, seen.append)
+    assert proxy.dropped and seen[-1] == size
+    stored = hidden_service.tmp / "data" / "uploads" / f"{upload_id}.tif"
+    assert stored.read_bytes() == path.read_bytes()
+    assert proxy.forwarded < size * 1.05  # the second half only, not the whole file again

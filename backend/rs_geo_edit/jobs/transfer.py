@@ -262,6 +262,7 @@ def result_dir(data_dir: Path, job_id: str) -> Path:
 def transfer_router(store: JobStore, data_dir: Path, limits: TransferLimits, authorised: Callable) -> APIRouter:
     """The upload and result endpoints; ``authorised`` is the service's token check."""
     uploads = Uploads(data_dir, limits)
+    uploads.clean(store)  # files whose retention ran out while the service was down
     router = APIRouter(dependencies=[Depends(authorised)])
     router.uploads = uploads  # type: ignore[attr-defined]  # the submit endpoint claims uploads through it
 
