@@ -259,12 +259,13 @@ def result_dir(data_dir: Path, job_id: str) -> Path:
     return Path(data_dir) / "jobs" / job_id / "result"
 
 
-def transfer_router(store: JobStore, data_dir: Path, limits: TransferLimits, authorised: Callable) -> APIRouter:
-    """The upload and result endpoints; ``authorised`` is the service's token check."""
+def transfer_router(store: JobStore, data_dir: Path, limits: TransferLimits,
+                    authorised: Callable) -> tuple[APIRouter, Uploads]:
+    """The upload and result endpoints, and the upload folder (``POST /jobs`` claims uploads from
+    it); ``authorised`` is the service's token check."""
     uploads = Uploads(data_dir, limits)
     uploads.clean(store)  # files whose retention ran out while the service was down
     router = APIRouter(dependencies=[Depends(authorised)])
-    router.uploads = uploads  # type: ignore[attr-defined]  # the submit endpoint claims uploads through it
 
     @router.post("/uploads", status_code=201)
     def create_upload(body: UploadRequest) -> dict:
@@ -325,4 +326,4 @@ def transfer_router(store: JobStore, data_dir: Path, limits: TransferLimits, aut
         return StreamingResponse(stream(), media_type="image/tiff",
                                  headers={"Content-Length": str(path.stat().st_size)})
 
-    return router
+    return router, uploads
