@@ -37,13 +37,21 @@ class _SeededEditor:
         return self.editor.describe()
 
 
-def _span(progress: ProgressCallback, lo: float, hi: float, index: int) -> ProgressCallback:
-    """Progress of one window's edit mapped into its share [lo, hi] of the job."""
+class _Span:
+    """Progress of one window's edit mapped into its share [lo, hi] of the job; ``check`` passes
+    the job's cancel check through, so a cancel lands between steps as in a local job."""
 
-    def callback(event: ProgressEvent) -> None:
-        progress(dataclasses.replace(event, fraction=lo + (hi - lo) * event.fraction, window=index))
+    def __init__(self, progress: ProgressCallback, lo: float, hi: float, index: int):
+        self.progress, self.lo, self.hi, self.index = progress, lo, hi, index
 
-    return callback
+    def __call__(self, event: ProgressEvent) -> None:
+        self.progress(dataclasses.replace(event, fraction=self.lo + (self.hi - self.lo) * event.fraction,
+                                          window=self.index))
+
+    def check(self) -> None:
+        check = getattr(self.progress, "check", None)
+        if check is not None:
+            check()
 
 
 def _write_aoi(features: list[dict], crs, path: Path) -> None:
@@ -117,7 +125,7 @@ def edit_uploaded_windows(job: dict, data_dir: Path, progress: ProgressCallback)
         edited = job_dir / f"edited-{index}.tif"
         result = edit_scene(scene=window_path, aoi=aoi_path, output=edited, config=config,
                             editor=_SeededEditor(editor, window_seed(config.seed, index), index),
-                            progress=_span(progress, k / len(windows), (k + 1) / len(windows), index))
+                            progress=_Span(progress, k / len(windows), (k + 1) / len(windows), index))
         box = _changed_box(window_path, edited, out_dir / f"window-{index}.tif")
         record = {**result.record["windows"][0], "index": index}
         entries.append({"index": index, "col_off": w["col_off"] + box.pop("col"),

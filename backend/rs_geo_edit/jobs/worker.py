@@ -98,7 +98,7 @@ def run_job(store, job: dict, data_dir: Path, cancelled: Optional[threading.Even
         if job["request"].get("windows"):
             from .window_edit import edit_uploaded_windows
 
-            result = edit_uploaded_windows(job, data_dir, Reporter(store, job_id))
+            result = edit_uploaded_windows(job, data_dir, Reporter(store, job_id, cancelled))
             store.finish(job_id, "done", result=result)
             return
         scene, aoi, output, config = job_config(job["request"], data_dir / "jobs" / job_id)
