@@ -10,6 +10,7 @@ Ctrl-C cancels the remote job.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -24,7 +25,6 @@ from ..progress import ProgressCallback, ProgressEvent, StageReporter
 
 TOKEN_ENV = "RS_GEO_EDIT_TOKEN"
 TERMINAL = ("done", "failed", "cancelled")
-MODEL_OPTIONS = ("steps", "width", "batch", "crop", "lr", "timesteps", "sample_stride", "detail_factor")
 # Shares of the progress bar: uploading, the remote job's own progress, downloading and writing.
 UPLOAD_END, JOB_END = 0.1, 0.9
 
@@ -196,8 +196,12 @@ def job_body(config, plan, uploads: list[str], scene: Path, output: Path) -> dic
                  "properties": {"prompt": roi.prompt, "window": ew.index}}
                 for ew in plan.windows for roi in ew.rois]
     g = config.guidance
+    from ..options import SPEC_BY_NAME
+
+    # Every model parameter the options schema makes public, so a new one travels without a change here.
+    model = {k: v for k, v in dataclasses.asdict(config.model).items() if k in SPEC_BY_NAME}
     options = {"blend": config.blend.mode, "feather": config.blend.band_px, "color_match": config.blend.color_match,
-               "max_side": config.windows.max_side, **{k: getattr(config.model, k) for k in MODEL_OPTIONS},
+               "max_side": config.windows.max_side, **model,
                "clip": g.clip, "strength": g.strength, "clip_views": g.views, "guide_every": g.every,
                "momentum": g.momentum, "ensemble": g.ensemble}
     windows = [{"upload": u, "index": ew.index, "col_off": int(ew.window.col_off), "row_off": int(ew.window.row_off)}
