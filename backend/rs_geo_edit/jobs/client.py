@@ -87,11 +87,8 @@ class Backend:
                                            headers={"Upload-Offset": str(offset),
                                                     "Content-Type": "application/octet-stream"})
                 except httpx.TransportError:
-                    failures += 1
-                    if failures > self.retries:
-                        raise BackendError(f"upload of {path.name} to {self.url} failed {failures} times: "
-                                           "check the connection and run the edit again") from None
-                    time.sleep(min(0.5 * 2 ** failures, 10.0))
+                    failures = self._back_off(failures, f"upload of {path.name} to {self.url} failed "
+                                              f"{failures + 1} times: check the connection and run the edit again")
                     offset = self._held(upload_id, offset)
                     continue
                 if resp.status_code == 409 and "Upload-Offset" in resp.headers:
@@ -104,6 +101,15 @@ class Backend:
                 offset = resp.json()["offset"]
                 sent(offset)
         return upload_id
+
+    def _back_off(self, failures: int, message: str) -> int:
+        """One more failed attempt: give up with ``message`` after ``retries``, else wait
+        (exponential, at most 10 s). Returns the new failure count."""
+        failures += 1
+        if failures > self.retries:
+            raise BackendError(message) from None
+        time.sleep(min(0.5 * 2 ** failures, 10.0))
+        return failures
 
     def _held(self, upload_id: str, fallback: int) -> int:
         import httpx
@@ -130,11 +136,8 @@ class Backend:
                         if payload["state"] in TERMINAL:
                             return self.call("GET", f"/jobs/{job_id}").json()
             except httpx.TransportError:
-                failures += 1
-                if failures > self.retries:
-                    raise BackendError(f"lost the backend {self.url} while following job {job_id}; "
-                                       "the job goes on there") from None
-                time.sleep(min(0.5 * 2 ** failures, 10.0))
+                failures = self._back_off(failures, f"lost the backend {self.url} while following job {job_id}; "
+                                          "the job goes on there")
             job = self.call("GET", f"/jobs/{job_id}").json()
             if job["state"] in TERMINAL:
                 return job
