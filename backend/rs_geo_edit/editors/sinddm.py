@@ -4,8 +4,9 @@ the ROIs with the original kept outside them. This module maps each mode to the 
 
 Modes:
 - ``regenerate``: new content inside the ROIs in the window's own style. At every step and
-  scale the original, re-noised with one fixed noise, replaces the sample outside the ROI mask;
-  inside, the chain runs free from the coarsest scale.
+  scale the original, re-noised with one fixed noise, replaces the sample beyond the blend band
+  and is mixed in across the band with a rising weight; inside the ROI the chain runs free from
+  the coarsest scale, which starts from the original noised to ``novelty``.
 - ``copy``: the content of a source region is pasted onto the predicted clean image inside the
   target ROIs at every scale but the finest (weight ``copy_weight``); the finest scale then
   harmonises it with its surroundings.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..blend import outside_distance
 from ..config import EditConfig
 from ..errors import IncompatibleOptions
 from ..imaging import resize, smooth_chroma
@@ -75,9 +77,7 @@ def _keep_pyramid(roi: np.ndarray, band_px: float, sizes) -> tuple[list[np.ndarr
     """The sampler's keep masks (see ``diffusion.Constraint``): per scale, 0 inside the ROI,
     rising linearly to 1 across ``band_px`` pixels (of the window) outside it, area-resized to
     the scale; and the last step's mask, 1 only beyond the band."""
-    from scipy.ndimage import distance_transform_edt
-
-    dist = distance_transform_edt(~roi)
+    dist = outside_distance(roi)
     if band_px > 0:
         keep = np.clip(dist / band_px, 0.0, 1.0).astype(np.float32)
     else:
