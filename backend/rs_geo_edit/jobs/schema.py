@@ -14,7 +14,6 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from ..options import SPEC_BY_NAME, SPECS, OptionSpec
-from .transfer import WindowUpload
 
 REQUEST_LEVEL = ("prompt", "mode", "preset", "seed", "layer", "prompt_field", "copy_from")
 INPUTS = ("scene", "aoi", "output")
@@ -33,6 +32,52 @@ def _field(spec: OptionSpec) -> tuple[Any, Any]:
 JobOptions = create_model("JobOptions", __config__=ConfigDict(extra="forbid"),
                           **{spec.name: _field(spec) for spec in SPECS})
 JobOptions.__doc__ = "Every edit option, by its public name (the same names as the CLI's, with _ for -)."
+
+
+class UploadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    size: int = Field(..., ge=1, description="Bytes the upload will hold (the window GeoTIFF's file size).")
+
+
+class WindowUpload(BaseModel):
+    """One uploaded window of a remote job: its upload and its place in the client's scene."""
+
+    model_config = ConfigDict(extra="forbid")
+    upload: str
+    index: int = Field(..., ge=0)
+    col_off: int = Field(..., ge=0)
+    row_off: int = Field(..., ge=0)
+
+
+class UploadView(BaseModel):
+    """An upload's state: ``offset`` bytes of ``size`` have arrived; ``complete`` once all have and
+    they were checked to be a GeoTIFF with a CRS."""
+
+    id: str
+    size: int
+    offset: int
+    complete: bool
+
+
+class ResultWindow(BaseModel):
+    """The changed box of one window: its place in the client's scene (pixels), its size, the
+    file ``GET /jobs/{id}/result/{index}`` streams (``None`` when nothing changed) and the
+    window's provenance record (prompt, seed, realism figures)."""
+
+    index: int
+    col_off: int
+    row_off: int
+    width: int
+    height: int
+    file: Optional[str]
+    bytes: int
+    record: dict[str, Any]
+
+
+class ResultManifest(BaseModel):
+    job: str
+    windows: list[ResultWindow]
+    editor: dict[str, Any]
 
 
 class _RequestBase(BaseModel):
@@ -98,6 +143,15 @@ class ErrorView(BaseModel):
 
     detail: str
     errors: Optional[list[dict]] = None
+
+
+def error_response(description: str) -> dict:
+    """An OpenAPI ``responses`` entry for a refusal with :class:`ErrorView` as its body."""
+    return {"model": ErrorView, "description": description}
+
+
+AUTH = {401: error_response("missing or wrong bearer token"),
+        429: error_response("too many failed authentications from this address lately: wait and check the token")}
 
 
 class HealthView(BaseModel):

@@ -27,7 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from .. import __version__
 from ..config import MODES
 from ..errors import RsGeoEditError
-from .schema import ErrorView, HealthView, JobRequest, JobView, api_name
+from .schema import AUTH, ErrorView, HealthView, JobRequest, JobView, api_name
 from .security import LOOPBACK, FailedAuthLimit
 from .store import TERMINAL, JobStore
 from .transfer import TransferLimits, accept_windows, transfer_router
@@ -191,7 +191,6 @@ def _one_line(exc: RequestValidationError) -> tuple[str, list[dict]]:
 
 ERRORS = {400: {"model": ErrorView, "description": "Host header not allowed (DNS rebinding defence)"},
           413: {"model": ErrorView, "description": f"request body over {MAX_BODY} bytes"}}
-AUTH = {401: {"model": ErrorView, "description": "missing or wrong bearer token"}}
 NOT_FOUND = {404: {"model": ErrorView, "description": "no such job"}}
 INVALID = {422: {"model": ErrorView, "description": "invalid request: the message names the field or file"}}
 
@@ -242,7 +241,11 @@ def create_app(store: JobStore, token: str, data_dir: Path, workers: int, *, poo
                 "queue_length": store.queue_length()}
 
     # Endpoints return plain dicts: FastAPI validates them against JobView once.
-    @app.post("/jobs", status_code=201, dependencies=[Depends(authorised)], responses={**AUTH, **INVALID})
+    @app.post("/jobs", status_code=201, dependencies=[Depends(authorised)], responses={
+        **AUTH, **INVALID, 409: {"model": ErrorView, "description": "an upload named in windows is not complete "
+                                                                    "or belongs to another job"},
+        413: {"model": ErrorView, "description": f"request body over {MAX_BODY} bytes, or the windows' uploads "
+                                                 "over the per-job quota"}})
     def submit(body: JobRequest) -> JobView:
         if body.windows is not None:
             return _view(accept_windows(store, uploads, body.model_dump(exclude={"windows"}), body.windows))

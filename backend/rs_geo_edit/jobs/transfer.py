@@ -28,9 +28,9 @@ from typing import Any, Callable
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import ClientDisconnect
 
+from .schema import AUTH, ResultManifest, UploadRequest, UploadView, WindowUpload, error_response
 from .store import TERMINAL, JobStore
 
 RESULT_CHUNK = 1 << 20  # bytes per streamed piece of a result
@@ -46,19 +46,10 @@ class TransferLimits:
     retention_s: float = 72 * 3600.0
 
 
-class UploadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    size: int = Field(..., ge=1, description="Bytes the upload will hold (the window GeoTIFF's file size).")
-
-
-class WindowUpload(BaseModel):
-    """One uploaded window of a remote job: its upload and its place in the client's scene."""
-
-    model_config = ConfigDict(extra="forbid")
-    upload: str
-    index: int = Field(..., ge=0)
-    col_off: int = Field(..., ge=0)
-    row_off: int = Field(..., ge=0)
+NO_UPLOAD = {404: error_response("no such upload (finished uploads are removed after the retention period)")}
+NO_RESULT = {404: error_response("no such job, or no such window in its result"),
+             409: error_response("the job edited files on the server, or is not done yet"),
+             410: error_response("the job's results were removed after the retention period")}
 
 
 class Uploads:
@@ -267,16 +258,24 @@ def transfer_router(store: JobStore, data_dir: Path, limits: TransferLimits,
     uploads.clean(store)  # files whose retention ran out while the service was down
     router = APIRouter(dependencies=[Depends(authorised)])
 
-    @router.post("/uploads", status_code=201)
+    @router.post("/uploads", status_code=201, response_model=UploadView,
+                 responses={**AUTH, 413: error_response("the declared size is over the per-job quota"),
+                            422: error_response("invalid request: the message names the field")})
     def create_upload(body: UploadRequest) -> dict:
         uploads.clean(store)
         return uploads.create(body.size)
 
-    @router.get("/uploads/{upload_id}")
+    @router.get("/uploads/{upload_id}", response_model=UploadView, responses={**AUTH, **NO_UPLOAD})
     def upload_state(upload_id: str) -> dict:
         return uploads.view(upload_id)
 
-    @router.patch("/uploads/{upload_id}")
+    @router.patch("/uploads/{upload_id}", response_model=UploadView, responses={
+        **AUTH, **NO_UPLOAD,
+        400: error_response("no Upload-Offset header, or a Host header that is not allowed"),
+        409: error_response("the offset is not where the upload stands (the header Upload-Offset says where), "
+                    "the upload is complete, or another chunk is arriving"),
+        413: error_response("more bytes than the upload declared"),
+        422: error_response("the complete upload is not a GeoTIFF with a CRS (it is removed)")})
     async def upload_chunk(upload_id: str, request: Request) -> dict:
         try:
             offset = int(request.headers["upload-offset"])
@@ -284,7 +283,8 @@ def transfer_router(store: JobStore, data_dir: Path, limits: TransferLimits,
             raise HTTPException(400, "send the chunk's position in the header Upload-Offset (bytes)") from None
         return await uploads.append(upload_id, offset, request)
 
-    @router.delete("/uploads/{upload_id}", status_code=204)
+    @router.delete("/uploads/{upload_id}", status_code=204, responses={
+        **AUTH, **NO_UPLOAD, 409: error_response("the upload belongs to a job")})
     def delete_upload(upload_id: str) -> None:
         meta = uploads.meta(upload_id)
         if meta["job"] is not None:
@@ -305,11 +305,14 @@ def transfer_router(store: JobStore, data_dir: Path, limits: TransferLimits,
                                      "submit the edit again")
         return job, json.loads(manifest.read_text())
 
-    @router.get("/jobs/{job_id}/result")
+    @router.get("/jobs/{job_id}/result", response_model=ResultManifest, responses={**AUTH, **NO_RESULT})
     def result(job_id: str) -> dict:
         return finished(job_id)[1]
 
-    @router.get("/jobs/{job_id}/result/{index}")
+    @router.get("/jobs/{job_id}/result/{index}", response_class=StreamingResponse, responses={
+        **AUTH, **NO_RESULT, 422: error_response("the window index is not an integer"),
+        200: {"description": "the changed pixels of the window as a GeoTIFF",
+              "content": {"image/tiff": {"schema": {"type": "string", "format": "binary"}}}}})
     def result_window(job_id: str, index: int) -> StreamingResponse:
         _, manifest = finished(job_id)
         entry = next((w for w in manifest["windows"] if w["index"] == index), None)
