@@ -16,7 +16,7 @@ CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.cont
 
 EXPECTED = ["GET /health", "POST /jobs", "GET /jobs", "GET /jobs/{job_id}", "DELETE /jobs/{job_id}",
             "GET /jobs/{job_id}/result", "GET /jobs/{job_id}/result/{index}", "POST /uploads",
-            "GET /uploads/{upload_id}", "PATCH /uploads/{upload_id}", "DELETE /uploads/{upload_id}"]
+            "GET /uploads/{upload_id}", "PATCH /uploads/{upload_id}", "DELETE /uploads/{upload_id}", "POST /plan"]
 
 
 @pytest.fixture(scope="module")

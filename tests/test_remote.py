@@ -310,3 +310,49 @@ def test_client_upload_resumes_after_a_dropped_connection(client_dir, hidden_ser
     stored = hidden_service.tmp / "data" / "uploads" / f"{upload_id}.tif"
     assert stored.read_bytes() == path.read_bytes()
     assert proxy.forwarded < size * 1.05  # the second half only, not the whole file again
+
+
+def test_plan_of_a_grid_is_the_local_plan(client_dir, hidden_service):
+    """A client that can send only its scene's grid (the QGIS plugin) gets the windows and ROIs a
+    local edit plans; an unusable grid, AOI or mode is a 422 naming it."""
+    from shapely.geometry import box, mapping
+
+    from rs_geo_edit.options import EditOptions
+    from rs_geo_edit.pipeline import plan_scene
+
+    scene = write_scene(client_dir / "scene.tif", width=1024, height=768, crs="EPSG:32633")
+    rois = [pixel_box(scene, 100, 120, 180, 200), pixel_box(scene, 700, 500, 900, 560)]
+    aoi = write_aoi(client_dir / "aoi.gpkg", rois, properties={"prompt": ["forest", "lake"]})
+    local = plan_scene(scene, aoi, EditOptions.from_dict({"margin": 40}).to_config())
+    with rasterio.open(scene) as src:
+        grid = {"width": src.width, "height": src.height, "crs": src.crs.to_wkt(), "transform": list(src.transform)[:6]}
+    features = [{"type": "Feature", "geometry": mapping(g), "properties": {"prompt": p}}
+                for g, p in zip(rois, ["forest", "lake"])]
+    body = {"grid": grid, "aoi": {"type": "FeatureCollection", "features": features,
+                                  "crs": {"type": "name", "properties": {"name": "EPSG:32633"}}},
+            "options": {"margin": 40}}
+    resp = hidden_service.client.post("/plan", json=body)
+    assert resp.status_code == 200, resp.text
+    plan = resp.json()
+    assert [(w["col_off"], w["row_off"], w["width"], w["height"]) for w in plan["windows"]] == \
+        [(int(w.window.col_off), int(w.window.row_off), w.shape[1], w.shape[0]) for w in local.windows]
+    assert [f["properties"] for f in plan["aoi"]["features"]] == [{"prompt": "forest", "window": 0},
+                                                                   {"prompt": "lake", "window": 1}]
+    assert box(*rois[1].bounds).equals(box(*shape_bounds(plan["aoi"]["features"][1]["geometry"])))
+
+    for change, words in (({"grid": {**grid, "transform": [0, 0, 0, 0, 0, 0]}}, "degenerate"),
+                          ({"grid": {**grid, "crs": "EPSG:999999"}}, "grid.crs"),
+                          ({"mode": "copy"}, "copy mode"),
+                          ({"aoi": {"type": "FeatureCollection", "features": []}}, "aoi")):
+        resp = hidden_service.client.post("/plan", json={**body, **change})
+        assert resp.status_code == 422 and words in resp.json()["detail"], (change, resp.text)
+    far = {"type": "Feature", "geometry": mapping(box(0, 0, 1, 1)), "properties": {}}
+    resp = hidden_service.client.post("/plan", json={**body, "aoi": {"type": "FeatureCollection", "features": [far]}})
+    detail = resp.json()["detail"]
+    assert resp.status_code == 422 and detail.startswith("no ROI of the inline aoi intersects the scene"), detail
+
+
+def shape_bounds(geometry: dict) -> tuple:
+    from shapely.geometry import shape
+
+    return shape(geometry).bounds

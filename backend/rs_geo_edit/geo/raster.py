@@ -60,9 +60,14 @@ def open_scene(path: str | os.PathLike) -> Iterator["rasterio.io.DatasetReader"]
 
 def footprint(src):
     """The scene outline as a polygon in scene CRS map units (correct for rotated transforms)."""
+    return grid_footprint(src.transform, src.width, src.height)
+
+
+def grid_footprint(transform, width: int, height: int):
+    """The outline of a ``width`` x ``height`` pixel grid placed by ``transform`` (an Affine)."""
     from shapely.geometry import Polygon
 
-    t, w, h = src.transform, src.width, src.height
+    t, w, h = transform, width, height
     return Polygon([t @ (0, 0), t @ (w, 0), t @ (w, h), t @ (0, h)])
 
 

@@ -193,13 +193,11 @@ def check_remote_options(config) -> None:
 
 def job_body(config, plan, uploads: list[str], scene: Path, output: Path) -> dict:
     """The ``POST /jobs`` body of a window job: the ROIs (scene CRS) tagged with their window."""
-    from shapely.geometry import mapping
-
-    features = [{"type": "Feature", "geometry": mapping(roi.geometry),
-                 "properties": {"prompt": roi.prompt, "window": ew.index}}
-                for ew in plan.windows for roi in ew.rois]
-    g = config.guidance
     from ..options import SPEC_BY_NAME
+    from ..pipeline import window_features
+
+    features = window_features(plan.windows)
+    g = config.guidance
 
     # Every model parameter the options schema makes public, so a new one travels without a change here.
     model = {k: v for k, v in dataclasses.asdict(config.model).items() if k in SPEC_BY_NAME}

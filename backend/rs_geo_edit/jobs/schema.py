@@ -9,7 +9,7 @@ them; given in both places they must agree.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
@@ -80,18 +80,11 @@ class ResultManifest(BaseModel):
     editor: dict[str, Any]
 
 
-class _RequestBase(BaseModel):
-    """An edit: the scene, the ROIs (a vector file path or an inline GeoJSON FeatureCollection),
-    the output path (default: <scene>_edited.tif) and the options."""
+class _OptionsBase(BaseModel):
+    """A request carrying the edit options, in ``options`` or (some of them) beside it."""
 
     model_config = ConfigDict(extra="forbid")
-    scene: str
-    aoi: Union[str, dict[str, Any]]
-    output: Optional[str] = None
     options: JobOptions = Field(default_factory=JobOptions)
-    windows: Optional[list[WindowUpload]] = Field(
-        None, description="Remote edit: the uploaded windows (see /uploads); scene and output are then the "
-                          "client's names, and aoi a FeatureCollection whose features carry their 'window'.")
 
     @model_validator(mode="after")
     def _one_value_per_option(self):
@@ -109,8 +102,78 @@ class _RequestBase(BaseModel):
         return self
 
 
+class _RequestBase(_OptionsBase):
+    """An edit: the scene, the ROIs (a vector file path or an inline GeoJSON FeatureCollection),
+    the output path (default: <scene>_edited.tif) and the options."""
+
+    scene: str
+    aoi: Union[str, dict[str, Any]]
+    output: Optional[str] = None
+    windows: Optional[list[WindowUpload]] = Field(
+        None, description="Remote edit: the uploaded windows (see /uploads); scene and output are then the "
+                          "client's names, and aoi a FeatureCollection whose features carry their 'window' "
+                          "(as POST /plan returns them).")
+
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class SceneGrid(BaseModel):
+    """A client's scene as a plan needs it, without its pixels."""
+
+    model_config = ConfigDict(extra="forbid")
+    width: int = Field(..., ge=1, le=10_000_000)
+    height: int = Field(..., ge=1, le=10_000_000)
+    crs: str = Field(..., min_length=1, max_length=100_000,
+                     description="The scene's CRS: WKT (GDAL's GetProjection), 'EPSG:32633' or a PROJ string.")
+    transform: list[FiniteFloat] = Field(
+        ..., min_length=6, max_length=6,
+        description="The pixel-to-map affine as a, b, c, d, e, f (x = a*col + b*row + c, y = d*col + e*row + f); "
+                    "from GDAL's geotransform g: g[1], g[2], g[0], g[4], g[5], g[3].")
+
+
+class _PlanBase(_OptionsBase):
+    """The windows a remote edit uploads: the scene's grid, the ROIs as an inline GeoJSON
+    FeatureCollection (EPSG:4326 unless it names its CRS) and the options that shape the windows."""
+
+    grid: SceneGrid
+    aoi: dict[str, Any]
+
+
+class PlannedWindow(BaseModel):
+    """A window to crop from the scene (context margin included), in scene pixels."""
+
+    index: int
+    col_off: int
+    row_off: int
+    width: int
+    height: int
+    rois: int
+
+
+class PlanView(BaseModel):
+    """The windows to upload, and the ROIs in the scene's CRS, each tagged with its ``window``:
+    the ``aoi`` and, with the upload ids, the ``windows`` of the ``POST /jobs`` that follows."""
+
+    windows: list[PlannedWindow]
+    aoi: dict[str, Any]
+    warnings: list[str]
+
+
 JobRequest = create_model("JobRequest", __base__=_RequestBase,
                           **{name: _field(SPEC_BY_NAME[name]) for name in REQUEST_LEVEL})
+PlanRequest = create_model("PlanRequest", __base__=_PlanBase,
+                           **{name: _field(SPEC_BY_NAME[name]) for name in REQUEST_LEVEL})
+
+
+def inline_aoi_error(exc: Exception, aoi_path) -> str:
+    """An input error as the service reports it: options by their API names, and the file an
+    inline AOI was staged in (a server path the client never gave) as "the inline aoi"."""
+    message = exc.render(api_name) if hasattr(exc, "render") else str(exc)
+    if aoi_path is not None:
+        message = message.replace(f"AOI file {str(aoi_path)!r}", "the inline aoi")
+        message = message.replace(f"{str(aoi_path)!r}", "the inline aoi").replace(str(aoi_path), "the inline aoi")
+    return message
 
 
 def api_name(name: str) -> str:

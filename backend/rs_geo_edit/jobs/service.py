@@ -27,7 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from .. import __version__
 from ..config import MODES
 from ..errors import RsGeoEditError
-from .schema import AUTH, ErrorView, HealthView, JobRequest, JobView, api_name
+from .schema import AUTH, ErrorView, HealthView, JobRequest, JobView, inline_aoi_error
 from .security import LOOPBACK, FailedAuthLimit
 from .store import TERMINAL, JobStore
 from .transfer import TransferLimits, accept_windows, transfer_router
@@ -81,7 +81,8 @@ def _check_request(body: JobRequest, job_dir: Path) -> None:
             raise HTTPException(422, f"copy_from {body.copy_from!r} does not exist: check the path")
         check_outputs(scene, aoi, output, config)
     except RsGeoEditError as exc:
-        raise HTTPException(422, exc.render(api_name)) from None
+        raise HTTPException(422, inline_aoi_error(exc, job_dir / "aoi.geojson" if isinstance(body.aoi, dict) else None)) \
+            from None
     except OSError as exc:
         raise HTTPException(422, f"{exc.filename or body.scene!r}: {exc.strerror or exc}") from None
 

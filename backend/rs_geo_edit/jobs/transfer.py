@@ -30,7 +30,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
-from .schema import AUTH, ResultManifest, UploadRequest, UploadView, WindowUpload, error_response
+from .schema import (AUTH, PlanRequest, PlanView, ResultManifest, SceneGrid, UploadRequest, UploadView, WindowUpload,
+                     error_response, inline_aoi_error)
 from .store import TERMINAL, JobStore
 
 RESULT_CHUNK = 1 << 20  # bytes per streamed piece of a result
@@ -236,6 +237,45 @@ def accept_windows(store: JobStore, uploads: Uploads, request: dict[str, Any], w
          "transfer": {"uploaded_bytes": total, "downloaded_bytes": 0}}))
 
 
+def plan_for_client(request: dict[str, Any], grid: SceneGrid, staging: Path) -> dict:
+    """The windows of an edit over a client's scene known only by its grid (``POST /plan``)."""
+    import warnings
+
+    from affine import Affine
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    from ..errors import RsGeoEditError
+    from ..pipeline import plan_grid, window_features
+    from .worker import job_config
+
+    if request.get("copy_from") or request.get("mode") == "copy":
+        raise HTTPException(422, "copy mode needs content outside the windows: run copy edits locally")
+    aoi = request["aoi"]
+    if aoi.get("type") not in ("FeatureCollection", "Feature"):
+        raise HTTPException(422, "aoi must be a GeoJSON FeatureCollection or Feature of the ROIs")
+    try:
+        crs = CRS.from_user_input(grid.crs)
+    except CRSError as exc:
+        raise HTTPException(422, f"grid.crs is not a CRS ({exc}): send the scene's WKT or 'EPSG:XXXX'") from None
+    transform = Affine(*grid.transform)
+    if transform.is_degenerate:
+        raise HTTPException(422, "grid.transform is degenerate (its pixels have no area): send the scene's "
+                                 "geotransform")
+    aoi_path = staging / "aoi.geojson"
+    try:
+        _, aoi_path, _, config = job_config({**request, "scene": "remote"}, staging)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _, windows = plan_grid(aoi_path, crs, transform, grid.width, grid.height, config)
+    except RsGeoEditError as exc:
+        raise HTTPException(422, inline_aoi_error(exc, aoi_path)) from None
+    return {"windows": [{"index": ew.index, "col_off": int(ew.window.col_off), "row_off": int(ew.window.row_off),
+                         "width": ew.shape[1], "height": ew.shape[0], "rois": len(ew.rois)} for ew in windows],
+            "aoi": {"type": "FeatureCollection", "features": window_features(windows)},
+            "warnings": [inline_aoi_error(w.message, aoi_path) for w in caught]}
+
+
 def count_download(store: JobStore, job_id: str, size: int) -> None:
     """Count downloaded bytes in the job record's ``transfer`` (kept in its stored request)."""
     import sqlite3
@@ -257,6 +297,15 @@ def transfer_router(store: JobStore, data_dir: Path, limits: TransferLimits,
     uploads = Uploads(data_dir, limits)
     uploads.clean(store)  # files whose retention ran out while the service was down
     router = APIRouter(dependencies=[Depends(authorised)])
+
+    @router.post("/plan", response_model=PlanView, responses={
+        **AUTH, 422: error_response("invalid request, an unusable AOI or CRS, or copy mode: the message says which")})
+    def plan(body: PlanRequest) -> dict:
+        staging = Path(data_dir) / "jobs" / f".plan-{uuid.uuid4().hex}"  # where the inline AOI is read from
+        try:
+            return plan_for_client(body.model_dump(exclude={"grid"}), body.grid, staging)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     @router.post("/uploads", status_code=201, response_model=UploadView,
                  responses={**AUTH, 413: error_response("the declared size is over the per-job quota"),

@@ -2,7 +2,8 @@
 
 - ``contract``: :class:`EditRequest` and the :class:`Editor` protocol (windows in, edited
   windows out): the seam between the pipeline and the editing engines.
-- ``plan``: :func:`plan_scene`, the scene's facts, ROIs and edit windows.
+- ``plan``: :func:`plan_scene`, the scene's facts, ROIs and edit windows (:func:`plan_grid` for a
+  scene known only by its grid).
 - ``copy_source``: copy-mode inputs (where pasted content comes from, per window).
 - ``provenance``: the record written beside every output, and :func:`matches` for resume.
 - ``orchestrator``: :func:`edit_scene`, the one orchestrator.
@@ -10,9 +11,9 @@
 
 from .contract import EditRequest, Editor
 from .orchestrator import EditResult, check_outputs, default_output, edit_scene, make_editor, window_seed
-from .plan import ScenePlan, plan_scene
+from .plan import ScenePlan, plan_grid, plan_scene, window_features
 from .provenance import matches, provenance_path, written_by_us
 
 __all__ = ["EditRequest", "EditResult", "Editor", "ScenePlan", "check_outputs", "default_output", "edit_scene",
            "make_editor",
-           "matches", "plan_scene", "provenance_path", "window_seed", "written_by_us"]
+           "matches", "plan_grid", "plan_scene", "provenance_path", "window_features", "window_seed", "written_by_us"]

@@ -11,7 +11,7 @@ from ..config import EditConfig
 from ..errors import AOIError
 from ..geo.aoi import AOI, ROI, read_aoi
 from ..geo.check import check_scene_complete
-from ..geo.raster import data_bands, footprint, open_scene, rgb_positions
+from ..geo.raster import data_bands, grid_footprint, open_scene, rgb_positions
 from ..geo.windows import EditWindow, plan_windows
 from .copy_source import add_copy_from
 
@@ -54,6 +54,20 @@ class ScenePlan:
         }
 
 
+def plan_grid(aoi: str | Path, crs, transform, width: int, height: int,
+              config: EditConfig) -> tuple[AOI, list[EditWindow]]:
+    """The ROIs of ``aoi`` and their edit windows over a pixel grid known by its CRS, transform
+    (an Affine) and size: all a plan needs, so a service can plan a scene it never sees."""
+    result = read_aoi(aoi, crs, grid_footprint(transform, width, height), layer=config.layer,
+                      prompt_field=config.prompt_field, role_field=config.role_field, default_prompt=config.prompt)
+    windows = plan_windows(result.targets, transform, height, width, margin_px=config.windows.margin_px,
+                           margin_frac=config.windows.margin_frac, max_side=config.windows.max_side,
+                           merge=config.windows.merge)
+    if not windows:
+        raise AOIError(f"no ROI of {str(aoi)!r} covers a whole pixel of the scene: draw larger ROIs")
+    return result, windows
+
+
 def plan_scene(scene: str | Path, aoi: str | Path, config: EditConfig) -> ScenePlan:
     """Open the scene and AOI, validate them and plan the edit windows (no pixels read)."""
     scene = Path(scene)
@@ -61,14 +75,7 @@ def plan_scene(scene: str | Path, aoi: str | Path, config: EditConfig) -> SceneP
         warnings.simplefilter("always")
         with open_scene(scene) as src:
             check_scene_complete(src, scene)  # a truncated file must fail now, not at writing, after training
-            result = read_aoi(aoi, src.crs, footprint(src), layer=config.layer,
-                              prompt_field=config.prompt_field, role_field=config.role_field,
-                              default_prompt=config.prompt)
-            windows = plan_windows(result.targets, src.transform, src.height, src.width,
-                                   margin_px=config.windows.margin_px, margin_frac=config.windows.margin_frac,
-                                   max_side=config.windows.max_side, merge=config.windows.merge)
-            if not windows:
-                raise AOIError(f"no ROI of {str(aoi)!r} covers a whole pixel of the scene: draw larger ROIs")
+            result, windows = plan_grid(aoi, src.crs, src.transform, src.width, src.height, config)
             plan = ScenePlan(scene=scene, aoi=result, windows=windows, width=src.width, height=src.height,
                              count=src.count, dtype=src.dtypes[0], crs=src.crs.to_string(),
                              transform=tuple(src.transform), bands=data_bands(src),
@@ -79,3 +86,13 @@ def plan_scene(scene: str | Path, aoi: str | Path, config: EditConfig) -> SceneP
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return plan
+
+
+def window_features(windows: list[EditWindow]) -> list[dict]:
+    """The ROIs of ``windows`` as GeoJSON features in scene CRS, each with its prompt and the
+    index of its ``window``: the AOI of a window job."""
+    from shapely.geometry import mapping
+
+    return [{"type": "Feature", "geometry": mapping(roi.geometry),
+             "properties": {"prompt": roi.prompt, "window": ew.index}}
+            for ew in windows for roi in ew.rois]
