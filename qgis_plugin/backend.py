@@ -1,8 +1,8 @@
 """Finding, starting and checking the backend service, always off QGIS's GUI thread.
 
 ``ConnectTask`` (a QgsTask) starts the local service when asked, waits for its health check and
-reads the recent jobs; the controller gets the outcome on the main thread. The service runs on
-this machine and reads the analyst's files by path.
+reads the recent jobs; the controller gets the outcome on the main thread. A local service reads
+the analyst's files by path; a remote one gets the windows around the ROIs (``remote.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ class BackendSettings:
     token: str = ""
     executable: str = "rs-geo-edit"
     autostart: bool = False
+    remote: bool = False    # a server that cannot read this machine's files: the windows are uploaded
+
+    @property
+    def starts_local(self) -> bool:
+        return self.autostart and not self.remote
 
     @property
     def port(self) -> int:

@@ -4,6 +4,7 @@ only here, on the main thread."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -23,10 +24,12 @@ from .entities import Job
 from .installer import DEFAULT_PACKAGE, InstallSpec, InstallTask, default_folder, default_python
 from .jobs import EditTask
 from .maptool import PolygonTool, add_polygon
+from .remote import LocalFiles, RemoteEditTask, is_remote_job
 from .rois import rois_geojson
 from .settings import flag, set_setting, setting
 
 HELP_FILE = Path(__file__).with_name("help.html")
+REMEMBERED = 200  # remote jobs whose local scene and output paths are kept
 
 
 class EditController:
@@ -45,7 +48,7 @@ class EditController:
         dock.show_backend_settings(BackendSettings(url=setting("url", BackendSettings.url),
                                                    token=setting("token", ""),
                                                    executable=setting("executable", BackendSettings.executable),
-                                                   autostart=flag("autostart")))
+                                                   autostart=flag("autostart"), remote=flag("remote")))
         dock.show_install_spec(InstallSpec(folder=setting("install_folder", str(default_folder())),
                                            python=setting("install_python", default_python()),
                                            package=setting("install_package", DEFAULT_PACKAGE),
@@ -71,6 +74,7 @@ class EditController:
         set_setting("token", settings.token)
         set_setting("executable", settings.executable)
         set_setting("autostart", "true" if settings.autostart else "false")
+        set_setting("remote", "true" if settings.remote else "false")
         return settings
 
     def client(self) -> BackendClient:
@@ -83,13 +87,13 @@ class EditController:
             return self.connect_task
         settings = self.backend_settings()
         try:
-            if self.local is not None and settings.autostart and self.local.port != settings.port:
+            if self.local is not None and settings.starts_local and self.local.port != settings.port:
                 self.stop_backend()   # the URL moved to another port: one service of ours at a time
-            if settings.autostart and (self.local is None or self.local.process is None):
+            if settings.starts_local and (self.local is None or self.local.process is None):
                 log = Path(QgsApplication.qgisSettingsDirPath()) / "rs-geo-edit" / "serve.log"
                 log.parent.mkdir(parents=True, exist_ok=True)
                 self.local = LocalBackend(settings.executable, settings.port, log)
-            local = self.local if settings.autostart else None
+            local = self.local if settings.starts_local else None
         except (BackendError, OSError) as exc:  # a URL without a port, an unwritable profile
             self.dock.health.setText(f"backend unavailable: {exc}")
             return None
@@ -118,8 +122,9 @@ class EditController:
         self.backend_settings()
         self.health = task.health
         self.dock.show_health(task.health)
-        self.jobs = {job.id: job for job in task.jobs}
-        self.dock.show_jobs(task.jobs, [job.id for job in task.jobs if self.loadable(job)])
+        jobs = [self.localise(job) for job in task.jobs]
+        self.jobs = {job.id: job for job in jobs}
+        self.dock.show_jobs(jobs, [job.id for job in jobs if self.loadable(job)])
 
     def stop_backend(self) -> None:
         if self.local is not None:
@@ -234,10 +239,16 @@ class EditController:
             return None
         if options:
             request["options"] = dict(options)
+        if self.backend_settings().remote:
+            if request["mode"] == "copy":  # its content comes from outside the windows that travel
+                self.message("copy mode needs the whole scene: run it on a local backend", Qgis.Warning)
+                return None
+            return self._follow(RemoteEditTask(self.client(), request))
         return self._follow(EditTask(self.client(), request))
 
-    def _follow(self, task: EditTask) -> EditTask:
-        task.progressChanged.connect(lambda _: self.unloaded or self.dock.show_job_progress(task.job))
+    def _follow(self, task):
+        """Run an ``EditTask`` or ``RemoteEditTask`` and show its progress and end in the dock."""
+        task.progressChanged.connect(lambda _: self.unloaded or self._progress(task))
         task.taskCompleted.connect(lambda: self.on_job_ended(task))
         task.taskTerminated.connect(lambda: self.on_job_ended(task))
         self.task = task
@@ -245,6 +256,32 @@ class EditController:
         self.dock.stage.setText("submitting ..." if task.job_id is None else "following ...")
         QgsApplication.taskManager().addTask(task)
         return task
+
+    def _progress(self, task) -> None:
+        if isinstance(task, RemoteEditTask) and task.job_id:
+            self.remember(task.job_id, task.files)
+        self.dock.show_job_progress(task.job)
+
+    # A remote job's result is written here: which scene and output it belongs to is known only
+    # to this machine, kept in the settings so a job outlives a restart of QGIS.
+    def remember(self, job_id: str, files: LocalFiles) -> None:
+        known = self.remote_files()
+        if job_id not in known:
+            known[job_id] = dataclasses.asdict(files)
+            set_setting("remote_jobs", json.dumps(dict(list(known.items())[-REMEMBERED:])))
+
+    def remote_files(self) -> dict:
+        try:
+            return dict(json.loads(setting("remote_jobs", "{}") or "{}"))
+        except ValueError:
+            return {}
+
+    def localise(self, job: Job) -> Job:
+        """A remote job as this machine sees it: its local scene and output, when this machine sent it."""
+        files = self.remote_files().get(job.id) if is_remote_job(job) else None
+        if files is None:
+            return job
+        return dataclasses.replace(job, output=files["output"], request={**job.request, "scene": files["scene"]})
 
     def cancel(self) -> None:
         if self.task is not None:
@@ -256,7 +293,9 @@ class EditController:
             return
         self.dock.set_running(False)
         job = task.job
-        if job is not None:
+        if isinstance(task, RemoteEditTask) and task.job_id:
+            self.remember(task.job_id, task.files)
+        if job is not None and job.id:
             self.jobs[job.id] = job
             self.dock.put_job(job)
         if job is not None and job.state == "done":
@@ -272,16 +311,26 @@ class EditController:
             self.message(error, Qgis.Critical)
 
     def loadable(self, job: Job) -> bool:
-        """A finished job whose output exists and is not in the project, or one still running."""
+        """A finished job whose output exists and is not in the project, or one still running; a
+        remote job of this machine's also when its result is not written here yet."""
+        remote = is_remote_job(job)
+        if remote and job.id not in self.remote_files():
+            return False  # another machine's: its scene and output are not here
         if job.state in ("queued", "running"):
             return self.task is None
-        return job.state == "done" and bool(job.output) and os.path.isfile(job.output) \
-            and layers.find_raster(job.output) is None
+        if job.state != "done" or not job.output:
+            return False
+        if remote and not os.path.exists(job.output):
+            return self.task is None
+        return os.path.isfile(job.output) and layers.find_raster(job.output) is None
 
     def load_selected(self) -> Optional[object]:
         job = self.jobs.get(self.dock.selected_job_id() or "")
         if job is None or not self.loadable(job):
             return None
+        if is_remote_job(job) and (job.state != "done" or not os.path.exists(job.output)):
+            files = LocalFiles(**self.remote_files()[job.id])
+            return self._follow(RemoteEditTask(self.client(), job_id=job.id, files=files))
         if job.state in ("queued", "running"):
             return self._follow(EditTask(self.client(), job_id=job.id))
         return self.load_job(job)
@@ -297,8 +346,14 @@ class EditController:
         return layer
 
     def unload(self) -> None:
+        """QGIS closes or the plugin is unloaded: a running edit stays on the backend (listed on the
+        next Connect), the other tasks stop."""
         self.unloaded = True
-        for task in (self.task, self.connect_task, self.install_task):
+        if isinstance(self.task, RemoteEditTask) and self.task.job_id:
+            self.remember(self.task.job_id, self.task.files)
+        if self.task is not None:
+            self.task.detach()
+        for task in (self.connect_task, self.install_task):
             if task is not None:
                 task.cancel()
         self.stop_backend()

@@ -103,6 +103,13 @@ class EditDock(QDockWidget):
     def _backend_box(self) -> QGroupBox:
         box = QGroupBox("Backend")
         form = QFormLayout(box)
+        self.where = QComboBox()
+        self.where.addItems(["local (this machine)", "remote server (URL + token)"])
+        self.where.setToolTip("local: the backend reads the scene from its file. Remote: a server (e.g. a GPU "
+                              "machine) that cannot see your files; only the windows around the ROIs are "
+                              "uploaded and the result is written here.")
+        self.where.currentIndexChanged.connect(self._on_where)
+        form.addRow("Runs on", self.where)
         self.url = QLineEdit()
         self.token = QLineEdit()
         self.token.setEchoMode(QLineEdit.Password)
@@ -155,13 +162,21 @@ class EditDock(QDockWidget):
     # ---------------------------------------------------------------------------------- values
     def backend_settings(self) -> BackendSettings:
         return BackendSettings(url=self.url.text().strip(), token=self.token.text().strip(),
-                               executable=self.exe.text().strip(), autostart=self.autostart.isChecked())
+                               executable=self.exe.text().strip(), autostart=self.autostart.isChecked(),
+                               remote=self.where.currentIndex() == 1)
 
     def show_backend_settings(self, settings: BackendSettings) -> None:
         self.url.setText(settings.url)
         self.token.setText(settings.token)
         self.exe.setText(settings.executable)
         self.autostart.setChecked(settings.autostart)
+        self.where.setCurrentIndex(1 if settings.remote else 0)
+        self._on_where()
+
+    def _on_where(self, *_) -> None:
+        local = self.where.currentIndex() == 0
+        self.exe.setEnabled(local)
+        self.autostart.setEnabled(local)
 
     def install_spec(self) -> InstallSpec:
         return InstallSpec(folder=self.install_folder.filePath().strip(), python=self.install_python.filePath().strip(),

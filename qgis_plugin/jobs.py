@@ -16,15 +16,16 @@ CANCEL_WAIT = 30.0  # seconds to wait for the backend to confirm a cancel (it la
 
 def follow_job(client: BackendClient, request: Optional[dict] = None, *, job_id: Optional[str] = None,
                is_canceled: Callable[[], bool] = lambda: False, on_update: Callable[[Job], None] = lambda job: None,
-               poll: float = 0.5) -> Job:
+               poll: float = 0.5, is_detached: Callable[[], bool] = lambda: False) -> Job:
     """Submit ``request`` (or follow the existing ``job_id``) and poll every ``poll`` seconds until the
     job ends; returns its last state. Once ``is_canceled()`` is true, the job is cancelled on the
-    backend too and followed until it stops. Raises BackendError when the backend cannot be reached.
-    Blocking: call it from a worker thread."""
+    backend too and followed until it stops; once ``is_detached()`` is true (QGIS is closing), the
+    job is left running and its state so far returned. Raises BackendError when the backend cannot
+    be reached. Blocking: call it from a worker thread."""
     job = client.submit(request) if job_id is None else client.job(job_id)
     on_update(job)
     cancelled_at = None
-    while not job.terminal:
+    while not job.terminal and not is_detached():
         if cancelled_at is None and is_canceled():
             cancelled_at = time.monotonic()
             job = client.cancel(job.id)
@@ -32,7 +33,7 @@ def follow_job(client: BackendClient, request: Optional[dict] = None, *, job_id:
             continue
         if cancelled_at is not None and time.monotonic() - cancelled_at > CANCEL_WAIT:
             break
-        _sleep(poll, is_canceled if cancelled_at is None else (lambda: False))
+        _sleep(poll, (lambda: is_canceled() or is_detached()) if cancelled_at is None else is_detached)
         job = client.job(job.id)
         on_update(job)
     return job
@@ -56,11 +57,21 @@ class EditTask(QgsTask):
         self.client, self.request, self.job_id, self.poll = client, request, job_id, poll
         self.job: Optional[Job] = None
         self.error: Optional[str] = None
+        self.detached = False
+
+    def detach(self) -> None:
+        """Stop following without cancelling the job (QGIS is closing): the backend finishes it and
+        the dock lists it on the next Connect."""
+        self.detached = True
+        self.cancel()
+
+    def is_canceled(self) -> bool:
+        return self.isCanceled() and not self.detached
 
     def run(self) -> bool:  # worker thread: no widgets here
         try:
-            self.job = follow_job(self.client, self.request, job_id=self.job_id, is_canceled=self.isCanceled,
-                                  on_update=self._update, poll=self.poll)
+            self.job = follow_job(self.client, self.request, job_id=self.job_id, is_canceled=self.is_canceled,
+                                  on_update=self._update, poll=self.poll, is_detached=lambda: self.detached)
         except BackendError as exc:
             self.error = str(exc)
             return False

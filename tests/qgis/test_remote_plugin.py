@@ -1,0 +1,186 @@
+"""The plugin against a remote server, in real QGIS 3.22: only the windows around the ROIs
+travel, the output is written here and equals the server's own edit of the whole file, and a job
+outlives a restart of QGIS."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from conftest import api, wait_for, write_raster
+from test_plugin import TINY, _assert_styled_like_source, _connect, _style
+
+SIZE = 640  # px: the scene is much larger than the window around the ROI
+
+
+def _gdal_pixels(path) -> "np.ndarray":
+    from osgeo import gdal
+
+    ds = gdal.Open(str(path))
+    return ds.ReadAsArray()
+
+
+def _roi_layer(tmp_path, col0, row0, col1, row1, name="rois"):
+    """A GeoPackage polygon layer (EPSG:32633, over ``write_raster``'s grid) with one ROI."""
+    from osgeo import ogr, osr
+    from qgis.core import QgsProject, QgsVectorLayer
+
+    path = tmp_path / f"{name}.gpkg"
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    lyr = ds.CreateLayer(name, srs, ogr.wkbPolygon)
+    lyr.CreateField(ogr.FieldDefn("prompt", ogr.OFTString))
+    x0, x1, y0, y1 = 500000 + 10 * col0, 500000 + 10 * col1, 5100000 - 10 * row0, 5100000 - 10 * row1
+    feature = ogr.Feature(lyr.GetLayerDefn())
+    feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON (({x0} {y0}, {x1} {y0}, {x1} {y1}, {x0} {y1}, {x0} {y0}))"))
+    feature.SetField("prompt", "a lake")
+    lyr.CreateFeature(feature)
+    ds = None
+    layer = QgsVectorLayer(str(path), name, "ogr")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def _remote_ready(plugin_or_fresh, backend, tmp_path, name="scene"):
+    """A large raster layer and an ROI layer in the dock, the backend set to remote."""
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    raster = write_raster(tmp_path / f"{name}.tif", size=SIZE)
+    layer = QgsRasterLayer(str(raster), name)
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    _style(layer)
+    rois = _roi_layer(tmp_path, 300, 260, 340, 300, name=f"{name}_rois")
+    dock = plugin_or_fresh.dock
+    dock.raster.setLayer(layer)
+    dock.roi_source.setCurrentIndex(1)
+    dock.roi_layer_combo.setLayer(rois)
+    dock.prompt.setText("")
+    dock.mode.setCurrentText("regenerate")
+    dock.seed.setValue(5)
+    dock.where.setCurrentIndex(1)
+    return raster, layer
+
+
+@pytest.fixture
+def remote_setting(plugin):
+    yield
+    plugin.dock.where.setCurrentIndex(0)   # the other tests use the local backend
+    plugin.controller.backend_settings()
+
+
+def test_remote_edit_uploads_only_windows_and_writes_the_servers_edit(plugin, host, backend, tmp_path,
+                                                                     remote_setting):
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    from rs_geo_edit_qgis.remote import RemoteEditTask
+
+    _connect(plugin, backend)
+    raster, source = _remote_ready(plugin, backend, tmp_path)
+    assert not plugin.dock.autostart.isEnabled()          # nothing to start here for a remote server
+    values = []
+    task = plugin.controller.run(TINY)
+    assert isinstance(task, RemoteEditTask)
+    task.progressChanged.connect(values.append)
+    assert wait_for(lambda: plugin.controller.task is None, 240), plugin.dock.stage.text()
+    assert plugin.dock.stage.text() == "done", plugin.dock.stage.text()
+    assert values and values == sorted(values) and plugin.dock.progress.value() == 100
+    output = Path(task.job.output)
+    assert output.parent == tmp_path and output.is_file()
+    assert not list(tmp_path.glob(".*partial"))
+
+    job = api(backend, "GET", f"/jobs/{task.job_id}")
+    assert job["state"] == "done" and job["request"]["scene"] == "scene.tif"     # a name, never a path
+    (window,) = job["request"]["windows"]
+    transfer = job["transfer"]
+    assert 0 < transfer["uploaded_bytes"] * 4 < raster.stat().st_size             # the window, not the scene
+    assert transfer["downloaded_bytes"] > 0
+
+    # The same edit by the server on the whole file (it can read this folder): the same pixels.
+    local = api(backend, "POST", "/jobs", {"scene": str(raster), "aoi": task.request["aoi"], "mode": "regenerate",
+                                          "seed": 5, "output": str(tmp_path / "local.tif"), "options": TINY})
+    deadline = time.time() + 240
+    while api(backend, "GET", f"/jobs/{local['id']}")["state"] not in ("done", "failed") and time.time() < deadline:
+        time.sleep(0.5)
+    assert api(backend, "GET", f"/jobs/{local['id']}")["state"] == "done"
+    before, remote, whole = _gdal_pixels(raster), _gdal_pixels(output), _gdal_pixels(tmp_path / "local.tif")
+    assert (remote == whole).all()
+    changed = (remote != before).any(axis=0)
+    rows, cols = changed.nonzero()
+    assert changed.any() and rows.min() >= window["row_off"] and cols.min() >= window["col_off"]
+    assert rows.max() < 300 + 20 and cols.max() < 340 + 20                       # the ROI and its blend band
+
+    record = json.loads(output.with_suffix(".json").read_text())
+    assert record["backend"]["job"] == task.job_id and record["windows"][0]["roi_pixels"] == 40 * 40
+    results = [l for l in QgsProject.instance().mapLayers().values()
+               if isinstance(l, QgsRasterLayer) and Path(l.source()) == output]
+    assert len(results) == 1
+    _assert_styled_like_source(results[0], source)
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_remote_job_outlives_qgis_and_its_result_is_written_after_a_restart(plugin, host, backend, tmp_path,
+                                                                           remote_setting):
+    """QGIS closes while the server trains: the job goes on there; the next QGIS lists it on
+    Connect and, on Load, follows it to the end and writes its result here."""
+    from qgis.core import QgsProject, QgsRasterLayer
+    from qgis.PyQt.QtCore import Qt
+
+    import rs_geo_edit_qgis
+
+    first = rs_geo_edit_qgis.classFactory(host)
+    first.initGui()
+    try:
+        _connect(first, backend)
+        _remote_ready(first, backend, tmp_path, name="restart")
+        task = first.controller.run({**TINY, "steps": 300})
+        assert wait_for(lambda: task.job_id is not None, 120), first.dock.stage.text()
+        output = Path(task.files.output)
+    finally:
+        first.unload()                                           # QGIS closes
+    assert wait_for(lambda: not task.isActive(), 30)
+    assert api(backend, "GET", f"/jobs/{task.job_id}")["state"] in ("queued", "running", "done")
+    assert not output.exists()
+
+    fresh = rs_geo_edit_qgis.classFactory(host)
+    fresh.initGui()
+    try:
+        dock = fresh.dock
+        assert dock.where.currentIndex() == 1                    # the setting survived
+        fresh.controller.connect()
+        assert wait_for(lambda: fresh.controller.connect_task is None, 30), dock.health.text()
+        listed = [dock.history.item(i).data(Qt.UserRole) for i in range(dock.history.count())]
+        assert task.job_id in listed
+        dock.select_job(task.job_id)
+        assert dock.load_button.isEnabled()
+        dock.load_button.click()
+        assert fresh.controller.task is not None and fresh.controller.task.job_id == task.job_id
+        assert wait_for(lambda: fresh.controller.task is None, 300), dock.stage.text()
+        assert dock.stage.text() == "done", dock.stage.text()
+        assert output.is_file()
+        assert [l for l in QgsProject.instance().mapLayers().values()
+                if isinstance(l, QgsRasterLayer) and Path(l.source()) == output]
+        dock.select_job(task.job_id)
+        assert not dock.load_button.isEnabled()                  # written and loaded once
+    finally:
+        fresh.unload()
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_copy_mode_is_refused_before_anything_travels(plugin, host, backend, tmp_path, remote_setting):
+    """Copy mode takes content from outside the windows: refused at once, nothing sent or written."""
+    from qgis.core import QgsProject
+
+    _connect(plugin, backend)
+    _remote_ready(plugin, backend, tmp_path, name="refused")
+    plugin.dock.mode.setCurrentText("copy")
+    jobs_before = len(api(backend, "GET", "/jobs"))
+    assert plugin.controller.run(TINY) is None and plugin.controller.task is None
+    assert "copy mode" in host.bar.currentItem().text()
+    assert len(api(backend, "GET", "/jobs")) == jobs_before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["refused.tif", "refused_rois.gpkg"]
+    QgsProject.instance().removeAllMapLayers()
