@@ -16,9 +16,10 @@ from qgis.PyQt.QtGui import QIcon
 from .client import BackendClient, BackendError
 from .entities import OptionSpec, load_option_specs
 from .jobs import follow_job
+from .remote import RemoteEdit
 from .layers import source_path
 from .rois import features_geojson
-from .settings import MODES, PRESETS, setting
+from .settings import MODES, PRESETS, flag, setting
 
 # Options the algorithm's own parameters (or Processing itself) already decide.
 FIXED = {"scene", "aoi", "prompt", "mode", "preset", "seed", "output", "layer", "prompt_field", "copy_from",
@@ -139,8 +140,13 @@ class EditAlgorithm(QgsProcessingAlgorithm):
                 feedback.setProgressText(f"{job.stage}: {job.message}")
 
         try:
-            job = follow_job(client, request, is_canceled=feedback.isCanceled, on_update=report)
-        except BackendError as exc:
+            if flag("remote"):  # the dock's "Runs on: remote server": only the windows travel
+                if request["mode"] == "copy":
+                    raise QgsProcessingException("copy mode needs the whole scene: run it on a local backend")
+                job = RemoteEdit(client, request, overwrite=True, report=report).run(feedback.isCanceled)
+            else:
+                job = follow_job(client, request, is_canceled=feedback.isCanceled, on_update=report)
+        except (BackendError, ValueError, OSError) as exc:
             raise QgsProcessingException(str(exc)) from None
         feedback.pushInfo(f"job {job.id} on {client.url}: {job.state}")
         if job.state == "cancelled":

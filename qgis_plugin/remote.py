@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from .client import BackendClient, BackendError
 from .entities import Job
@@ -118,42 +118,37 @@ def _open(path: str):
     return ds
 
 
-class RemoteEditTask(EditTask):
-    """A remote edit in QGIS's task manager; ``job`` holds the latest state with this machine's
-    scene and output paths (read it on the main thread from ``progressChanged``);
-    ``taskCompleted``/``taskTerminated`` report the end. Give ``request`` (the dock's edit, its
-    ``scene`` and ``output`` local paths) to start one, or ``job_id`` and ``files`` to follow a
-    job submitted earlier and fetch its result."""
+class RemoteEdit:
+    """One remote edit, blocking (call it from a worker thread): plan, crop, upload, submit, follow,
+    download, write. Give ``request`` (an edit as the dock builds it, with this machine's ``scene``
+    and ``output`` paths) to start one, or ``job_id`` and ``files`` to finish a job submitted
+    earlier. ``job`` is the latest state, with this machine's paths and the overall progress;
+    ``report(job)`` is called at every change."""
 
     def __init__(self, client: BackendClient, request: Optional[dict] = None, *, job_id: Optional[str] = None,
-                 files: Optional[LocalFiles] = None, poll: float = 0.5):
-        super().__init__(client, request, job_id, poll)
-        self.setDescription(f"{self.description()} (remote)")
+                 files: Optional[LocalFiles] = None, overwrite: bool = False,
+                 report: Callable[[Job], None] = lambda job: None):
+        self.client, self.request, self.job_id, self.overwrite, self.report = client, request, job_id, overwrite, report
         self.files = files or LocalFiles(scene=request["scene"], output=request["output"])
+        self.job: Optional[Job] = None
 
-    def run(self) -> bool:  # worker thread: no widgets here
-        try:
-            with tempfile.TemporaryDirectory(prefix="rs-geo-edit-windows-") as tmp:
-                job_id = self.job_id or self._submit(Path(tmp))
-                if job_id is None:
-                    return False
-                job = follow_job(self.client, job_id=job_id, is_canceled=self.is_canceled, on_update=self._on_job,
-                                 poll=self.poll, is_detached=lambda: self.detached)
-                if self.detached:
-                    return False
-                if job.state != "done":
-                    self._on_job(job)
-                    if job.state == "failed":
-                        self.error = job.error or "the remote job failed"
-                    return False
+    def run(self, is_canceled: Callable[[], bool] = lambda: False, is_detached: Callable[[], bool] = lambda: False,
+            poll: float = 0.5) -> Job:
+        """The job's last state: ``done`` once the output is written; ``cancelled`` (also when the
+        upload was cancelled), ``failed``, or still running when detached. Raises BackendError,
+        ValueError or OSError."""
+        with tempfile.TemporaryDirectory(prefix="rs-geo-edit-windows-") as tmp:
+            if self.job_id is None and not self._submit(Path(tmp), is_canceled):
+                return self.job
+            job = follow_job(self.client, job_id=self.job_id, is_canceled=is_canceled, on_update=self._on_job,
+                             poll=poll, is_detached=is_detached)
+            self._on_job(job)
+            if job.state == "done" and not is_detached():
                 self._fetch(job, Path(tmp))
-        except (BackendError, ValueError, OSError) as exc:
-            self.error = str(exc)
-            return False
-        return True
+        return self.job
 
-    def _submit(self, folder: Path) -> Optional[str]:
-        """Plan, crop and upload the windows and submit the job; None when cancelled meanwhile."""
+    def _submit(self, folder: Path, is_canceled: Callable[[], bool]) -> bool:
+        """Plan, crop and upload the windows and submit the job; False when cancelled meanwhile."""
         request = self.request
         edit = {k: request[k] for k in ("prompt", "mode", "preset", "seed") if request.get(k) is not None}
         options = dict(request.get("options") or {})
@@ -168,11 +163,11 @@ class RemoteEditTask(EditTask):
                 self._show("upload", UPLOAD_END * (done + held) / total,
                            f"{name}: {(done + held) / 1e6:.1f} of {total / 1e6:.1f} MB")
             try:
-                upload = self.client.upload(path, sent, self.isCanceled)  # closing QGIS stops an upload too
+                upload = self.client.upload(path, sent, is_canceled)
             except BackendError:
-                if self.isCanceled():
+                if is_canceled():
                     self.job = Job(id="", state="cancelled", stage="upload", message="cancelled while uploading")
-                    return None
+                    return False
                 raise
             done += path.stat().st_size
             windows.append({"upload": upload, "index": w["index"], "col_off": w["col_off"], "row_off": w["row_off"]})
@@ -181,7 +176,7 @@ class RemoteEditTask(EditTask):
         job = self.client.submit(body)
         self.job_id = job.id
         self._on_job(job)
-        return job.id
+        return True
 
     def _fetch(self, job: Job, folder: Path) -> None:
         """Download the changed boxes of a finished job and write the output and its record."""
@@ -194,7 +189,7 @@ class RemoteEditTask(EditTask):
             self.client.download(job.id, entry["index"], dest)
             boxes.append((entry["col_off"], entry["row_off"], dest))
         output = Path(self.files.output)
-        if output.exists():
+        if output.exists() and not self.overwrite:
             raise ValueError(f"{output} appeared meanwhile: it is left alone; load the job again to write "
                              "its result under a new name")
         self._show("write", 0.95, f"writing {output.name}")
@@ -205,26 +200,50 @@ class RemoteEditTask(EditTask):
                   "request": {k: v for k, v in job.request.items() if k not in ("aoi", "windows", "transfer")},
                   "editor": manifest["editor"], "windows": [w["record"] for w in manifest["windows"]]}
         provenance = output.with_suffix(".json")
-        if not provenance.exists():
+        if not provenance.exists() or self.overwrite:
             partial = provenance.with_name(f".{provenance.name}.partial")
             partial.write_text(json.dumps(record, indent=2, default=str))
             os.replace(partial, provenance)
-        self.job = self._local(dataclasses.replace(job, progress=1.0))
-
-    def _local(self, job: Job) -> Job:
-        """``job`` with this machine's paths: the result layer is this output, placed over this scene."""
-        return dataclasses.replace(job, output=self.files.output, request={**job.request, "scene": self.files.scene})
+        self._set(dataclasses.replace(job, progress=1.0))
 
     def _on_job(self, job: Job) -> None:
-        share = UPLOAD_END + (JOB_END - UPLOAD_END) * job.progress
-        self.job = self._local(dataclasses.replace(job, progress=share))
-        self.setProgress(100.0 * share)
+        self._set(dataclasses.replace(job, progress=UPLOAD_END + (JOB_END - UPLOAD_END) * job.progress))
 
     def _show(self, stage: str, fraction: float, message: str) -> None:
         base = self.job or Job(id=self.job_id or "", state="running")
-        self.job = dataclasses.replace(base, state="running", stage=stage, message=message, progress=fraction,
-                                       eta_s=None)
-        self.setProgress(100.0 * fraction)
+        self._set(dataclasses.replace(base, state="running", stage=stage, message=message, progress=fraction,
+                                      eta_s=None))
+
+    def _set(self, job: Job) -> None:
+        """Keep ``job`` with this machine's paths (the result layer is this output, over this scene)."""
+        self.job = dataclasses.replace(job, output=self.files.output, request={**job.request, "scene": self.files.scene})
+        self.report(self.job)
+
+
+class RemoteEditTask(EditTask):
+    """A :class:`RemoteEdit` in QGIS's task manager; ``job`` holds the latest state (read it on the
+    main thread from ``progressChanged``); ``taskCompleted``/``taskTerminated`` report the end."""
+
+    def __init__(self, client: BackendClient, request: Optional[dict] = None, *, job_id: Optional[str] = None,
+                 files: Optional[LocalFiles] = None, poll: float = 0.5):
+        super().__init__(client, request, job_id, poll)
+        self.setDescription(f"{self.description()} (remote)")
+        self.edit = RemoteEdit(client, request, job_id=job_id, files=files, report=self._report)
+        self.files = self.edit.files
+
+    def _report(self, job: Job) -> None:
+        self.job_id = self.edit.job_id   # known once the job is submitted: the dock remembers it then
+        self._update(job)
+
+    def run(self) -> bool:  # worker thread: no widgets here
+        try:
+            self.job = self.edit.run(self.is_canceled, lambda: self.detached, self.poll)
+        except (BackendError, ValueError, OSError) as exc:
+            self.error = str(exc)
+            return False
+        if self.job.state == "failed":
+            self.error = self.job.error or "the remote job failed"
+        return self.job.state == "done" and not self.detached
 
 
 def is_remote_job(job: Job) -> bool:

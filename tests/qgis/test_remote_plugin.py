@@ -184,3 +184,29 @@ def test_copy_mode_is_refused_before_anything_travels(plugin, host, backend, tmp
     assert len(api(backend, "GET", "/jobs")) == jobs_before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["refused.tif", "refused_rois.gpkg"]
     QgsProject.instance().removeAllMapLayers()
+
+
+def test_processing_runs_on_the_remote_server_too(plugin, backend, tmp_path):
+    """With the remote setting, the Processing algorithm uploads windows and writes OUTPUT here."""
+    import processing
+    from qgis.core import QgsSettings
+
+    from test_plugin import _roi_file, _set_backend_settings
+
+    _set_backend_settings(backend)
+    QgsSettings().setValue("rs_geo_edit/remote", "true")
+    try:
+        raster = write_raster(tmp_path / "p.tif")
+        out = tmp_path / "p_out.tif"
+        out.write_bytes(b"an earlier result that Processing asked to replace")
+        result = processing.run("rs_geo_edit:edit", {"INPUT": str(raster), "ROIS": str(_roi_file(tmp_path)),
+                                                     "PROMPT": "a meadow", "MODE": 1, "PRESET": 0, "SEED": 2,
+                                                     "OUTPUT": str(out), **{k.upper(): v for k, v in TINY.items()}})
+    finally:
+        QgsSettings().setValue("rs_geo_edit/remote", "false")
+    assert Path(result["OUTPUT"]) == out
+    job = api(backend, "GET", f"/jobs/{result['JOB_ID']}")
+    assert job["state"] == "done" and job["request"]["windows"] and job["request"]["scene"] == "p.tif"
+    before, after = _gdal_pixels(raster), _gdal_pixels(out)
+    assert before.shape == after.shape and (before != after).any()
+    assert json.loads(out.with_suffix(".json").read_text())["backend"]["job"] == job["id"]
