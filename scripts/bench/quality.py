@@ -187,14 +187,14 @@ def main(argv=None) -> int:
             out = tmp / f"{case}-{mode}.tif"
             editor = make_editor(config)
             t0 = time.perf_counter()
-            edit_scene(SCENE, aoi, out, editor, config)
+            edit_scene(SCENE, aoi, out, config, editor=editor)
             total = time.perf_counter() - t0
             stats = editor.windows[0]
             reedit = float("nan")
             if args.reedit:
                 config.seed = args.seed + 1
                 t0 = time.perf_counter()
-                edit_scene(SCENE, aoi, tmp / f"{case}-{mode}-re.tif", make_editor(config), config)
+                edit_scene(SCENE, aoi, tmp / f"{case}-{mode}-re.tif", config, editor=make_editor(config))
                 reedit = time.perf_counter() - t0
             fig = measure(out, aoi, config)
             if args.crops:
