@@ -79,11 +79,24 @@ def crop_window(path: str, window: dict, dest: Path) -> Path:
 
 def write_output(scene: str, output: Path, boxes: list[tuple[int, int, Path]]) -> None:
     """Copy ``scene`` and replace the data bands of each ``(col, row, file)`` box; overviews are
-    rebuilt (average, as the backend does). Written beside ``output`` and renamed when complete."""
+    rebuilt (average, as the backend does). A GeoTIFF is copied byte for byte; any other source
+    (a VRT, a JPEG 2000, a GeoTIFF with sidecar mask or overviews) is converted to a GeoTIFF
+    first. Written beside ``output`` and renamed when complete."""
     from osgeo import gdal
 
     partial = output.with_name(f".{output.name}.partial")
-    shutil.copyfile(scene, partial)
+    source = _open(scene)
+    sidecars = [Path(f"{scene}{ext}") for ext in (".msk", ".ovr")]
+    if source.GetDriver().ShortName == "GTiff" and not any(p.exists() for p in sidecars):
+        shutil.copyfile(scene, partial)   # the source bit for bit, tags and layout included
+    else:
+        # A VRT copy would write into its sources, and sidecars (mask, overviews) do not travel
+        # with a file copy: a full GeoTIFF copy carries the pixels, metadata and mask instead.
+        options = gdal.TranslateOptions(format="GTiff", creationOptions=["COMPRESS=DEFLATE", "TILED=YES",
+                                                                          "BIGTIFF=IF_SAFER"])
+        if gdal.Translate(str(partial), source, options=options) is None:
+            raise ValueError(f"cannot copy {scene} into a GeoTIFF: {gdal.GetLastErrorMsg()}")
+    del source
     try:
         ds = gdal.Open(str(partial), gdal.GA_Update)
         if ds is None:

@@ -210,3 +210,33 @@ def test_processing_runs_on_the_remote_server_too(plugin, backend, tmp_path):
     before, after = _gdal_pixels(raster), _gdal_pixels(out)
     assert before.shape == after.shape and (before != after).any()
     assert json.loads(out.with_suffix(".json").read_text())["backend"]["job"] == job["id"]
+
+
+def test_remote_result_over_a_vrt_never_writes_into_its_sources(plugin, tmp_path):
+    """A VRT scene: the output is a GeoTIFF of its own; the files the VRT reads stay as they were."""
+    import hashlib
+
+    import numpy as np
+    from osgeo import gdal
+
+    from rs_geo_edit_qgis.remote import write_output
+
+    tile = write_raster(tmp_path / "tile.tif", size=64)
+    digest = hashlib.sha256(tile.read_bytes()).hexdigest()
+    vrt = tmp_path / "scene.vrt"
+    gdal.BuildVRT(str(vrt), [str(tile)]).FlushCache()
+    box = tmp_path / "box.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(box), 8, 6, 3, gdal.GDT_Byte)
+    for b in range(3):
+        ds.GetRasterBand(b + 1).WriteArray(np.full((6, 8), 7 + b, np.uint8))
+    ds = None
+    out = tmp_path / "out.tif"
+    write_output(str(vrt), out, [(10, 20, box)])
+    assert hashlib.sha256(tile.read_bytes()).hexdigest() == digest
+    result = gdal.Open(str(out))
+    assert result.GetDriver().ShortName == "GTiff" and result.GetProjection() == gdal.Open(str(tile)).GetProjection()
+    pixels, source = result.ReadAsArray(), gdal.Open(str(tile)).ReadAsArray()
+    assert (pixels[:, 20:26, 10:18] == np.array([7, 8, 9])[:, None, None]).all()
+    outside = np.ones(pixels.shape[1:], bool)
+    outside[20:26, 10:18] = False
+    assert (pixels[:, outside] == source[:, outside]).all()
