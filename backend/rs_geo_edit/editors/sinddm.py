@@ -171,7 +171,7 @@ class SinDDMEditor:
 
         out = sample(net, schedule, sizes, request.image.shape[0], device=self.device, generator=generator,
                      stride=cfg.sample_stride, constraint=constraint, novelty=cfg.novelty,
-                     x0_hook=chain(copy_hook, guide), on_step=on_step)
+                     x0_hook=chain(copy_hook, guide), tile=cfg.tile, on_step=on_step)
         if guide is not None:
             stats["guidance"] = {"steps": guide.stats.steps, "first_score": guide.stats.scores[0] if guide.stats.scores
                                  else None, "last_score": guide.stats.scores[-1] if guide.stats.scores else None}

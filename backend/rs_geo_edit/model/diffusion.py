@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .net import receptive_radius
+
 
 REBLUR_MAX = 0.55
 
@@ -150,6 +152,81 @@ class Constraint:
     final: Optional[torch.Tensor] = None
 
 
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Offsets of tiles of ``tile`` px along an axis of ``length`` px, neighbours sharing at
+    least ``overlap`` px; the last tile ends flush with the axis."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, tile - overlap))
+    return starts + [length - tile]
+
+
+def _edge_ramp(length: int, lead: bool, trail: bool, halo: int, ramp: int) -> torch.Tensor:
+    """A tile's weights along one axis: 0 within ``halo`` px of an edge where the tile is cut
+    out of a larger image (there the zero padding of the convolutions is not the image's
+    content), then a raised-cosine rise over ``ramp`` px; 1 elsewhere and at the image's own
+    edges. Neighbours' ramps sum to 1 across an overlap of ``2 * halo + ramp``."""
+    d = torch.arange(length, dtype=torch.float32)
+    w = torch.ones(length)
+
+    def rise(dist):
+        return 0.5 - 0.5 * torch.cos(math.pi * ((dist + 1 - halo) / (ramp + 1)).clamp(0, 1))
+
+    if lead:
+        w = w * rise(d)
+    if trail:
+        w = w * rise(length - 1 - d)
+    return w
+
+
+class TiledDenoiser:
+    """The net's noise prediction over a (1, C, H, W) image, computed on overlapping tiles of at
+    most ``tile`` x ``tile`` px whose predictions are fused with weights normalised per pixel
+    (MultiDiffusion's per-step fusion). A tile's prediction is trusted only beyond the net's
+    receptive radius from its cut edges, where it equals the full-frame prediction, so the
+    fused result matches the untiled one and shows no seams; the net's activations are bounded
+    by the tile whatever the image size. Tiles run in a fixed order (row-major), so the result
+    does not vary between runs. ``tile`` 0, or an image within one tile, runs the net once on
+    the whole image."""
+
+    def __init__(self, net: torch.nn.Module, size: tuple[int, int], tile: int, overlap: int, halo: int):
+        h, w = size
+        self.net = net
+        self.tiles: list[tuple[int, int, int, int]] = []
+        self.weights: list[torch.Tensor] = []
+        if tile <= 0 or (h <= tile and w <= tile):
+            return
+        if overlap < 2 * halo + 1 or overlap >= tile:
+            raise ValueError(f"tile overlap {overlap} px must be above twice the net's receptive radius ({halo} px) "
+                             f"and below the tile ({tile} px)")
+        ramp = overlap - 2 * halo
+        rows, cols = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+        th, tw = min(tile, h), min(tile, w)
+        total = torch.zeros(h, w)
+        for r in rows:
+            wr = _edge_ramp(th, r > 0, r + th < h, halo, ramp)
+            for c in cols:
+                wc = _edge_ramp(tw, c > 0, c + tw < w, halo, ramp)
+                weight = wr[:, None] * wc[None, :]
+                total[r:r + th, c:c + tw] += weight
+                self.tiles.append((r, c, th, tw))
+                self.weights.append(weight)
+        self.weights = [wt / total[r:r + th, c:c + tw] for wt, (r, c, th, tw) in zip(self.weights, self.tiles)]
+
+    @property
+    def tiled(self) -> bool:
+        return bool(self.tiles)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        if not self.tiles:
+            return self.net(x, t, s).float()
+        out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+        for (r, c, th, tw), weight in zip(self.tiles, self.weights):
+            pred = self.net(x[..., r:r + th, c:c + tw], t, s).float()
+            out[..., r:r + th, c:c + tw] += pred * weight.to(x.device)
+        return out
+
+
 def _timesteps(t_from: int, stride: int) -> list[int]:
     """Descending timesteps t_from-1 .. 0 taking every ``stride``-th, always ending at 0."""
     steps = list(range(t_from - 1, -1, -stride))
@@ -162,6 +239,7 @@ def _timesteps(t_from: int, stride: int) -> list[int]:
 def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]], bands: int, *,
            device: torch.device, generator: torch.Generator, stride: int = 1,
            constraint: Optional[Constraint] = None, x0_hook: Optional[X0Hook] = None, novelty: float = 1.0,
+           tile: int = 0, overlap: Optional[int] = None,
            on_step: Optional[Callable[[int, int, int], None]] = None) -> torch.Tensor:
     """Generate an image of ``sizes[-1]`` through all scales. Returns (1, bands, H, W) in [-1, 1].
 
@@ -169,6 +247,11 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
     timesteps: 1 draws it from pure noise (the reference); below 1, and with a ``constraint``,
     it starts from the original noised to that level (as SDEdit does), so the edited region keeps
     the original's coarse layout and continues its surroundings while every finer detail is new.
+
+    ``tile`` > 0 runs the net on overlapping tiles of at most that many pixels a side wherever a
+    scale is larger (:class:`TiledDenoiser`), so its memory follows the tile, not the image;
+    ``overlap`` (px, default four times the net's receptive radius) is what neighbours share.
+    Noise, masks and hooks stay full-frame, so a seed gives the same result tiled or not.
 
     Noise is drawn on the CPU from ``generator`` so that results do not depend on the device.
     ``on_step(scale, done, total)`` reports progress and may raise to cancel.
@@ -183,6 +266,8 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
     total = sum(len(p) for p in plans)
     done = 0
     result = None
+    halo = receptive_radius(net)
+    overlap = 4 * halo if overlap is None else overlap
 
     def randn(shape):
         return torch.randn(shape, generator=generator).to(device)
@@ -194,6 +279,7 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
         keep = constraint.keep[s].to(device) if constraint is not None else None
         original = constraint.originals[s].to(device) if constraint is not None else None
         fixed_noise = randn(shape)   # the same noise re-noises the original at every step
+        denoise = TiledDenoiser(net, tuple(size), tile, overlap, halo)
 
         def mixed(x_clean, t):
             return x_clean if gam is None or t < 0 else gam[t] * blurry + (1 - gam[t]) * x_clean
@@ -218,7 +304,7 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
             t_next = steps[i + 1] if i + 1 < len(steps) else -1
             tt = torch.full((1,), t, device=device, dtype=torch.long)
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
-                eps = net(x, tt, torch.full((1,), s, device=device, dtype=torch.long)).float()
+                eps = denoise(x, tt, torch.full((1,), s, device=device, dtype=torch.long))
             ab = sched.abar[t]
             x0_mix = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
             if gam is not None:     # undo the blur mixing: the sharp estimate

@@ -61,5 +61,18 @@ class SinDDMNet(nn.Module):
         return self.out(x)
 
 
+def receptive_radius(net: nn.Module) -> int:
+    """How far, in pixels, an output pixel sees on each side: the sum of every convolution's
+    reach. Exact for SinDDMNet, whose convolutions are chained (a residual's 1x1 adds nothing);
+    an upper bound for any net made of convolutions alone. Tiled sampling keeps this many pixels
+    of each tile's cut edges out of the fused prediction."""
+    reach = 0
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            k, d = module.kernel_size, module.dilation
+            reach += max((k[0] - 1) // 2 * d[0], (k[1] - 1) // 2 * d[1])
+    return reach
+
+
 def parameter_count(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
