@@ -207,7 +207,7 @@ def _print_plan(summary: dict, max_side: int) -> None:
     if reduced:
         out.print(f"Windows with a side over {max_side} px are edited at reduced resolution (scale < 1) and "
                   "brought back to full resolution for blending; pixels outside the ROIs stay exact. "
-                  "Raise --max-side to edit them at full resolution (more memory and time).")
+                  "Raise --max-side, or set it to 0, to edit them at full resolution (more time).")
 
 
 def _progress_printer(quiet: bool):

@@ -18,6 +18,9 @@ MODES = ("regenerate", "copy", "text")
 # Editing engines (editors/), each mapping the modes to its own method (the `engine` option's choices).
 ENGINES = ("sinddm", "instruct")
 BLEND_MODES = ("feather", "laplacian", "poisson")
+# Tiles overlap by four times the denoiser's receptive radius (16 px): 64 px; a smaller tile would
+# spend most of its work on the overlap.
+MIN_TILE = 128
 
 
 @dataclass
@@ -26,7 +29,7 @@ class WindowConfig:
 
     margin_px: int = 64          # smallest context margin around an ROI's bounding box
     margin_frac: float = 0.5     # margin as a fraction of the ROI extent (per axis), if larger
-    max_side: int = 1024         # windows with a larger side are edited at reduced resolution
+    max_side: int = 0            # windows with a larger side are edited at reduced resolution (0 = never)
     merge: bool = True           # merge ROIs whose windows overlap into one window
 
 
@@ -70,6 +73,7 @@ class ModelConfig:
     chroma_radius: int = 2       # guided chroma smoothing of the generated pixels, pixels (0 = off)
     novelty: float = 0.6         # coarsest chain starts at this fraction of the noise (1 = pure noise)
     copy_weight: float = 0.8     # weight of the pasted content on x0 in copy mode
+    tile: int = 512              # scales larger than this are sampled in overlapping tiles, pixels (0 = off)
     checkpoint_every: int = 250  # training steps between resumable checkpoints
 
 
@@ -177,8 +181,8 @@ class EditConfig:
                 f"`blend` {self.blend.mode!r} is not one of {', '.join(BLEND_MODES)}")
         if self.windows.margin_px < 0 or self.windows.margin_frac < 0:
             raise IncompatibleOptions("`margin` and `margin_frac` must be >= 0")
-        if self.windows.max_side < 32:
-            raise IncompatibleOptions(f"`max_side` {self.windows.max_side} is too small: use 32 or more")
+        if 0 < self.windows.max_side < 32:
+            raise IncompatibleOptions(f"`max_side` {self.windows.max_side} is too small: use 32 or more, or 0 (off)")
         if self.blend.band_px < 0:
             raise IncompatibleOptions("`feather` must be >= 0 pixels")
         if self.rgb_bands is not None and len(self.rgb_bands) != 3:
@@ -191,6 +195,8 @@ class EditConfig:
             raise IncompatibleOptions("`clip_views` and `guide_every` must be >= 1, `momentum` within [0, 1]")
         if self.model.sample_stride < 1:
             raise IncompatibleOptions("`sample_stride` must be >= 1")
+        if 0 < self.model.tile < MIN_TILE:
+            raise IncompatibleOptions(f"`tile` {self.model.tile} is too small: use {MIN_TILE} px or more, or 0 (off)")
         if self.engine == "instruct" and self.mode == "copy":
             raise IncompatibleOptions("`mode` copy needs `engine` sinddm: the instruct engine edits by instruction only")
         if self.instruct.steps < 1 or self.instruct.guidance < 0 or self.instruct.image_guidance < 0:

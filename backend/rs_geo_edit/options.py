@@ -116,6 +116,10 @@ class EditOptions:
                                       "noise (paper); 0.6 (fast) from the original noised to 60 %, so the ROI keeps "
                                       "its coarse layout and continues its surroundings.", minimum=0.05, maximum=1.0,
                                       shown="the preset's")
+    tile: Optional[int] = option(None, "Scales larger than this are sampled in overlapping tiles of this many "
+                                 "pixels a side, fused at every step, so memory follows the tile and not the "
+                                 "ROI (0 = whole scales at once; e.g. 1024 on a GPU).", minimum=0, maximum=16_384,
+                                 shown="512")
     chroma_radius: Optional[int] = option(None, "Guided smoothing of the colour of generated pixels, radius in "
                                           "pixels (0 = off): removes single-pixel colour speckle.", minimum=0,
                                           maximum=16, shown="the preset's")
@@ -126,7 +130,8 @@ class EditOptions:
     margin_frac: float = option(_default(WindowConfig, "margin_frac"), "Context margin as a fraction of the ROI "
                                 "extent, where larger than the margin.", minimum=0.0, maximum=10.0)
     max_side: int = option(_default(WindowConfig, "max_side"), "Windows with a longer side, pixels, are edited at "
-                           "reduced resolution.", minimum=32, maximum=16_384)
+                           "reduced resolution and resampled back, for speed (0 = never: native resolution, e.g. "
+                           "1024 to trade detail for time).", minimum=0, maximum=16_384)
     rgb_bands: Optional[str] = option(None, "The three 1-based band numbers an RGB model sees, e.g. 3,2,1 or 4,3,2.",
                                       shown="red, green, blue by colour interpretation, else the first three")
     clip_views: int = option(_default(GuidanceConfig, "views"), "Text mode: augmented CLIP views per ROI and step.",
@@ -183,7 +188,8 @@ class EditOptions:
         names to the configuration the pipeline reads."""
         model = {"steps": self.steps, "width": self.width, "batch": self.batch, "crop": self.crop, "lr": self.lr,
                  "timesteps": self.timesteps, "sample_stride": self.sample_stride, "detail_factor": self.detail_factor,
-                 "scale_power": self.scale_power, "novelty": self.novelty, "chroma_radius": self.chroma_radius}
+                 "scale_power": self.scale_power, "novelty": self.novelty, "chroma_radius": self.chroma_radius,
+                 "tile": self.tile}
         guidance = GuidanceConfig(clip=self.clip, strength=self.strength, views=self.clip_views, every=self.guide_every,
                                   momentum=self.momentum, ensemble=self.ensemble, synonyms=self.synonyms,
                                   llm_endpoint=self.llm_endpoint, llm_model=self.llm_model)

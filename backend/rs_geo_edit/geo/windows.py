@@ -5,10 +5,11 @@ A window is the ROI's pixel bounding box grown by a context margin of
 whole pixels. ROIs whose windows overlap share one window (so no pixel is edited twice and the
 model sees the joint context).
 
-Reduced resolution: a window whose longer side exceeds ``max_side`` is edited at a working size
-scaled by ``max_side / longer side`` (area-resampled), and the edit is brought back to full
-resolution (Lanczos) before blending. This bounds the model's memory and time per window; the
-price is that generated content inside such a window has the detail of the working resolution.
+Reduced resolution (opt-in, ``max_side`` > 0): a window whose longer side exceeds ``max_side``
+is edited at a working size scaled by ``max_side / longer side`` (area-resampled), and the edit
+is brought back to full resolution (Lanczos) before blending. This saves time; the price is that
+generated content inside such a window has the detail of the working resolution. By default
+windows are edited at native resolution (the sampler tiles large scales, so memory stays bounded).
 Pixels outside the ROIs are never taken from the resampled window, so they stay exact.
 """
 
@@ -99,7 +100,7 @@ def _overlap(a, b) -> bool:
 
 
 def plan_windows(rois: Sequence[ROI], transform: Affine, height: int, width: int, *,
-                 margin_px: int = 64, margin_frac: float = 0.5, max_side: int = 1024,
+                 margin_px: int = 64, margin_frac: float = 0.5, max_side: int = 0,
                  merge: bool = True) -> list[EditWindow]:
     """Plan the edit windows of ``rois`` on a scene of ``height`` x ``width`` pixels.
 
@@ -132,7 +133,7 @@ def plan_windows(rois: Sequence[ROI], transform: Affine, height: int, width: int
     plan = []
     for index, ((r0, c0, r1, c1), members) in enumerate(boxes):
         longest = max(r1 - r0, c1 - c0)
-        scale = min(1.0, max_side / longest)
+        scale = min(1.0, max_side / longest) if max_side > 0 else 1.0
         members = sorted(members, key=lambda r: r.feature)
         plan.append(EditWindow(index, Window(c0, r0, c1 - c0, r1 - r0), members, scale))
     return plan
