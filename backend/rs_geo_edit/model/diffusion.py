@@ -187,13 +187,19 @@ class TiledDenoiser:
     fused result matches the untiled one and shows no seams; the net's activations are bounded
     by the tile whatever the image size. Tiles run in a fixed order (row-major), so the result
     does not vary between runs. ``tile`` 0, or an image within one tile, runs the net once on
-    the whole image."""
+    the whole image.
 
-    def __init__(self, net: torch.nn.Module, size: tuple[int, int], tile: int, overlap: int, halo: int):
+    ``needed`` (H, W) bool marks the pixels whose prediction matters (the sampler's free and
+    band pixels); a tile that trusts none of them is not run, so the cost follows the ROI, not
+    the window. Pixels no running tile covers take the caller's ``fallback``."""
+
+    def __init__(self, net: torch.nn.Module, size: tuple[int, int], tile: int, overlap: int, halo: int,
+                 needed: Optional[torch.Tensor] = None):
         h, w = size
         self.net = net
         self.tiles: list[tuple[int, int, int, int]] = []
         self.weights: list[torch.Tensor] = []
+        self.covered: Optional[torch.Tensor] = None
         if tile <= 0 or (h <= tile and w <= tile):
             return
         if overlap < 2 * halo + 1 or overlap >= tile:
@@ -208,22 +214,26 @@ class TiledDenoiser:
             for c in cols:
                 wc = _edge_ramp(tw, c > 0, c + tw < w, halo, ramp)
                 weight = wr[:, None] * wc[None, :]
+                if needed is not None and not bool((needed[r:r + th, c:c + tw] & (weight > 0)).any()):
+                    continue
                 total[r:r + th, c:c + tw] += weight
                 self.tiles.append((r, c, th, tw))
                 self.weights.append(weight)
-        self.weights = [wt / total[r:r + th, c:c + tw] for wt, (r, c, th, tw) in zip(self.weights, self.tiles)]
+        self.weights = [wt / total[r:r + th, c:c + tw].clamp(min=1e-12)
+                        for wt, (r, c, th, tw) in zip(self.weights, self.tiles)]
+        if not bool((total > 0).all()):
+            self.covered = (total > 0)[None, None]
 
-    @property
-    def tiled(self) -> bool:
-        return bool(self.tiles)
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        if not self.tiles:
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor,
+                 fallback: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if not self.tiles and self.covered is None:
             return self.net(x, t, s).float()
         out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
         for (r, c, th, tw), weight in zip(self.tiles, self.weights):
             pred = self.net(x[..., r:r + th, c:c + tw], t, s).float()
             out[..., r:r + th, c:c + tw] += pred * weight.to(x.device)
+        if self.covered is not None:
+            out = torch.where(self.covered.to(x.device), out, fallback)
         return out
 
 
@@ -251,7 +261,9 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
     ``tile`` > 0 runs the net on overlapping tiles of at most that many pixels a side wherever a
     scale is larger (:class:`TiledDenoiser`), so its memory follows the tile, not the image;
     ``overlap`` (px, default four times the net's receptive radius) is what neighbours share.
-    Noise, masks and hooks stay full-frame, so a seed gives the same result tiled or not.
+    Noise, masks and hooks stay full-frame, so a seed gives the same result tiled or not. Tiles
+    that hold only kept pixels (keep mask 1) are not run: there the prediction is the noise that
+    re-noised the original, so the estimate of the clean image is the original itself.
 
     Noise is drawn on the CPU from ``generator`` so that results do not depend on the device.
     ``on_step(scale, done, total)`` reports progress and may raise to cancel.
@@ -279,7 +291,13 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
         keep = constraint.keep[s].to(device) if constraint is not None else None
         original = constraint.originals[s].to(device) if constraint is not None else None
         fixed_noise = randn(shape)   # the same noise re-noises the original at every step
-        denoise = TiledDenoiser(net, tuple(size), tile, overlap, halo)
+        needed = None
+        if keep is not None:
+            needed = keep[0, 0] < 1
+            if s == len(sizes) - 1 and constraint.final is not None:
+                needed = needed | (constraint.final[0, 0].to(device) < 1)
+        denoise = TiledDenoiser(net, tuple(size), tile, overlap, halo, needed=needed.cpu() if needed is not None
+                                else None)
 
         def mixed(x_clean, t):
             return x_clean if gam is None or t < 0 else gam[t] * blurry + (1 - gam[t]) * x_clean
@@ -304,7 +322,8 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
             t_next = steps[i + 1] if i + 1 < len(steps) else -1
             tt = torch.full((1,), t, device=device, dtype=torch.long)
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
-                eps = denoise(x, tt, torch.full((1,), s, device=device, dtype=torch.long))
+                # where the original is kept, its own noise is the exact prediction
+                eps = denoise(x, tt, torch.full((1,), s, device=device, dtype=torch.long), fallback=fixed_noise)
             ab = sched.abar[t]
             x0_mix = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
             if gam is not None:     # undo the blur mixing: the sharp estimate
