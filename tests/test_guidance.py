@@ -201,3 +201,40 @@ def test_text_mode_with_a_copy_source_pastes_at_coarse_scales(tiny_clip, tmp_pat
     edit_scene(scene, aoi, tmp_path / "o.tif", config, editor=make_editor(config))
     edited = rasterio.open(tmp_path / "o.tif").read()[:, 45:65, 89:109].astype(float)
     assert edited.mean() > 110, "the bright source content should reach the dark target ROI"
+
+
+def test_large_roi_is_scored_on_native_resolution_local_views(tiny_clip):
+    """A 200 px ROI (CLIP input 64 px): besides the whole-ROI downsample, CLIP sees CLIP-sized
+    views at native resolution taken inside the ROI, so 2 px detail reaches it; a small ROI keeps
+    its resized sub-crops."""
+    seen = []
+    encode = tiny_clip.encode_image
+
+    def spy(views):
+        seen.append(views.detach())
+        return encode(views)
+
+    size = 200
+    checker = ((torch.arange(size)[:, None] // 2 + torch.arange(size)[None, :] // 2) % 2).float()
+    x0 = (checker * 2 - 1).expand(1, 3, size, size).clone()
+    roi = np.zeros((size, size), bool)
+    roi[:, :150] = True            # local views must stay centred in here
+    guide = ClipGuidance(tiny_clip, [[roi, roi]], [torch.randn(1, 64)], [0, 1, 2], t_start_finest=10, views=5,
+                         seed=0)
+    tiny_clip.encode_image = spy
+    try:
+        guide.score(x0, 1)
+        whole, local = seen[0][:1], seen[0][1:]
+        assert seen[0].shape == (5, 3, 64, 64)
+        assert local.std() > 3 * whole.std()     # the checker survives only at native resolution
+        seen.clear()
+        small = x0[..., :96, :96]
+        guide_small = ClipGuidance(tiny_clip, [[roi[:96, :96]] * 2], [torch.randn(1, 64)], [0, 1, 2],
+                                   t_start_finest=10, views=5, seed=0)
+        guide_small.score(small, 1)
+        assert seen[0].shape == (5, 3, 64, 64)
+        assert seen[0][1:].std() < 3 * seen[0][:1].std() + 0.05
+    finally:
+        tiny_clip.encode_image = encode
+    origins = [guide._local_origin(torch.from_numpy(roi), 64) for _ in range(20)]
+    assert all(c + 32 < 150 for _, c in origins)

@@ -11,7 +11,10 @@ with momentum inside M: ``x0 <- (1 - momentum) * previous + momentum * x0``. M i
 resized to each scale, fixed when guidance starts; outside M the sampler keeps the re-noised
 original, so transitions stay smooth. Guidance runs at every scale but the coarsest and stops
 before the end of the finest (``stop_frac`` of its steps). CLIP sees the RGB bands; other bands
-follow the SinDDM model.
+follow the SinDDM model. Views: the ROI's bounding box resized to CLIP's input, plus augmented
+sub-crops; on a large ROI (twice CLIP's input across or more) the sub-crops are CLIP-sized local
+views at the scale's own resolution, centred on ROI pixels, so the finest scale's detail is
+judged at native resolution rather than through one downsample of the whole ROI.
 """
 
 from __future__ import annotations
@@ -57,20 +60,42 @@ class ClipGuidance:
             return False
         return not (scale == self.n_scales - 1 and t < self.stop_t)
 
-    def _views(self, crop):
-        """``self.views`` differentiable views of a (1, 3, h, w) crop in [0, 1] at CLIP's size."""
+    def _local_origin(self, mask, size: int) -> tuple[int, int]:
+        """Top-left corner of a ``size`` px local view of a large ROI's bounding box, drawn so that
+        its centre lies in the ROI (a few draws; the last one stands if none does)."""
+        import torch
+
+        h, w = mask.shape
+        g = self.generator
+        for _ in range(8):
+            r = int(torch.randint(0, h - size + 1, (1,), generator=g))
+            c = int(torch.randint(0, w - size + 1, (1,), generator=g))
+            if bool(mask[r + size // 2, c + size // 2]):
+                break
+        return r, c
+
+    def _views(self, crop, mask):
+        """``self.views`` differentiable views of a (1, 3, h, w) crop in [0, 1] at CLIP's size:
+        the whole crop resized, then augmented sub-views. On an ROI at least twice CLIP's input
+        size across, the sub-views are CLIP-sized local views at native resolution spread over
+        the ROI (``mask``, (h, w)), so that its fine detail is scored, not only a downsample."""
         import torch
         import torch.nn.functional as F
 
         size = self.clip.image_size
         out = [F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)]
         h, w = crop.shape[-2:]
+        local = min(h, w) >= 2 * size
         g = self.generator
         for _ in range(self.views - 1):
-            frac = 0.6 + 0.4 * float(torch.rand(1, generator=g))
-            ch, cw = max(2, int(h * frac)), max(2, int(w * frac))
-            r = int(torch.randint(0, h - ch + 1, (1,), generator=g))
-            c = int(torch.randint(0, w - cw + 1, (1,), generator=g))
+            if local:
+                r, c = self._local_origin(mask, size)
+                ch = cw = size
+            else:
+                frac = 0.6 + 0.4 * float(torch.rand(1, generator=g))
+                ch, cw = max(2, int(h * frac)), max(2, int(w * frac))
+                r = int(torch.randint(0, h - ch + 1, (1,), generator=g))
+                c = int(torch.randint(0, w - cw + 1, (1,), generator=g))
             view = crop[..., r:r + ch, c:c + cw]
             if float(torch.rand(1, generator=g)) < 0.5:
                 view = view.flip(-1)
@@ -101,7 +126,7 @@ class ClipGuidance:
                 continue
             r0, r1 = int(rows[0]), int(rows[-1]) + 1
             c0, c1 = int(cols[0]), int(cols[-1]) + 1
-            feats = self.clip.encode_image(self._views(rgb[..., r0:r1, c0:c1]))
+            feats = self.clip.encode_image(self._views(rgb[..., r0:r1, c0:c1], mask[r0:r1, c0:c1]))
             scores.append((feats @ self.embeddings[k].to(feats.device).T).mean())
         return torch.stack(scores).mean() if scores else None
 
