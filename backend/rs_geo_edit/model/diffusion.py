@@ -17,7 +17,8 @@ Sampling: scale 0 runs the whole chain from noise; each later scale upsamples th
 result, noises it to ``t_start[s]`` and denoises with "reblurring" (gamma clamped to [0, 0.55]).
 Steps may be strided (DDIM-style updates). Hooks plug in at every step: ``x0_hook`` edits the
 predicted clean image (content copy, CLIP guidance) and a mask keeps the re-noised original
-outside the edited region.
+outside the edited region. Scales larger than a tile run the net on overlapping tiles fused at
+every step (``TiledDenoiser``), so memory follows the tile and large ROIs keep native resolution.
 """
 
 from __future__ import annotations
@@ -304,7 +305,11 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
 
         def renoised_original(t):
             ab = sched.abar[t]
-            return ab.sqrt() * mixed(original, t) + (1 - ab).sqrt() * fixed_noise
+            return (mixed(original, t) * ab.sqrt()).add_(fixed_noise * (1 - ab).sqrt())
+
+        def keep_original(x_free, t):
+            """keep * renoised original + (1 - keep) * x_free, reusing x_free's memory."""
+            return renoised_original(t).mul_(keep).add_(x_free.mul_(1 - keep))
 
         steps = plans[s]
         t0 = steps[0]
@@ -317,7 +322,9 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
             ab = sched.abar[t0]
             x = ab.sqrt() * blurry + (1 - ab).sqrt() * randn(shape)
         if keep is not None:
-            x = keep * renoised_original(t0) + (1 - keep) * x
+            x = keep_original(x, t0)
+        # Full-frame tensors are the sampler's memory at large scales (the net's follows the tile):
+        # the step reuses buffers in place and drops each one when done, with the same arithmetic.
         for i, t in enumerate(steps):
             t_next = steps[i + 1] if i + 1 < len(steps) else -1
             tt = torch.full((1,), t, device=device, dtype=torch.long)
@@ -325,29 +332,32 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
                 # where the original is kept, its own noise is the exact prediction
                 eps = denoise(x, tt, torch.full((1,), s, device=device, dtype=torch.long), fallback=fixed_noise)
             ab = sched.abar[t]
-            x0_mix = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
+            x0_mix = torch.sub(x, eps.mul_((1 - ab).sqrt())).div_(ab.sqrt()).clamp_(-1, 1)
+            del eps
             if gam is not None:     # undo the blur mixing: the sharp estimate
-                x0 = ((x0_mix - gam[t] * blurry) / (1 - gam[t])).clamp(-1, 1)
+                x0 = (blurry * gam[t]).neg_().add_(x0_mix).div_(1 - gam[t]).clamp_(-1, 1)
             else:
-                x0 = x0_mix
+                x0 = x0_mix.clone()
             if x0_hook is not None:
                 x0 = x0_hook(x0, s, t).clamp(-1, 1)
             if t_next < 0:
                 x = x0
             else:
                 ab_next = sched.abar[t_next]
-                target = mixed(x0, t_next)
-                eps_hat = (x - ab.sqrt() * x0_mix) / (1 - ab).sqrt()
+                eps_hat = x0_mix.mul_(ab.sqrt()).neg_().add_(x).div_((1 - ab).sqrt())
+                del x0_mix, x
                 if s == 0:   # stochastic (DDPM-like, eta = 1) at the coarsest scale
                     sigma = ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).clamp(min=0).sqrt()
                 else:        # deterministic at finer scales, as the reference's reblurring sampler
                     sigma = torch.zeros((), device=device)
-                x = ab_next.sqrt() * target + (1 - ab_next - sigma ** 2).clamp(min=0).sqrt() * eps_hat
+                x = (mixed(x0, t_next) * ab_next.sqrt()).add_(
+                    eps_hat.mul_((1 - ab_next - sigma ** 2).clamp(min=0).sqrt()))
+                del eps_hat
                 if s == 0:
                     x = x + sigma * randn(shape)
             if keep is not None:
                 if t_next >= 0:
-                    x = keep * renoised_original(t_next) + (1 - keep) * x
+                    x = keep_original(x, t_next)
                 else:
                     last = keep if s < len(sizes) - 1 or constraint.final is None else constraint.final.to(device)
                     x = last * original + (1 - last) * x
