@@ -129,7 +129,8 @@ class SinDDMEditor:
                  "recon_error": [round(e, 5) for e in pyramid.recon_error], "t_start": schedule.t_start}
         net, trained = load_or_train(self.cache, key, pyramid, schedule, params, device=self.device,
                                      progress=progress)
-        return net, pyramid, schedule, {**stats, **trained}
+        # The blurry inputs serve training only; at native resolution they are two window copies.
+        return net, dataclasses.replace(pyramid, blurry=[]), schedule, {**stats, **trained}
 
     # ------------------------------------------------------------------------------- editing
 
