@@ -300,12 +300,15 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
         denoise = TiledDenoiser(net, tuple(size), tile, overlap, halo, needed=needed.cpu() if needed is not None
                                 else None)
 
-        def mixed(x_clean, t):
-            return x_clean if gam is None or t < 0 else gam[t] * blurry + (1 - gam[t]) * x_clean
+        def mixed_times(x_clean, t, factor):
+            """factor * (gam_t * blurry + (1 - gam_t) * x_clean), in a new tensor."""
+            if gam is None or t < 0:
+                return x_clean * factor
+            return (blurry * gam[t]).add_(x_clean * (1 - gam[t])).mul_(factor)
 
         def renoised_original(t):
             ab = sched.abar[t]
-            return (mixed(original, t) * ab.sqrt()).add_(fixed_noise * (1 - ab).sqrt())
+            return mixed_times(original, t, ab.sqrt()).add_(fixed_noise * (1 - ab).sqrt())
 
         def keep_original(x_free, t):
             """keep * renoised original + (1 - keep) * x_free, reusing x_free's memory."""
@@ -350,7 +353,7 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
                     sigma = ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).clamp(min=0).sqrt()
                 else:        # deterministic at finer scales, as the reference's reblurring sampler
                     sigma = torch.zeros((), device=device)
-                x = (mixed(x0, t_next) * ab_next.sqrt()).add_(
+                x = mixed_times(x0, t_next, ab_next.sqrt()).add_(
                     eps_hat.mul_((1 - ab_next - sigma ** 2).clamp(min=0).sqrt()))
                 del eps_hat
                 if s == 0:
