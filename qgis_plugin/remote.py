@@ -87,17 +87,17 @@ def write_output(scene: str, output: Path, boxes: list[tuple[int, int, Path]]) -
     partial = output.with_name(f".{output.name}.partial")
     source = _open(scene)
     sidecars = [Path(f"{scene}{ext}") for ext in (".msk", ".ovr")]
-    if source.GetDriver().ShortName == "GTiff" and not any(p.exists() for p in sidecars):
-        shutil.copyfile(scene, partial)   # the source bit for bit, tags and layout included
-    else:
-        # A VRT copy would write into its sources, and sidecars (mask, overviews) do not travel
-        # with a file copy: a full GeoTIFF copy carries the pixels, metadata and mask instead.
-        options = gdal.TranslateOptions(format="GTiff", creationOptions=["COMPRESS=DEFLATE", "TILED=YES",
-                                                                          "BIGTIFF=IF_SAFER"])
-        if gdal.Translate(str(partial), source, options=options) is None:
-            raise ValueError(f"cannot copy {scene} into a GeoTIFF: {gdal.GetLastErrorMsg()}")
-    del source
-    try:
+    try:   # from the first byte copied on, a failure leaves no partial file behind
+        if source.GetDriver().ShortName == "GTiff" and not any(p.exists() for p in sidecars):
+            shutil.copyfile(scene, partial)   # the source bit for bit, tags and layout included
+        else:
+            # A VRT copy would write into its sources, and sidecars (mask, overviews) do not travel
+            # with a file copy: a full GeoTIFF copy carries the pixels, metadata and mask instead.
+            options = gdal.TranslateOptions(format="GTiff", creationOptions=["COMPRESS=DEFLATE", "TILED=YES",
+                                                                              "BIGTIFF=IF_SAFER"])
+            if gdal.Translate(str(partial), source, options=options) is None:
+                raise ValueError(f"cannot copy {scene} into a GeoTIFF: {gdal.GetLastErrorMsg()}")
+        del source
         ds = gdal.Open(str(partial), gdal.GA_Update)
         if ds is None:
             raise ValueError(f"cannot update a copy of {scene}: {gdal.GetLastErrorMsg()}")

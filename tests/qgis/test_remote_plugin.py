@@ -240,3 +240,20 @@ def test_remote_result_over_a_vrt_never_writes_into_its_sources(plugin, tmp_path
     outside = np.ones(pixels.shape[1:], bool)
     outside[20:26, 10:18] = False
     assert (pixels[:, outside] == source[:, outside]).all()
+
+
+def test_a_result_that_does_not_fit_the_scene_leaves_no_file(plugin, tmp_path):
+    """A downloaded box with the wrong number of bands: a one-line error, no output, no partial."""
+    import numpy as np
+    from osgeo import gdal
+
+    from rs_geo_edit_qgis.remote import write_output
+
+    scene = write_raster(tmp_path / "scene.tif", size=64)
+    box = tmp_path / "box.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(box), 8, 8, 1, gdal.GDT_Byte)
+    ds.GetRasterBand(1).WriteArray(np.zeros((8, 8), np.uint8))
+    ds = None
+    with pytest.raises(ValueError, match="returned 1 bands for a scene with 3"):
+        write_output(str(scene), tmp_path / "out.tif", [(0, 0, box)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["box.tif", "scene.tif"]
