@@ -27,7 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from .. import __version__
 from ..config import MODES
 from ..errors import RsGeoEditError
-from .schema import AUTH, ErrorView, HealthView, JobRequest, JobView, inline_aoi_error
+from .schema import AUTH, HealthView, JobRequest, JobView, error_response, inline_aoi_error
 from .security import LOOPBACK, FailedAuthLimit
 from .store import TERMINAL, JobStore
 from .transfer import TransferLimits, accept_windows, transfer_router
@@ -190,10 +190,10 @@ def _one_line(exc: RequestValidationError) -> tuple[str, list[dict]]:
     return "; ".join(parts) or "invalid request", errors
 
 
-ERRORS = {400: {"model": ErrorView, "description": "Host header not allowed (DNS rebinding defence)"},
-          413: {"model": ErrorView, "description": f"request body over {MAX_BODY} bytes"}}
-NOT_FOUND = {404: {"model": ErrorView, "description": "no such job"}}
-INVALID = {422: {"model": ErrorView, "description": "invalid request: the message names the field or file"}}
+ERRORS = {400: error_response("Host header not allowed (DNS rebinding defence)"),
+          413: error_response(f"request body over {MAX_BODY} bytes")}
+NOT_FOUND = {404: error_response("no such job")}
+INVALID = {422: error_response("invalid request: the message names the field or file")}
 
 
 def create_app(store: JobStore, token: str, data_dir: Path, workers: int, *, pool=None,
@@ -243,10 +243,9 @@ def create_app(store: JobStore, token: str, data_dir: Path, workers: int, *, poo
 
     # Endpoints return plain dicts: FastAPI validates them against JobView once.
     @app.post("/jobs", status_code=201, dependencies=[Depends(authorised)], responses={
-        **AUTH, **INVALID, 409: {"model": ErrorView, "description": "an upload named in windows is not complete "
-                                                                    "or belongs to another job"},
-        413: {"model": ErrorView, "description": f"request body over {MAX_BODY} bytes, or the windows' uploads "
-                                                 "over the per-job quota"}})
+        **AUTH, **INVALID,
+        409: error_response("an upload named in windows is not complete or belongs to another job"),
+        413: error_response(f"request body over {MAX_BODY} bytes, or the windows' uploads over the per-job quota")})
     def submit(body: JobRequest) -> JobView:
         if body.windows is not None:
             return _view(accept_windows(store, uploads, body.model_dump(exclude={"windows"}), body.windows))

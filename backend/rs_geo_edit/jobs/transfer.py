@@ -209,6 +209,12 @@ class Uploads:
         return removed
 
 
+def _refuse_copy(request: dict[str, Any]) -> None:
+    """A remote edit has only its windows: copy mode's content comes from outside them."""
+    if request.get("copy_from") or request.get("mode") == "copy":
+        raise HTTPException(422, "copy mode needs content outside the windows: run copy edits locally")
+
+
 def accept_windows(store: JobStore, uploads: Uploads, request: dict[str, Any], windows: list[WindowUpload]) -> dict:
     """Create the job of a window-upload request (checked at the door) and give it its uploads."""
     from ..errors import RsGeoEditError
@@ -226,8 +232,7 @@ def accept_windows(store: JobStore, uploads: Uploads, request: dict[str, Any], w
     if not owners <= set(indexes) or not set(indexes) <= owners:
         raise HTTPException(422, "every window needs its ROIs and every ROI a window: the features' "
                                  f"'window' properties {sorted(map(str, owners))} must match the windows {indexes}")
-    if request.get("copy_from") or request.get("mode") == "copy":
-        raise HTTPException(422, "copy mode needs content outside the windows: run copy edits locally")
+    _refuse_copy(request)
     try:
         job_config(request)
     except RsGeoEditError as exc:
@@ -249,8 +254,7 @@ def plan_for_client(request: dict[str, Any], grid: SceneGrid, staging: Path) -> 
     from ..pipeline import plan_grid, window_features
     from .worker import job_config
 
-    if request.get("copy_from") or request.get("mode") == "copy":
-        raise HTTPException(422, "copy mode needs content outside the windows: run copy edits locally")
+    _refuse_copy(request)
     aoi = request["aoi"]
     if aoi.get("type") not in ("FeatureCollection", "Feature"):
         raise HTTPException(422, "aoi must be a GeoJSON FeatureCollection or Feature of the ROIs")
