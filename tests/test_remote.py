@@ -65,15 +65,19 @@ def hidden_service(tmp_path, client_dir):
 
 def test_remote_edit_is_the_local_edit_and_only_windows_travel(tmp_path, client_dir, hidden_service):
     scene = write_scene(client_dir / "scene.tif", width=2048, height=2048, blocksize=256)
-    aoi = write_aoi(client_dir / "aoi.geojson", [pixel_box(scene, 1000, 1000, 1064, 1064)])
+    # Two ROIs far apart: two windows, and one scene model trained on both, here and on the server.
+    aoi = write_aoi(client_dir / "aoi.geojson", [pixel_box(scene, 1000, 1000, 1064, 1064),
+                                                 pixel_box(scene, 300, 1700, 364, 1764)])
     # The service really cannot read the client's folder: a job naming the scene by path is refused.
     resp = hidden_service.client.post("/jobs", json={"scene": str(scene), "aoi": str(aoi)})
     assert resp.status_code == 422 and "does not exist" in resp.text
 
-    local = cli("edit", scene, "--aoi", aoi, "-o", client_dir / "local.tif", *TINY, "--threads", "1", "-q",
-                env={"RS_GEO_EDIT_CACHE": str(tmp_path / "client-cache")})
+    local = cli("edit", scene, "--aoi", aoi, "-o", client_dir / "local.tif", *TINY, "--model-scope", "scene",
+                "--threads", "1", "-q", env={"RS_GEO_EDIT_CACHE": str(tmp_path / "client-cache")})
     assert local.returncode == 0, local.stderr
-    remote = cli("edit", scene, "--aoi", aoi, "-o", client_dir / "remote.tif", *TINY, "-q",
+    local_models = json.loads((client_dir / "local.json").read_text())["editor"]["models"]
+    assert [(m["scope"], m["windows"]) for m in local_models] == [("scene", [0, 1])]
+    remote = cli("edit", scene, "--aoi", aoi, "-o", client_dir / "remote.tif", *TINY, "--model-scope", "scene", "-q",
                  "--backend", hidden_service.url, env={"RS_GEO_EDIT_TOKEN": hidden_service.token})
     assert remote.returncode == 0, remote.stderr
     assert sha256(client_dir / "remote.tif") == sha256(client_dir / "local.tif")
@@ -84,12 +88,13 @@ def test_remote_edit_is_the_local_edit_and_only_windows_travel(tmp_path, client_
     (job,) = hidden_service.client.get("/jobs").json()
     assert job["state"] == "done" and job["request"]["scene"] == "scene.tif"
     uploads = sorted((tmp_path / "server" / "data" / "uploads").glob("*.tif"))
-    assert len(uploads) == 1
-    with rasterio.open(uploads[0]) as window:
-        assert (window.width, window.height) == (192, 192)  # the ROI and its 64 px margins, not the scene
+    assert len(uploads) == 2
+    for upload in uploads:
+        with rasterio.open(upload) as window:
+            assert (window.width, window.height) == (192, 192)  # the ROI and its 64 px margins, not the scene
     transfer = job["transfer"]
-    assert transfer["uploaded_bytes"] == uploads[0].stat().st_size
-    assert transfer["uploaded_bytes"] * 50 < scene.stat().st_size
+    assert transfer["uploaded_bytes"] == sum(upload.stat().st_size for upload in uploads)
+    assert transfer["uploaded_bytes"] * 25 < scene.stat().st_size
     assert 0 < transfer["downloaded_bytes"] < transfer["uploaded_bytes"]
     provenance = json.loads((client_dir / "remote.json").read_text())
     assert provenance["backend"]["job"] == job["id"] and provenance["windows"][0]["roi_pixels"] == 64 * 64

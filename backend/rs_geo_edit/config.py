@@ -18,6 +18,7 @@ MODES = ("regenerate", "copy", "text")
 # Editing engines (editors/), each mapping the modes to its own method (the `engine` option's choices).
 ENGINES = ("sinddm", "instruct")
 BLEND_MODES = ("feather", "laplacian", "poisson")
+MODEL_SCOPES = ("window", "scene")
 # Tiles overlap by four times the denoiser's receptive radius (16 px): 64 px; a smaller tile would
 # spend most of its work on the overlap.
 MIN_TILE = 128
@@ -74,6 +75,7 @@ class ModelConfig:
     novelty: float = 0.6         # coarsest chain starts at this fraction of the noise (1 = pure noise)
     copy_weight: float = 0.8     # weight of the pasted content on x0 in copy mode
     tile: int = 512              # scales larger than this are sampled in overlapping tiles, pixels (0 = off)
+    scope: str = "window"        # one model per window, or one per scene serving all its windows
     checkpoint_every: int = 250  # training steps between resumable checkpoints
 
 
@@ -195,6 +197,8 @@ class EditConfig:
             raise IncompatibleOptions("`clip_views` and `guide_every` must be >= 1, `momentum` within [0, 1]")
         if self.model.sample_stride < 1:
             raise IncompatibleOptions("`sample_stride` must be >= 1")
+        if self.model.scope not in MODEL_SCOPES:
+            raise IncompatibleOptions(f"`model_scope` {self.model.scope!r} is not one of {', '.join(MODEL_SCOPES)}")
         if 0 < self.model.tile < MIN_TILE:
             raise IncompatibleOptions(f"`tile` {self.model.tile} is too small: use {MIN_TILE} px or more, or 0 (off)")
         if self.engine == "instruct" and self.mode == "copy":

@@ -16,8 +16,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union, get_args, get_origin, get_type_hints
 
-from .config import (BLEND_MODES, ENGINES, MODES, PRESETS, BlendConfig, EditConfig, GuidanceConfig, InstructConfig,
-                     OutputConfig, WindowConfig, make_config)
+from .config import (BLEND_MODES, ENGINES, MODEL_SCOPES, MODES, PRESETS, BlendConfig, EditConfig, GuidanceConfig,
+                     InstructConfig, ModelConfig, OutputConfig, WindowConfig, make_config)
 from .errors import IncompatibleOptions
 
 COMPRESSIONS = ("deflate", "lzw", "zstd", "lzma", "packbits", "none")  # lossless: untouched pixels stay exact
@@ -120,6 +120,9 @@ class EditOptions:
                                  "pixels a side, fused at every step, so memory follows the tile and not the "
                                  "ROI (0 = whole scales at once; e.g. 1024 on a GPU).", minimum=0, maximum=16_384,
                                  shown="512")
+    model_scope: str = option(_default(ModelConfig, "scope"), "One model per window, or one per scene: trained "
+                              "once on all the scene's windows, it serves every ROI (many ROIs, one training; "
+                              "e.g. scene for fifty ROIs of one orthomosaic).", choices=MODEL_SCOPES)
     chroma_radius: Optional[int] = option(None, "Guided smoothing of the colour of generated pixels, radius in "
                                           "pixels (0 = off): removes single-pixel colour speckle.", minimum=0,
                                           maximum=16, shown="the preset's")
@@ -189,7 +192,7 @@ class EditOptions:
         model = {"steps": self.steps, "width": self.width, "batch": self.batch, "crop": self.crop, "lr": self.lr,
                  "timesteps": self.timesteps, "sample_stride": self.sample_stride, "detail_factor": self.detail_factor,
                  "scale_power": self.scale_power, "novelty": self.novelty, "chroma_radius": self.chroma_radius,
-                 "tile": self.tile}
+                 "tile": self.tile, "scope": self.model_scope}
         guidance = GuidanceConfig(clip=self.clip, strength=self.strength, views=self.clip_views, every=self.guide_every,
                                   momentum=self.momentum, ensemble=self.ensemble, synonyms=self.synonyms,
                                   llm_endpoint=self.llm_endpoint, llm_model=self.llm_model)

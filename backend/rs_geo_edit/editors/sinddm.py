@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from ..blend import outside_distance
 from ..config import EditConfig
 from ..errors import IncompatibleOptions
 from ..imaging import resize, smooth_chroma
-from ..model.cache import ModelCache, cache_key
+from ..model.cache import ModelCache, scene_key
 from ..model.pyramid import Pyramid, build_pyramid, mask_pyramid
 from ..progress import StageReporter
 from . import resolve_device
@@ -87,8 +88,24 @@ def _keep_pyramid(roi: np.ndarray, band_px: float, sizes) -> tuple[list[np.ndarr
     return per_scale, (dist > band_px).astype(np.float32)
 
 
+@dataclasses.dataclass
+class SharedModel:
+    """A scene model: one net for several windows; ``offsets`` maps a window index to what its
+    scale indices add on the net's common ladder (``trainer.scale_offsets``)."""
+
+    net: object
+    key: str
+    offsets: dict[int, int]
+
+
 class SinDDMEditor:
-    """The ``sinddm`` engine (the ``pipeline.Editor`` protocol)."""
+    """The ``sinddm`` engine (the ``pipeline.Editor`` protocol).
+
+    With ``model.scope`` ``scene`` the pipeline calls :meth:`prepare` with every window of the
+    scene before editing any: one model is trained (or loaded) on all of them and serves each.
+    Otherwise, and for a scene of one window, each window trains (or loads) its own model.
+    ``models`` records which model served which windows (the provenance's ``editor.models``).
+    """
 
     name = "sinddm"
 
@@ -104,10 +121,17 @@ class SinDDMEditor:
             self.clip = load_clip(g.clip, self.device, Path(g.weights_dir) if g.weights_dir else None)
         self.cache = ModelCache(config.cache_dir, int(config.cache_max_gb * 1e9))
         self.windows: list[dict] = []
+        self.models: list[dict] = []
+        self.shared: Optional[SharedModel] = None
+
+    @property
+    def shares_model(self) -> bool:
+        """Whether the pipeline should call :meth:`prepare` with all the scene's windows first."""
+        return self.config.model.scope == "scene"
 
     def describe(self) -> dict:
         out = {"name": self.name, "mode": self.config.mode, "preset": self.config.preset,
-               "device": str(self.device), "model": dataclasses.asdict(self.config.model), "windows": self.windows}
+               "device": str(self.device), "model": dataclasses.asdict(self.config.model), "models": self.models, "windows": self.windows}
         if self.clip is not None:
             out["clip"] = self.clip.describe()
             out["guidance"] = dataclasses.asdict(self.config.guidance)
@@ -115,40 +139,76 @@ class SinDDMEditor:
 
     # ------------------------------------------------------------------------------- training
 
-    def trained_model(self, image: np.ndarray, valid: np.ndarray, progress: StageReporter):
-        """(EMA net, pyramid, schedule, stats): from the cache, else trained (resuming a checkpoint)."""
+    def _pyramid(self, image: np.ndarray, valid: np.ndarray):
         from ..model.diffusion import Schedule
-        from ..model.trainer import load_or_train
 
         cfg = self.config.model
-        params = dataclasses.asdict(cfg)
-        key = cache_key(image, valid, params)
         pyramid = build_pyramid(image, valid, cfg.scale_factor)
-        schedule = Schedule.build(cfg.timesteps, pyramid.recon_error, cfg.detail_factor)
-        stats = {"cache_key": key, "scales": [list(s) for s in pyramid.spec.sizes],
-                 "recon_error": [round(e, 5) for e in pyramid.recon_error], "t_start": schedule.t_start}
-        net, trained = load_or_train(self.cache, key, pyramid, schedule, params, device=self.device,
-                                     progress=progress)
-        # The blurry inputs serve training only; at native resolution they are two window copies.
-        return net, dataclasses.replace(pyramid, blurry=[]), schedule, {**stats, **trained}
+        return pyramid, Schedule.build(cfg.timesteps, pyramid.recon_error, cfg.detail_factor)
 
-    # ------------------------------------------------------------------------------- editing
-
-    def edit(self, request, progress: StageReporter) -> np.ndarray:
+    def _threads(self) -> None:
         import torch
 
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
-        net, pyramid, schedule, stats = self.trained_model(request.image, request.valid,
-                                                           progress.sub("train", 0.0, 0.85))
+
+    def prepare(self, windows: list[tuple[int, np.ndarray, np.ndarray]], progress: StageReporter) -> None:
+        """Scene scope: train (or load) one model on all ``windows`` ((index, image, valid) at the
+        working resolution, as their requests will carry them) before any is edited. A no-op
+        in window scope or for fewer than two windows."""
+        from ..model.trainer import load_or_train, scale_offsets
+
+        self.shared = None
+        if self.config.model.scope != "scene" or len(windows) < 2:
+            return
+        self._threads()
+        params = dataclasses.asdict(self.config.model)
+        key = scene_key([image for _, image, _ in windows], [valid for _, _, valid in windows], params)
+        pyramids, schedules = zip(*(self._pyramid(image, valid) for _, image, valid in windows))
+        net, trained = load_or_train(self.cache, key, list(pyramids), list(schedules), params, device=self.device,
+                                     progress=progress)
+        indices = [index for index, _, _ in windows]
+        self.shared = SharedModel(net, key, dict(zip(indices, scale_offsets(pyramids))))
+        self.models.append({"cache_key": key, "scope": "scene", "windows": indices, **trained})
+
+    def trained_model(self, image: np.ndarray, valid: np.ndarray, progress: StageReporter, index: int = 0):
+        """(EMA net, pyramid, schedule, stats, scale offset): the scene model when it serves
+        window ``index``; else the window's own, from the cache or trained (resuming a checkpoint)."""
+        from ..model.trainer import load_or_train
+
+        pyramid, schedule = self._pyramid(image, valid)
+        stats = {"scales": [list(s) for s in pyramid.spec.sizes],
+                 "recon_error": [round(e, 5) for e in pyramid.recon_error], "t_start": schedule.t_start}
+        # The blurry inputs serve training only; at native resolution they are two window copies.
+        sampling = dataclasses.replace(pyramid, blurry=[])
+        if self.shared is not None and index in self.shared.offsets:
+            progress(1, 1, "scene model")
+            offset = self.shared.offsets[index]
+            return self.shared.net, sampling, schedule, {"cache_key": self.shared.key, "model_scope": "scene",
+                                                         "scale_offset": offset, **stats}, offset
+        params = dataclasses.asdict(self.config.model)
+        key = scene_key([image], [valid], params)
+        net, trained = load_or_train(self.cache, key, pyramid, schedule, params, device=self.device,
+                                     progress=progress)
+        self.models.append({"cache_key": key, "scope": "window", "windows": [index], **trained})
+        return net, sampling, schedule, {"cache_key": key, "model_scope": "window", **stats, **trained}, 0
+
+    # ------------------------------------------------------------------------------- editing
+
+    def edit(self, request, progress: StageReporter) -> np.ndarray:
+        self._threads()
+        net, pyramid, schedule, stats, offset = self.trained_model(request.image, request.valid,
+                                                                   progress.sub("train", 0.0, 0.85),
+                                                                   request.window.index)
         started = time.perf_counter()
-        result = self.sample(net, pyramid, schedule, request, progress.sub("sample", 0.85, 1.0), stats)
+        result = self.sample(net, pyramid, schedule, request, progress.sub("sample", 0.85, 1.0), stats, offset)
         stats["sample_s"] = round(time.perf_counter() - started, 2)
         stats["window"] = request.window.index
         self.windows.append(stats)
         return result
 
-    def sample(self, net, pyramid: Pyramid, schedule, request, progress: StageReporter, stats: dict) -> np.ndarray:
+    def sample(self, net, pyramid: Pyramid, schedule, request, progress: StageReporter, stats: dict,
+               scale_offset: int = 0) -> np.ndarray:
         import torch
 
         from ..model.diffusion import Constraint, sample
@@ -172,7 +232,8 @@ class SinDDMEditor:
 
         out = sample(net, schedule, sizes, request.image.shape[0], device=self.device, generator=generator,
                      stride=cfg.sample_stride, constraint=constraint, novelty=cfg.novelty,
-                     x0_hook=chain(copy_hook, guide), tile=cfg.tile, on_step=on_step)
+                     x0_hook=chain(copy_hook, guide), tile=cfg.tile, scale_offset=scale_offset,
+                     on_step=on_step)
         if guide is not None:
             stats["guidance"] = {"steps": guide.stats.steps, "first_score": guide.stats.scores[0] if guide.stats.scores
                                  else None, "last_score": guide.stats.scores[-1] if guide.stats.scores else None}

@@ -98,7 +98,8 @@ def edit_uploaded_windows(job: dict, data_dir: Path, progress: ProgressCallback)
     changed pixels per window under the job's folder. Returns the job's result record."""
     import rasterio
 
-    from ..pipeline import edit_scene, make_editor, window_seed
+    from ..pipeline import edit_scene, make_editor, model_inputs, window_seed
+    from ..progress import StageReporter
     from .worker import job_config
 
     request = job["request"]
@@ -112,8 +113,8 @@ def edit_uploaded_windows(job: dict, data_dir: Path, progress: ProgressCallback)
     out_dir.mkdir(parents=True)
     editor = make_editor(config)
     windows = sorted(request["windows"], key=lambda w: w["index"])
-    entries = []
-    for k, w in enumerate(windows):
+    paths = {}
+    for w in windows:
         index = w["index"]
         window_path = Path(data_dir) / "uploads" / f"{w['upload']}.tif"
         features = [f for f in request["aoi"]["features"] if f["properties"].get("window") == index]
@@ -122,10 +123,23 @@ def edit_uploaded_windows(job: dict, data_dir: Path, progress: ProgressCallback)
         aoi_path = job_dir / f"aoi-{index}.gpkg"
         aoi_path.unlink(missing_ok=True)
         _write_aoi(features, crs, aoi_path)
+        paths[index] = (window_path, aoi_path)
+    lo = 0.0
+    if getattr(editor, "shares_model", False) and len(windows) > 1:
+        # The scene model a local edit of the whole scene trains: the same windows, the same order.
+        inputs = [(index, image, valid) for index, (window_path, aoi_path) in paths.items()
+                  for _, image, valid in model_inputs(window_path, aoi_path, config)]
+        editor.prepare(inputs, StageReporter(_Span(progress, 0.0, 0.45, None), "train", 0.0, 1.0))
+        lo = 0.45
+    share = (1.0 - lo) / len(windows)
+    entries = []
+    for k, w in enumerate(windows):
+        index = w["index"]
+        window_path, aoi_path = paths[index]
         edited = job_dir / f"edited-{index}.tif"
         result = edit_scene(scene=window_path, aoi=aoi_path, output=edited, config=config,
                             editor=_SeededEditor(editor, window_seed(config.seed, index), index),
-                            progress=_Span(progress, k / len(windows), (k + 1) / len(windows), index))
+                            progress=_Span(progress, lo + k * share, lo + (k + 1) * share, index))
         box = _changed_box(window_path, edited, out_dir / f"window-{index}.tif")
         record = {**result.record["windows"][0], "index": index}
         entries.append({"index": index, "col_off": w["col_off"] + box.pop("col"),

@@ -48,12 +48,21 @@ STALE_TMP_S = 3600.0
 
 def cache_key(image: np.ndarray, valid: np.ndarray, params: dict) -> str:
     """Hex key of a window's pixels (float32, [-1, 1]), its validity mask and training params."""
+    return scene_key([image], [valid], params)
+
+
+def scene_key(images: list[np.ndarray], valids: list[np.ndarray], params: dict) -> str:
+    """Hex key of a model trained on several windows at once (in this order); for one window it
+    is that window's :func:`cache_key`, since such a model is the window's own."""
     digest = hashlib.sha256()
     digest.update(MODEL_FORMAT.encode())
     digest.update(json.dumps({k: params[k] for k in TRAIN_KEYS}, sort_keys=True).encode())
-    digest.update(str(image.shape).encode())
-    digest.update(np.ascontiguousarray(image, dtype=np.float32).tobytes())
-    digest.update(np.packbits(np.ascontiguousarray(valid, dtype=bool)).tobytes())
+    if len(images) > 1:
+        digest.update(f"windows:{len(images)}".encode())
+    for image, valid in zip(images, valids, strict=True):
+        digest.update(str(image.shape).encode())
+        digest.update(np.ascontiguousarray(image, dtype=np.float32).tobytes())
+        digest.update(np.packbits(np.ascontiguousarray(valid, dtype=bool)).tobytes())
     return digest.hexdigest()[:32]
 
 

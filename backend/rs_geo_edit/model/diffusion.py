@@ -250,7 +250,7 @@ def _timesteps(t_from: int, stride: int) -> list[int]:
 def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]], bands: int, *,
            device: torch.device, generator: torch.Generator, stride: int = 1,
            constraint: Optional[Constraint] = None, x0_hook: Optional[X0Hook] = None, novelty: float = 1.0,
-           tile: int = 0, overlap: Optional[int] = None,
+           tile: int = 0, overlap: Optional[int] = None, scale_offset: int = 0,
            on_step: Optional[Callable[[int, int, int], None]] = None) -> torch.Tensor:
     """Generate an image of ``sizes[-1]`` through all scales. Returns (1, bands, H, W) in [-1, 1].
 
@@ -265,6 +265,9 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
     Noise, masks and hooks stay full-frame, so a seed gives the same result tiled or not. Tiles
     that hold only kept pixels (keep mask 1) are not run: there the prediction is the noise that
     re-noised the original, so the estimate of the clean image is the original itself.
+
+    ``scale_offset`` is added to the scale index the net is conditioned on: a net trained on
+    several windows counts scales on a ladder common to them (``trainer.scale_offsets``).
 
     Noise is drawn on the CPU from ``generator`` so that results do not depend on the device.
     ``on_step(scale, done, total)`` reports progress and may raise to cancel.
@@ -333,7 +336,8 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
             tt = torch.full((1,), t, device=device, dtype=torch.long)
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
                 # where the original is kept, its own noise is the exact prediction
-                eps = denoise(x, tt, torch.full((1,), s, device=device, dtype=torch.long), fallback=fixed_noise)
+                eps = denoise(x, tt, torch.full((1,), s + scale_offset, device=device, dtype=torch.long),
+                              fallback=fixed_noise)
             ab = sched.abar[t]
             x0_mix = torch.sub(x, eps.mul_((1 - ab).sqrt())).div_(ab.sqrt()).clamp_(-1, 1)
             del eps

@@ -1,9 +1,15 @@
-"""Training a SinDDM net on one window: optimiser, EMA, mixed precision, the random generator,
-checkpoint state and resume, and the trained-model cache.
+"""Training a SinDDM net on one window, or on several windows of a scene at once: optimiser, EMA,
+mixed precision, the random generator, checkpoint state and resume, and the trained-model cache.
 
 :func:`train` is the loop (reproducible from a generator; resumable from its state).
-:func:`load_or_train` is what an editor calls: the cached EMA net of a window, else one trained
-from a seeded start, resuming a checkpoint left by an interrupted run, saved to the cache.
+:func:`load_or_train` is what an editor calls: the cached EMA net of a window (or of a set of
+windows), else one trained from a seeded start, resuming a checkpoint left by an interrupted run,
+saved to the cache.
+
+One net serves several windows (a scene model) by conditioning on a scale index counted on a
+ladder common to them: a window's scale s is net scale ``s + offset``, with offsets aligning
+the windows' finest scales (see :func:`scale_offsets`). Each window keeps its own pyramid and
+schedule; a training step draws a window uniformly, then a scale of it.
 ``cache`` is the model cache of ``model/cache.py`` (``load``, ``save``,
 ``load_checkpoint``, ``save_checkpoint``); this module knows nothing of options or modes.
 """
@@ -13,7 +19,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -49,12 +55,25 @@ class TrainSettings:
         return cls(**{f.name: params[f.name] for f in fields(cls)})
 
 
-def train(net: torch.nn.Module, ema: torch.nn.Module, pyramid: Pyramid, schedule: Schedule, *,
-          steps: int, batch: int, crop: int, lr: float, lr_decay_every: int, lr_gamma: float,
+def scale_offsets(pyramids: Sequence[Pyramid]) -> list[int]:
+    """Per window, what its scale indices add to reach the common ladder: the finest scales of
+    all windows share one index (native resolution), the next finer ones the index below, and so
+    on, so a scale index means about the same ground resolution in every window (the factors
+    between scales are each refitted to within a few per cent of the nominal one)."""
+    most = max(p.spec.n_scales for p in pyramids)
+    return [most - p.spec.n_scales for p in pyramids]
+
+
+def train(net: torch.nn.Module, ema: torch.nn.Module, pyramid: Pyramid | Sequence[Pyramid],
+          schedule: Schedule | Sequence[Schedule], *, steps: int, batch: int, crop: int, lr: float, lr_decay_every: int, lr_gamma: float,
           ema_decay: float, device: torch.device, generator: torch.Generator, scale_power: float = 0.0,
           state: Optional[TrainState] = None, optimizer_state: Optional[dict] = None,
           on_step: Optional[Callable[[TrainState, dict], None]] = None) -> TrainState:
     """Train ``net`` (and its EMA copy ``ema``) on the pyramid, from ``state.step`` to ``steps``.
+
+    ``pyramid`` and ``schedule`` may be lists (one per window, a scene model): each step then
+    draws a window uniformly and conditions the net on the window's scale plus its
+    :func:`scale_offsets`. One pyramid trains exactly as it always has (same random stream).
 
     ``generator`` (a CPU generator) draws scales, crops, timesteps and noise, so training is
     reproducible and a resumed run continues the same sequence when its state is restored.
@@ -63,8 +82,13 @@ def train(net: torch.nn.Module, ema: torch.nn.Module, pyramid: Pyramid, schedule
     cancellation); ``optimizer_state`` is what ``optimizer_state=`` takes back to resume.
     """
     state = state or TrainState()
-    pyramid_t = [(torch.from_numpy(img), torch.from_numpy(blr), torch.from_numpy(ok.astype(np.float32))[None])
-                 for img, blr, ok in zip(pyramid.images, pyramid.blurry, pyramid.valid)]
+    pyramids = list(pyramid) if isinstance(pyramid, (list, tuple)) else [pyramid]
+    schedules = list(schedule) if isinstance(schedule, (list, tuple)) else [schedule]
+    if len(pyramids) != len(schedules):
+        raise ValueError(f"{len(pyramids)} pyramids but {len(schedules)} schedules")
+    offsets = scale_offsets(pyramids)
+    sources = [[(torch.from_numpy(img), torch.from_numpy(blr), torch.from_numpy(ok.astype(np.float32))[None])
+                for img, blr, ok in zip(p.images, p.blurry, p.valid)] for p in pyramids]
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, lr_decay_every), gamma=lr_gamma)
     if optimizer_state is not None:
@@ -74,9 +98,10 @@ def train(net: torch.nn.Module, ema: torch.nn.Module, pyramid: Pyramid, schedule
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
     net.train()
     while state.step < steps:
-        s, noisy, t, noise, weights = training_batch(pyramid_t, schedule, batch, crop, generator, scale_power)
+        w = int(torch.randint(0, len(sources), (1,), generator=generator)) if len(sources) > 1 else 0
+        s, noisy, t, noise, weights = training_batch(sources[w], schedules[w], batch, crop, generator, scale_power)
         noisy, t, noise, weights = noisy.to(device), t.to(device), noise.to(device), weights.to(device)
-        scale = torch.full_like(t, s)
+        scale = torch.full_like(t, s + offsets[w])
         with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
             pred = net(noisy, t, scale)
         loss = noise_loss(pred, noise, weights)
@@ -99,9 +124,10 @@ def _seed_from_key(key: str) -> int:
     return int(key[:12], 16)
 
 
-def load_or_train(cache, key: str, pyramid: Pyramid, schedule: Schedule, params: dict[str, Any], *,
-                  device: torch.device, progress) -> tuple[torch.nn.Module, dict]:
-    """(EMA net in eval mode on ``device``, stats) for the window whose cache key is ``key``.
+def load_or_train(cache, key: str, pyramid: Pyramid | Sequence[Pyramid], schedule: Schedule | Sequence[Schedule],
+                  params: dict[str, Any], *, device: torch.device, progress) -> tuple[torch.nn.Module, dict]:
+    """(EMA net in eval mode on ``device``, stats) for the window (or, given lists, the windows
+    of a scene model) whose cache key is ``key``.
 
     From ``cache`` when present; else trained with :func:`train`: the net starts from a seed
     derived from ``key`` and the generator from the next one, so the same window and parameters
@@ -112,7 +138,8 @@ def load_or_train(cache, key: str, pyramid: Pyramid, schedule: Schedule, params:
     has one, is called at every step and may raise to stop training (a checkpoint is kept).
     """
     settings = TrainSettings.from_params(params)
-    bands = pyramid.images[0].shape[0]
+    pyramids = list(pyramid) if isinstance(pyramid, (list, tuple)) else [pyramid]
+    bands = pyramids[0].images[0].shape[0]
     cached = cache.load(key, device="cpu")
     if cached is not None:
         state_dict, _ = cached
@@ -182,8 +209,11 @@ def load_or_train(cache, key: str, pyramid: Pyramid, schedule: Schedule, params:
     loss_first = float(np.mean(losses[:20])) if losses else None
     loss_last = float(np.mean(losses[-20:])) if losses else None
     cache.save(key, ema.state_dict(), {
-        "bands": bands, "model": params, "scales": [list(s) for s in pyramid.spec.sizes],
-        "recon_error": pyramid.recon_error, "train_seconds": round(train_s, 2), "resumed_from": resumed_from,
+        "bands": bands, "model": params, "windows": len(pyramids),
+        "scales": [[list(s) for s in p.spec.sizes] for p in pyramids] if len(pyramids) > 1
+        else [list(s) for s in pyramids[0].spec.sizes],
+        "recon_error": [p.recon_error for p in pyramids] if len(pyramids) > 1 else pyramids[0].recon_error,
+        "train_seconds": round(train_s, 2), "resumed_from": resumed_from,
         "loss_first": loss_first, "loss_last": loss_last})
     return ema.eval(), {"trained": True, "train_s": round(train_s, 2), "resumed_from": resumed_from,
                         "loss_first": loss_first, "loss_last": loss_last}

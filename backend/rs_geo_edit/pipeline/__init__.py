@@ -10,10 +10,10 @@
 """
 
 from .contract import EditRequest, Editor
-from .orchestrator import EditResult, check_outputs, default_output, edit_scene, make_editor, window_seed
+from .orchestrator import (EditResult, check_outputs, default_output, edit_scene, make_editor, model_inputs,
+                           window_seed)
 from .plan import ScenePlan, plan_grid, plan_scene, window_features
 from .provenance import matches, provenance_path, written_by_us
 
 __all__ = ["EditRequest", "EditResult", "Editor", "ScenePlan", "check_outputs", "default_output", "edit_scene",
-           "make_editor",
-           "matches", "plan_grid", "plan_scene", "provenance_path", "window_features", "window_seed", "written_by_us"]
+           "make_editor", "matches", "model_inputs", "plan_grid", "plan_scene", "provenance_path", "window_features", "window_seed", "written_by_us"]

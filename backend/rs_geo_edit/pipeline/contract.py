@@ -39,7 +39,11 @@ class EditRequest:
 
 class Editor(Protocol):
     """Anything that turns an :class:`EditRequest` into an edited image of the same shape
-    (float32, [-1, 1]); it reports progress through the reporter and may be cancelled by it."""
+    (float32, [-1, 1]); it reports progress through the reporter and may be cancelled by it.
+
+    An editor whose ``shares_model`` attribute is true also has ``prepare(windows, progress)``,
+    which the pipeline calls once with (index, image, valid) of every window of the scene
+    before the first ``edit``: one model learnt from all of them then serves each."""
 
     def edit(self, request: EditRequest, progress: "StageReporter") -> np.ndarray: ...
 

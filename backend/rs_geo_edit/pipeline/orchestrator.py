@@ -97,36 +97,28 @@ def edit_scene(scene: str | Path, aoi: str | Path, output: str | Path, config: E
 
     patches: list[Patch] = []
     window_records = []
-    span = 0.88 / len(plan.windows)
+    first, span = 0.02, 0.88 / len(plan.windows)
     with open_scene(scene) as src:
+        if getattr(editor, "shares_model", False) and len(plan.windows) > 1:
+            # One model for the scene: trained on every window before any is edited.
+            editor.prepare(_model_inputs(src, plan, transform), StageReporter(progress, "train", 0.02, 0.45))
+            first, span = 0.45, 0.45 / len(plan.windows)
         copies = CopyInputs(config.mode, plan, src, transform)
         for ew in plan.windows:
             t0 = time.perf_counter()
-            raw = read_window(src, ew.window)
-            valid = validity_mask(src, ew.window, raw)
-            labels = roi_labels(ew, transform)
-            labels[~valid] = 0
-            roi = labels > 0
-            if not roi.any():
+            data = _window_data(src, ew, transform)
+            if data is None:
                 window_records.append({**ew.as_dict(transform), "skipped": "no valid pixel in the ROIs"})
                 continue
-            norm = Normaliser.fit(raw, valid)
-            image = fill_invalid(norm.forward(raw), valid)
+            raw, valid, labels, roi, norm, image = data.raw, data.valid, data.labels, data.roi, data.norm, data.image
+            w_image, w_valid, w_roi, w_labels = data.w_image, data.w_valid, data.w_roi, data.w_labels
             work_shape = ew.work_shape
-            if ew.reduced:
-                w_image = resize(image, work_shape, "area")
-                w_valid = resize(valid.astype(np.float32), work_shape, "area") > 0.999
-                w_roi = (resize(roi.astype(np.float32), work_shape, "area") > 0.0) & w_valid
-                w_labels = resize(labels.astype(np.float32), work_shape, "nearest").astype(np.int16)
-                w_labels[~w_roi] = 0
-            else:
-                w_image, w_valid, w_roi, w_labels = image, valid, roi, labels
             copy_source, copy_mask = copies.for_window(ew, norm, work_shape)
             request = EditRequest(image=w_image, roi=w_roi, labels=w_labels, valid=w_valid,
                                   prompts=[r.prompt for r in ew.rois], rgb=plan.rgb,
                                   seed=window_seed(config.seed, ew.index), window=ew,
                                   copy_source=copy_source, copy_mask=copy_mask)
-            start = 0.02 + span * len(window_records)
+            start = first + span * len(window_records)
             reporter = StageReporter(progress, "edit", start, start + span * 0.95, ew.index)
             edited = np.asarray(editor.edit(request, reporter), dtype=np.float32)
             if edited.shape != w_image.shape:
@@ -163,6 +155,60 @@ def edit_scene(scene: str | Path, aoi: str | Path, output: str | Path, config: E
     if prov_path is not None:
         write_record(record, prov_path)
     return EditResult(output=output, provenance=prov_path, record=record)
+
+
+@dataclass
+class _WindowData:
+    """A window as read (``raw``, ``valid``, ROI ``labels`` and ``roi``, the normaliser and the
+    normalised ``image``) and at the working resolution (``w_*``: the same unless reduced)."""
+
+    raw: np.ndarray
+    valid: np.ndarray
+    labels: np.ndarray
+    roi: np.ndarray
+    norm: Normaliser
+    image: np.ndarray
+    w_image: np.ndarray
+    w_valid: np.ndarray
+    w_roi: np.ndarray
+    w_labels: np.ndarray
+
+
+def _window_data(src, ew: EditWindow, transform) -> Optional[_WindowData]:
+    """Read and prepare one window; None when its ROIs hold no valid pixel."""
+    raw = read_window(src, ew.window)
+    valid = validity_mask(src, ew.window, raw)
+    labels = roi_labels(ew, transform)
+    labels[~valid] = 0
+    roi = labels > 0
+    if not roi.any():
+        return None
+    norm = Normaliser.fit(raw, valid)
+    image = fill_invalid(norm.forward(raw), valid)
+    if not ew.reduced:
+        return _WindowData(raw, valid, labels, roi, norm, image, image, valid, roi, labels)
+    work_shape = ew.work_shape
+    w_valid = resize(valid.astype(np.float32), work_shape, "area") > 0.999
+    w_roi = (resize(roi.astype(np.float32), work_shape, "area") > 0.0) & w_valid
+    w_labels = resize(labels.astype(np.float32), work_shape, "nearest").astype(np.int16)
+    w_labels[~w_roi] = 0
+    return _WindowData(raw, valid, labels, roi, norm, image, resize(image, work_shape, "area"), w_valid, w_roi,
+                       w_labels)
+
+
+def model_inputs(scene: str | Path, aoi: str | Path, config: EditConfig) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(window index, image, validity) at the working resolution for every window an edit of
+    ``scene`` makes: what a scene model (``model_scope`` scene) is trained on."""
+    from affine import Affine
+
+    plan = plan_scene(scene, aoi, config)
+    with open_scene(scene) as src:
+        return _model_inputs(src, plan, Affine(*plan.transform[:6]))
+
+
+def _model_inputs(src, plan, transform) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    return [(ew.index, data.w_image, data.w_valid) for ew in plan.windows
+            if (data := _window_data(src, ew, transform)) is not None]
 
 
 def _cropped_patch(ew: EditWindow, pixels: np.ndarray, changed: np.ndarray) -> Patch:
