@@ -1,7 +1,8 @@
 """Realism bench: texture detail ratios, seam ratio and seconds of edits on the bundled scene.
 
 Each case is an ROI (a square of a given side, or an irregular polygon) at a named place of the
-bundled aerial scene (forest, snow field, road, mixed). For every case and mode the bench runs the
+bundled aerial scene (forest, snow field, road, mixed), or several ROIs in one AOI (``four-128``:
+a 128 px square at each place, one row per window; with ``--scope scene`` one model serves all). For every case and mode the bench runs the
 real library call (``edit_scene``, fast preset unless --set overrides it), then measures, on the
 written GeoTIFF against the source:
   luminance and colour detail ratios (eval/metrics.py), seam ratio (eval/seams.py),
@@ -15,6 +16,7 @@ Usage:
   .venv/bin/python scripts/bench/quality.py                       # every case, regenerate + copy
   .venv/bin/python scripts/bench/quality.py --cases forest-128 road-300 --modes regenerate \
       --set steps=2000 --crops out/crops --json out/quality.json
+  .venv/bin/python scripts/bench/quality.py --cases four-128 --modes regenerate --scope scene
 """
 
 from __future__ import annotations
@@ -38,19 +40,24 @@ CASES = {
     "forest-64": ("forest", 64), "forest-128": ("forest", 128), "snow-128": ("snow", 128),
     "road-128": ("road", 128), "mixed-64": ("mixed", 64), "road-300": ("road", 300),
     "snow-300": ("snow", 300), "mixed-450": ("mixed", 450), "forest-poly": ("forest", "polygon"),
-    "snow-poly": ("snow", "polygon"),
+    "snow-poly": ("snow", "polygon"), "four-128": ("four", 128),
 }
 DEFAULT_CASES = ["forest-64", "forest-128", "snow-128", "road-128", "mixed-64", "road-300", "mixed-450",
                  "forest-poly", "snow-poly"]
 TARGETS = {"luminance": (0.8, 1.2), "colour": (0.0, 1.3), "seam": (0.0, 1.1)}
 
 
-def case_geometry(case: str, transform, height: int, width: int):
-    """The case's ROI polygon in the scene CRS."""
+def case_geometries(case: str, transform, height: int, width: int) -> list:
+    """The case's ROI polygons in the scene CRS."""
+    place, side = CASES[case]
+    places = list(PLACES) if place == "four" else [place]
+    return [_roi_polygon(PLACES[p], side, transform, height, width) for p in places]
+
+
+def _roi_polygon(centre, side, transform, height: int, width: int):
     from shapely.geometry import Polygon, box
 
-    place, side = CASES[case]
-    row, col = PLACES[place]
+    row, col = centre
     if side == "polygon":   # an irregular blob about 180 px across, with concave parts
         angles = np.linspace(0, 2 * math.pi, 23, endpoint=False)
         radii = 90 * (1 + 0.25 * np.sin(3 * angles) + 0.15 * np.cos(5 * angles + 1))
@@ -68,9 +75,10 @@ def write_aoi(case: str, path: Path) -> None:
     import rasterio
 
     with rasterio.open(SCENE) as src:
-        geom = case_geometry(case, src.transform, src.height, src.width)
+        geoms = case_geometries(case, src.transform, src.height, src.width)
         crs = src.crs
-    gpd.GeoDataFrame({"name": [case], "role": ["target"]}, geometry=[geom], crs=crs).to_file(path, driver="GPKG")
+    gpd.GeoDataFrame({"name": [case] * len(geoms), "role": ["target"] * len(geoms)}, geometry=geoms,
+                     crs=crs).to_file(path, driver="GPKG")
 
 
 def write_copy_source(case: str, path: Path) -> None:
@@ -93,8 +101,8 @@ def write_copy_source(case: str, path: Path) -> None:
     gpd.pd.concat([target, source]).to_file(path, driver="GPKG")
 
 
-def measure(output: Path, aoi: Path, config) -> dict:
-    """Realism figures of the first window of ``output`` against the source."""
+def measure(output: Path, aoi: Path, config) -> list[dict]:
+    """Realism figures of each window of ``output`` against the source."""
     import rasterio
     from affine import Affine
 
@@ -104,14 +112,17 @@ def measure(output: Path, aoi: Path, config) -> dict:
     from rs_geo_edit.pipeline import plan_scene
 
     plan = plan_scene(SCENE, aoi, config)
-    ew = plan.windows[0]
-    with rasterio.open(SCENE) as src, rasterio.open(output) as out:
-        before = read_window(src, ew.window).astype(np.float64)
-        after = read_window(out, ew.window).astype(np.float64)
-        valid = validity_mask(src, ew.window, before)
-    roi = roi_labels(ew, Affine(*plan.transform[:6])) > 0
-    return {**realism(after, before, roi, valid, plan.rgb), "window": [int(ew.window.height), int(ew.window.width)],
-            "before": before, "after": after, "roi": roi}
+    figures = []
+    for ew in plan.windows:
+        with rasterio.open(SCENE) as src, rasterio.open(output) as out:
+            before = read_window(src, ew.window).astype(np.float64)
+            after = read_window(out, ew.window).astype(np.float64)
+            valid = validity_mask(src, ew.window, before)
+        roi = roi_labels(ew, Affine(*plan.transform[:6])) > 0
+        figures.append({**realism(after, before, roi, valid, plan.rgb),
+                        "window": [int(ew.window.height), int(ew.window.width)],
+                        "before": before, "after": after, "roi": roi})
+    return figures
 
 
 def save_crops(fig: dict, path: Path, zoom: int = 2, max_side: int = 320) -> None:
@@ -145,6 +156,8 @@ def main(argv=None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="model/blend overrides, e.g. steps=2000 blend=poisson feather=24")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--scope", choices=["window", "scene"], default="window",
+                        help="model scope: one model per window, or one per scene (see --cases four-128)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--cache-dir", type=Path, default=None, help="model cache (default: a fresh temp folder)")
     parser.add_argument("--reedit", action="store_true", help="also time a cached re-edit with another seed")
@@ -177,6 +190,8 @@ def main(argv=None) -> int:
           f"{'train':>6} {'sample':>6} {'total':>6}  {'reedit':>6}")
     for case in args.cases:
         for mode in args.modes:
+            if mode == "copy" and CASES[case][0] == "four":
+                continue   # copy takes one donor per target ROI; the multi-ROI case is about the model
             aoi = tmp / f"{case}-{mode}.gpkg"
             write_aoi(case, aoi)
             if mode == "copy":
@@ -184,32 +199,38 @@ def main(argv=None) -> int:
             config = make_config("fast", model_overrides=model_over, mode=mode, seed=args.seed,
                                  threads=args.threads, cache_dir=cache, blend=blend,
                                  output=OutputConfig(overwrite=True, provenance=False))
+            config.model.scope = args.scope
             out = tmp / f"{case}-{mode}.tif"
             editor = make_editor(config)
             t0 = time.perf_counter()
             edit_scene(SCENE, aoi, out, config, editor=editor)
             total = time.perf_counter() - t0
-            stats = editor.windows[0]
+            train_s = sum(m.get("train_s", 0.0) for m in editor.models)
             reedit = float("nan")
             if args.reedit:
                 config.seed = args.seed + 1
                 t0 = time.perf_counter()
                 edit_scene(SCENE, aoi, tmp / f"{case}-{mode}-re.tif", config, editor=make_editor(config))
                 reedit = time.perf_counter() - t0
-            fig = measure(out, aoi, config)
-            if args.crops:
-                save_crops(fig, args.crops / f"{case}-{mode}.png")
-            row = {"case": case, "mode": mode, "window": fig["window"], "luminance": fig["luminance"],
-                   "colour": fig["colour"], "seam": fig["seam"], "train_s": stats.get("train_s"),
-                   "sample_s": stats.get("sample_s"), "total_s": round(total, 1), "reedit_s": round(reedit, 1),
-                   "overrides": args.set}
-            rows.append(row)
-            print(f"{case:<12} {mode:<10} {'x'.join(map(str, fig['window'])):>9} "
-                  f"{fig['luminance']:6.2f} {verdict('luminance', fig['luminance']):4} "
-                  f"{fig['colour']:6.2f} {verdict('colour', fig['colour']):4} "
-                  f"{fig['seam']:5.2f} {verdict('seam', fig['seam']):4} "
-                  f"{stats.get('train_s', 0):6.1f} {stats.get('sample_s', 0):6.1f} {total:6.1f}  {reedit:6.1f}",
-                  flush=True)
+            figures = measure(out, aoi, config)
+            for k, (fig, stats) in enumerate(zip(figures, editor.windows)):
+                name = case if len(figures) == 1 else f"{case}#{k}"
+                if args.crops:
+                    save_crops(fig, args.crops / f"{name}-{mode}.png")
+                row = {"case": name, "mode": mode, "scope": args.scope, "window": fig["window"],
+                       "luminance": fig["luminance"], "colour": fig["colour"], "seam": fig["seam"],
+                       "train_s": round(train_s, 1), "trainings": len(editor.models),
+                       "sample_s": stats.get("sample_s"), "total_s": round(total, 1), "reedit_s": round(reedit, 1),
+                       "overrides": args.set}
+                rows.append(row)
+                print(f"{name:<12} {mode:<10} {'x'.join(map(str, fig['window'])):>9} "
+                      f"{fig['luminance']:6.2f} {verdict('luminance', fig['luminance']):4} "
+                      f"{fig['colour']:6.2f} {verdict('colour', fig['colour']):4} "
+                      f"{fig['seam']:5.2f} {verdict('seam', fig['seam']):4} "
+                      f"{train_s:6.1f} {stats.get('sample_s', 0):6.1f} {total:6.1f}  {reedit:6.1f}",
+                      flush=True)
+            if len(figures) > 1:
+                print(f"{case}: {len(editor.models)} training(s), {train_s:.1f} s training, {total:.1f} s in all")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1))
