@@ -38,6 +38,7 @@ def test_three_windows_train_one_scene_model(tmp_path):
     assert len(editor["models"]) == 1
     model = editor["models"][0]
     assert model["scope"] == "scene" and model["trained"] is True and model["windows"] == [0, 1, 2]
+    assert model["steps"] == 80   # twice a window model's
     assert [w["cache_key"] for w in editor["windows"]] == [model["cache_key"]] * 3
     assert all(w["model_scope"] == "scene" for w in editor["windows"])
 
@@ -62,6 +63,7 @@ def test_three_windows_train_one_scene_model(tmp_path):
     per_window = _edit(scene, aoi, tmp_path / "window.tif", cache, "--model-scope", "window")
     models = per_window["editor"]["models"]
     assert [m["scope"] for m in models] == ["window"] * 3 and all(m["trained"] for m in models)
+    assert [m["steps"] for m in models] == [40] * 3
     assert len({m["cache_key"] for m in models} | {model["cache_key"]}) == 4
 
 

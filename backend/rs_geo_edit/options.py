@@ -121,8 +121,9 @@ class EditOptions:
                                  "ROI (0 = whole scales at once; e.g. 1024 on a GPU).", minimum=0, maximum=16_384,
                                  shown="512")
     model_scope: str = option(_default(ModelConfig, "scope"), "One model per window, or one per scene: trained "
-                              "once on all the scene's windows, it serves every ROI (many ROIs, one training; "
-                              "e.g. scene for fifty ROIs of one orthomosaic).", choices=MODEL_SCOPES)
+                              "once, with twice the steps, on all the scene's windows, it serves every ROI (many "
+                              "ROIs, one training; e.g. scene for fifty ROIs of one orthomosaic).",
+                              choices=MODEL_SCOPES)
     chroma_radius: Optional[int] = option(None, "Guided smoothing of the colour of generated pixels, radius in "
                                           "pixels (0 = off): removes single-pixel colour speckle.", minimum=0,
                                           maximum=16, shown="the preset's")
