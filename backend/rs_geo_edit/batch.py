@@ -223,6 +223,13 @@ def _our_summary_csv(path: Path) -> bool:
         return False
 
 
+def check_split_windows(split_windows: bool, pairs: Optional[dict], remote: Optional[dict]) -> None:
+    """Refuse ``split_windows`` with what it cannot split: pairs, or scenes edited remotely."""
+    if split_windows and (pairs is not None or remote):
+        raise IncompatibleOptions("`split_windows` edits each scene here, window by window: it does not combine "
+                                  "with `pairs` or `backend`")
+
+
 def run_batch(items: list[BatchItem], options: EditOptions | EditConfig, out_dir: Path, executor, *,
               force: bool = False, progress: Optional[Callable[[ProgressEvent], None]] = None,
               pairs: Optional[dict] = None, remote: Optional[dict] = None, split_windows: bool = False) -> list[dict]:
@@ -239,9 +246,7 @@ def run_batch(items: list[BatchItem], options: EditOptions | EditConfig, out_dir
     from .geo.check import check_inputs
     from .pipeline import check_outputs, written_by_us
 
-    if split_windows and (pairs is not None or remote):
-        raise IncompatibleOptions("`split_windows` edits each scene here, window by window: it does not combine "
-                                  "with `pairs` or `backend`")
+    check_split_windows(split_windows, pairs, remote)
     overwrite = options.overwrite if isinstance(options, EditOptions) else options.output.overwrite
     check_summaries(out_dir, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -533,7 +533,7 @@ def batch(
     them per scene (a scene with a prompt and no mode runs text)."""
 
     def body():
-        from .batch import items_from_glob, read_manifest, run_batch
+        from .batch import check_split_windows, items_from_glob, read_manifest, run_batch
         from .executors import make_executor
 
         if (manifest is None) == (scenes is None):
@@ -543,13 +543,14 @@ def batch(
         edit_options = _edit_options(options)
         edit_options.to_config()  # every option checked before any scene is read
         runner = make_executor(executor, workers=workers, address=address, gpus_per_task=gpus_per_task)
-        items = read_manifest(manifest, out_dir) if manifest else items_from_glob(scenes, aoi, out_dir)
         pairs = {"chip": chip, "variants": variants, "previews": previews} if make_pairs else None
+        remote = {"url": backend, "token": token} if backend else None
+        check_split_windows(split_windows, pairs, remote)
+        items = read_manifest(manifest, out_dir) if manifest else items_from_glob(scenes, aoi, out_dir)
         bar, callback = _progress_printer(quiet)
         with bar:
             rows = run_batch(items, edit_options, out_dir, runner, force=force, progress=callback, pairs=pairs,
-                             remote={"url": backend, "token": token} if backend else None,
-                             split_windows=split_windows)
+                             remote=remote, split_windows=split_windows)
         counts = {}
         for row in rows:
             counts[row["status"]] = counts.get(row["status"], 0) + 1
