@@ -173,7 +173,7 @@ class _SplitScenes:
         state = self.scenes.get(position)
         if state is None:  # an earlier window failed: the scene's row is out
             return None
-        state["seconds"] += row["seconds"]
+        state["seconds"] += row.get("seconds", 0.0)  # a lost Ray task has no time
         if row["status"] != "edited":
             del self.scenes[position]
             return {**row, "status": "failed", "error": f"window {task['window']}: {row.get('error')}",
