@@ -1,4 +1,5 @@
-"""Batch editing: scenes in several CRSs with one AOI, a corrupt scene, resume after a kill, Ray."""
+"""Batch editing: scenes in several CRSs with one AOI, a corrupt scene, resume after a kill, Ray, and
+a scene split into one task per window (same bytes as one edit, on a process pool and on Ray)."""
 
 import json
 import os
@@ -14,7 +15,7 @@ from pyproj import Transformer
 from rasterio.transform import from_origin
 from shapely.geometry import box
 
-from conftest import write_aoi, write_scene
+from conftest import pixel_box, write_aoi, write_scene
 
 CLI = [sys.executable, "-m", "rs_geo_edit.cli"]
 TINY = ["--steps", "20", "--width", "8", "--crop", "16", "--batch", "1", "--threads", "1", "--quiet"]
@@ -144,9 +145,105 @@ def test_bad_batch_inputs_one_line_exit_2(tmp_path):
         (["--scenes", tmp_path / "none*.tif", "--aoi", tmp_path / "a.geojson"], "matches no file"),
         ([], "either --manifest"),
         (["--manifest", bad_rows, "--executor", "spark"], "unknown executor"),
+        (["--manifest", bad_rows, "--split-windows", "--pairs"], "--split-windows edits each scene here"),
     ]
     for args, expected in cases:
         proc = run("batch", "--out-dir", tmp_path / "out", *args)
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert proc.returncode == 2 and len(errors) == 1 and expected in errors[0], (args, proc.stderr)
         assert not (tmp_path / "out" / "summary.csv").exists()
+
+
+# --------------------------------------------------------------------- one task per window
+
+BOXES = [(30, 30, 70, 70), (300, 40, 340, 80), (160, 290, 200, 330)]   # col0, row0, col1, row1: three windows
+SMALL = {"steps": 40, "width": 16, "crop": 32, "batch": 2, "threads": 1, "model_scope": "scene"}
+SMALL_ARGS = [a for k, v in SMALL.items() for a in (f"--{k.replace('_', '-')}", v)] + ["--quiet"]
+
+
+@pytest.fixture(scope="module")
+def three_windows(tmp_path_factory):
+    """A scene with three ROI windows, edited as one scene with one scene model by the CLI:
+    (scene, AOI, the edited GeoTIFF, its provenance record, the model cache)."""
+    folder = tmp_path_factory.mktemp("three-windows")
+    scene = write_scene(folder / "scene.tif", height=384, width=384)
+    aoi = write_aoi(folder / "aoi.geojson", [pixel_box(scene, *b) for b in BOXES])
+    (folder / "edit").mkdir()
+    output = folder / "edit" / "scene_edited.tif"
+    proc = run(scene, "--aoi", aoi, "-o", output, "--cache-dir", folder / "cache", *SMALL_ARGS)
+    assert proc.returncode == 0, proc.stderr
+    return scene, aoi, output, json.loads(output.with_suffix(".json").read_text()), folder / "cache"
+
+
+def assert_same_edit(out_dir: Path, reference: Path, reference_record: dict) -> None:
+    """The split batch's output is the plain edit's bytes, with one scene model trained once."""
+    output = out_dir / "scene_edited.tif"
+    assert output.read_bytes() == reference.read_bytes()
+    record = json.loads(output.with_suffix(".json").read_text())
+    models = record["editor"]["models"]
+    assert len(models) == 1, models
+    assert models[0]["scope"] == "scene" and models[0]["trained"] is True and models[0]["windows"] == [0, 1, 2]
+    assert [w["cache_key"] for w in record["editor"]["windows"]] == [models[0]["cache_key"]] * 3
+    assert models[0]["cache_key"] == reference_record["editor"]["models"][0]["cache_key"]
+
+    def facts(windows):
+        return [{k: v for k, v in w.items() if k != "seconds"} for w in windows]
+
+    assert facts(record["windows"]) == facts(reference_record["windows"])
+    assert len(record["windows"]) == 3 and all(w["changed_pixels"] > 0 for w in record["windows"])
+
+
+def test_split_windows_on_a_process_pool_gives_the_edit_bytes(three_windows, tmp_path):
+    scene, aoi, reference, reference_record, _ = three_windows
+    out = tmp_path / "out"
+    args = ["batch", "--scenes", scene, "--aoi", aoi, "--out-dir", out, "--cache-dir", tmp_path / "cache",
+            "--split-windows", "--workers", "2", *SMALL_ARGS]
+    proc = run(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert_same_edit(out, reference, reference_record)
+    [row] = json.loads((out / "summary.json").read_text())["scenes"]
+    assert row["status"] == "done" and row["windows"] == 3 and row["seconds"] > 0
+    assert sorted(p.name for p in out.iterdir()) == ["scene_edited.json", "scene_edited.tif", "summary.csv",
+                                                    "summary.json"]
+    again = run(*args)
+    assert again.returncode == 0, again.stderr
+    assert [r["status"] for r in json.loads((out / "summary.json").read_text())["scenes"]] == ["complete"]
+
+
+def test_split_windows_on_ray_gives_the_edit_bytes(three_windows, tmp_path, ray_local):
+    from rs_geo_edit.batch import items_from_glob, run_batch
+    from rs_geo_edit.executors import make_executor
+    from rs_geo_edit.options import EditOptions
+
+    scene, aoi, reference, reference_record, _ = three_windows
+    out = tmp_path / "out"
+    rows = run_batch(items_from_glob(str(scene), aoi, out), EditOptions(**SMALL, cache_dir=str(tmp_path / "cache")),
+                     out, make_executor("ray", address="auto"), split_windows=True)
+    assert [(r["status"], r["windows"]) for r in rows] == [("done", 3)], rows
+    assert_same_edit(out, reference, reference_record)
+
+
+def test_a_failed_window_fails_its_scene_and_writes_nothing(three_windows, tmp_path):
+    """Window tasks load the scene model from the cache; one that cannot (a cache folder the
+    workers do not see, here emptied after the model was trained) fails the scene, naming the fix."""
+    import shutil
+
+    from rs_geo_edit.batch import items_from_glob, run_batch
+    from rs_geo_edit.executors import make_executor
+    from rs_geo_edit.options import EditOptions
+
+    scene, aoi, _, reference_record, cache = three_windows
+    key = reference_record["editor"]["models"][0]["cache_key"]
+    out = tmp_path / "out"
+
+    def lose_the_model(event):
+        if event.message.endswith("window task(s)"):
+            shutil.rmtree(cache / "rs-geo-edit-cache" / key)
+
+    rows = run_batch(items_from_glob(str(scene), aoi, out), EditOptions(**SMALL, cache_dir=str(cache)), out,
+                     make_executor("local", workers=1), split_windows=True, progress=lose_the_model)
+    [row] = rows
+    assert row["status"] == "failed", row
+    assert row["error"].startswith("window 0: the scene model")
+    assert "give cache_dir a folder every worker sees" in row["error"]
+    assert sorted(p.name for p in out.iterdir()) == ["summary.csv", "summary.json"]

@@ -98,29 +98,50 @@ def is_complete(item: BatchItem, config: EditConfig) -> bool:
 
 
 def run_item(task: dict, progress: Optional[Callable[[ProgressEvent], None]] = None) -> dict:
-    """Edit one scene (any process: a pool worker, a Ray task). Never raises: errors become rows."""
+    """Run one task (any process: a pool worker, a Ray task). Never raises: errors become rows.
+
+    A task edits a scene, makes its pairs, or, for a scene split into window tasks
+    (``split``), prepares it (``prepare``: plan and scene model) or edits one of its windows
+    (``window``); those rows carry the :class:`~.pipeline.ScenePrep` or the window's
+    :class:`~.pipeline.WindowEdit` back to :func:`run_batch`."""
+    return _as_row(task, lambda: _run(task, progress))
+
+
+def _run(task: dict, progress: Optional[Callable[[ProgressEvent], None]]) -> dict:
+    from .pipeline import edit_one_window, edit_scene, prepare_windows
+
+    config = config_from_dict(task["config"])
+    if task.get("pairs"):
+        from .pairs import make_pairs
+
+        made = make_pairs(task["scene"], task["aoi"], task["output"], config, progress=progress, **task["pairs"])
+        return {"status": "done", "windows": sum(r["status"] == "done" for r in made)}
+    config.output.overwrite = True  # run_batch checked it: absent, an earlier result of ours, or `overwrite`
+    split = task.get("split")
+    if split == "prepare":
+        return {"status": "prepared", "prep": prepare_windows(task["scene"], task["aoi"], task["output"], config,
+                                                              progress=progress)}
+    if split == "window":
+        return {"status": "edited", "edit": edit_one_window(task["scene"], task["aoi"], config, task["window"],
+                                                            scene_model=task["scene_model"], progress=progress)}
+    if task.get("remote"):
+        from .jobs.client import Backend, edit_remotely
+
+        result = edit_remotely(task["scene"], task["aoi"], task["output"], config, Backend(**task["remote"]),
+                               progress=progress)
+    else:
+        result = edit_scene(task["scene"], task["aoi"], task["output"], config, progress=progress)
+    return {"status": "done", "windows": len(result.record["windows"])}
+
+
+def _as_row(task: dict, work: Callable[[], dict]) -> dict:
+    """The summary row of ``task`` with what ``work()`` returns, or the error it raised."""
     from .errors import AOIOutsideScene, RsGeoEditError
-    from .pipeline import edit_scene
 
     started = time.perf_counter()
     row = {"scene": task["scene"], "aoi": task["aoi"], "output": task["output"]}
     try:
-        config = config_from_dict(task["config"])
-        if task.get("pairs"):
-            from .pairs import make_pairs
-
-            made = make_pairs(task["scene"], task["aoi"], task["output"], config, progress=progress, **task["pairs"])
-            row.update(status="done", windows=sum(r["status"] == "done" for r in made))
-        else:
-            config.output.overwrite = True  # run_batch checked it: absent, an earlier result of ours, or `overwrite`
-            if task.get("remote"):
-                from .jobs.client import Backend, edit_remotely
-
-                result = edit_remotely(task["scene"], task["aoi"], task["output"], config,
-                                       Backend(**task["remote"]), progress=progress)
-            else:
-                result = edit_scene(task["scene"], task["aoi"], task["output"], config, progress=progress)
-            row.update(status="done", windows=len(result.record["windows"]))
+        row.update(work())
     except AOIOutsideScene as exc:
         row.update(status="skipped", error=str(exc))
     except RsGeoEditError as exc:
@@ -129,6 +150,50 @@ def run_item(task: dict, progress: Optional[Callable[[ProgressEvent], None]] = N
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     row["seconds"] = round(time.perf_counter() - started, 2)
     return row
+
+
+class _SplitScenes:
+    """The scenes of a batch edited one task per window, between their first task and the
+    stitching of their last window: the prepared scene, the windows edited so far and the
+    seconds their tasks took."""
+
+    def __init__(self):
+        self.scenes: dict[int, dict] = {}
+
+    def prepared(self, position: int, task: dict, row: dict) -> list[dict]:
+        """The window tasks of a prepared scene (each knows the scene model's cache key)."""
+        prep = row["prep"]
+        self.scenes[position] = {"prep": prep, "edits": [], "seconds": row["seconds"]}
+        return [{**task, "split": "window", "window": index, "scene_model": prep.scene_model}
+                for index in prep.windows]
+
+    def edited(self, position: int, task: dict, row: dict) -> Optional[dict]:
+        """The scene's row once its last window is in (stitched here), or once a window failed
+        (nothing is written); None while windows are outstanding or after the scene failed."""
+        state = self.scenes.get(position)
+        if state is None:  # an earlier window failed: the scene's row is out
+            return None
+        state["seconds"] += row.get("seconds", 0.0)  # a lost Ray task has no time
+        if row["status"] != "edited":
+            del self.scenes[position]
+            return {**row, "status": "failed", "error": f"window {task['window']}: {row.get('error')}",
+                    "seconds": round(state["seconds"], 2)}
+        state["edits"].append(row["edit"])
+        if len(state["edits"]) < len(state["prep"].windows):
+            return None
+        del self.scenes[position]
+        row = _as_row(task, lambda: self._write(task, state))
+        row["seconds"] = round(state["seconds"] + row["seconds"], 2)
+        return row
+
+    @staticmethod
+    def _write(task: dict, state: dict) -> dict:
+        from .pipeline import write_windows
+
+        config = config_from_dict(task["config"])
+        config.output.overwrite = True  # as in run_item: checked by run_batch, then by the first task
+        result = write_windows(task["scene"], task["aoi"], task["output"], config, state["prep"], state["edits"])
+        return {"status": "done", "windows": len(result.record["windows"])}
 
 
 def check_summaries(out_dir: Path, overwrite: bool) -> None:
@@ -158,18 +223,30 @@ def _our_summary_csv(path: Path) -> bool:
         return False
 
 
+def check_split_windows(split_windows: bool, pairs: Optional[dict], remote: Optional[dict]) -> None:
+    """Refuse ``split_windows`` with what it cannot split: pairs, or scenes edited remotely."""
+    if split_windows and (pairs is not None or remote):
+        raise IncompatibleOptions("`split_windows` edits each scene here, window by window: it does not combine "
+                                  "with `pairs` or `backend`")
+
+
 def run_batch(items: list[BatchItem], options: EditOptions | EditConfig, out_dir: Path, executor, *,
               force: bool = False, progress: Optional[Callable[[ProgressEvent], None]] = None,
-              pairs: Optional[dict] = None, remote: Optional[dict] = None) -> list[dict]:
+              pairs: Optional[dict] = None, remote: Optional[dict] = None, split_windows: bool = False) -> list[dict]:
     """Run ``items`` with ``executor``; write ``out_dir/summary.csv`` and ``summary.json``.
 
     ``pairs`` (``chip``, ``variants``, ``previews``): make training pairs per scene instead.
-    ``remote`` (``{"url": ..., "token": ...}``): edit each scene on that service, windows only."""
+    ``remote`` (``{"url": ..., "token": ...}``): edit each scene on that service, windows only.
+    ``split_windows``: each scene is a task that plans it and trains its scene model (with
+    ``model_scope`` scene), then one task per window, which may run beside any other scene's;
+    this process stitches each scene's windows as they complete. The output is the bytes
+    ``edit_scene`` writes; a failed window fails its scene and writes nothing."""
     from .errors import AOIOutsideScene, RsGeoEditError
     from .files import atomic_path
     from .geo.check import check_inputs
     from .pipeline import check_outputs, written_by_us
 
+    check_split_windows(split_windows, pairs, remote)
     overwrite = options.overwrite if isinstance(options, EditOptions) else options.output.overwrite
     check_summaries(out_dir, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -199,7 +276,7 @@ def run_batch(items: list[BatchItem], options: EditOptions | EditConfig, out_dir
         if not written_by_us(item.output):
             check_outputs(item.scene, item.aoi, item.output, cfg)
         tasks.append({"scene": item.scene, "aoi": item.aoi, "output": item.output, "config": cfg.to_dict(),
-                      **({"remote": remote} if remote else {})})
+                      **({"remote": remote} if remote else {}), **({"split": "prepare"} if split_windows else {})})
         positions.append(index)
     done = len(items) - len(tasks)
 
@@ -209,11 +286,27 @@ def run_batch(items: list[BatchItem], options: EditOptions | EditConfig, out_dir
 
     report(f"{done} scene(s) already complete, {len(tasks)} to do")
 
-    def on_result(task_index: int, row: dict) -> None:
+    split = _SplitScenes()
+
+    def on_result(task_index: int, row: dict) -> Optional[list[dict]]:
         nonlocal done
+        task, position = tasks[task_index], positions[task_index]
+        # a lost Ray task's row names no scene
+        row = {"scene": task["scene"], "aoi": task["aoi"], "output": task["output"], **row}
+        if task.get("split") == "prepare" and row["status"] == "prepared":
+            follow_ups = split.prepared(position, task, row)
+            tasks.extend(follow_ups)
+            positions.extend([position] * len(follow_ups))
+            report(f"{Path(row['scene']).name}: {len(follow_ups)} window task(s)")
+            return follow_ups
+        if task.get("split") == "window":
+            row = split.edited(position, task, row)
+            if row is None:
+                return None
         done += 1
-        rows[positions[task_index]] = row
+        rows[position] = row
         report(f"{Path(row['scene']).name}: {row['status']}")
+        return None
 
     def on_progress(task_index: int, event: ProgressEvent) -> None:
         if progress is not None:

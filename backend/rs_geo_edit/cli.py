@@ -497,7 +497,9 @@ def weights_verify() -> None:
 
 
 @app.command(epilog="Examples:\n\n  rs-geo-edit batch --manifest jobs.csv --out-dir edited/\n\n"
-                    "  rs-geo-edit batch --scenes 'tiles/*.tif' --aoi rois.gpkg --out-dir edited/ --executor ray --address auto")
+                    "  rs-geo-edit batch --scenes 'tiles/*.tif' --aoi rois.gpkg --out-dir edited/ --executor ray --address auto\n\n"
+                    "  rs-geo-edit batch --scenes 'ortho/*.tif' --aoi rois.gpkg --out-dir edited/ --model-scope scene "
+                    "--split-windows --executor ray --cache-dir /shared/cache")
 @with_options()
 def batch(
     out_dir: Path = typer.Option(..., "--out-dir", "-o", help="Folder for the outputs and summary.csv/json."),
@@ -509,6 +511,10 @@ def batch(
     workers: int = typer.Option(1, "--workers", help="Local worker processes (1 per GPU; 1 on CPU)."),
     address: str = typer.Option("auto", "--address", help="Ray: auto, local, or ray://host:port."),
     gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help="Ray: GPUs per scene task."),
+    split_windows: bool = typer.Option(False, "--split-windows",
+                                       help="A task per ROI window once the scene's model is trained, for scenes "
+                                            "with many ROIs (e.g. --model-scope scene --split-windows --workers 4); "
+                                            "--cache-dir must be a folder every worker sees. Same output bytes."),
     make_pairs: bool = typer.Option(False, "--pairs", help="Make training pairs per scene (see rs-geo-edit pairs) "
                                                            "in OUT_DIR/<scene>/ instead of edited scenes."),
     chip: int = typer.Option(512, "--chip", help="--pairs: chip side, pixels."),
@@ -527,7 +533,7 @@ def batch(
     them per scene (a scene with a prompt and no mode runs text)."""
 
     def body():
-        from .batch import items_from_glob, read_manifest, run_batch
+        from .batch import check_split_windows, items_from_glob, read_manifest, run_batch
         from .executors import make_executor
 
         if (manifest is None) == (scenes is None):
@@ -537,12 +543,14 @@ def batch(
         edit_options = _edit_options(options)
         edit_options.to_config()  # every option checked before any scene is read
         runner = make_executor(executor, workers=workers, address=address, gpus_per_task=gpus_per_task)
-        items = read_manifest(manifest, out_dir) if manifest else items_from_glob(scenes, aoi, out_dir)
         pairs = {"chip": chip, "variants": variants, "previews": previews} if make_pairs else None
+        remote = {"url": backend, "token": token} if backend else None
+        check_split_windows(split_windows, pairs, remote)
+        items = read_manifest(manifest, out_dir) if manifest else items_from_glob(scenes, aoi, out_dir)
         bar, callback = _progress_printer(quiet)
         with bar:
             rows = run_batch(items, edit_options, out_dir, runner, force=force, progress=callback, pairs=pairs,
-                             remote={"url": backend, "token": token} if backend else None)
+                             remote=remote, split_windows=split_windows)
         counts = {}
         for row in rows:
             counts[row["status"]] = counts.get(row["status"], 0) + 1

@@ -197,6 +197,23 @@ class SinDDMEditor:
         self.models.append({"cache_key": key, "scope": "scene", "windows": indices, "steps": params["steps"],
                             **trained})
 
+    def use_scene_model(self, key: str, offsets: dict[int, int]) -> None:
+        """Serve the windows of ``offsets`` (window index -> scale offset) with the scene model that
+        :meth:`prepare` left in the cache under ``key``, as a task editing one window of a scene
+        does: it never reads the other windows. Loading only: a missing model is an error, since
+        training it here would need every window."""
+        from ..model.net import SinDDMNet
+
+        cached = self.cache.load(key, device="cpu")
+        if cached is None:
+            raise IncompatibleOptions(f"the scene model {key} is not in the model cache {str(self.cache.folder)!r}: "
+                                      "windows edited as separate tasks load it from there, so give `cache_dir` a "
+                                      "folder every worker sees")
+        state, meta = cached
+        net = SinDDMNet(meta["bands"], self.config.model.width)
+        net.load_state_dict(state)
+        self.shared = SharedModel(net.to(self.device).eval(), key, dict(offsets))
+
     def trained_model(self, image: np.ndarray, valid: np.ndarray, progress: StageReporter, index: int = 0):
         """(EMA net, pyramid, schedule, stats, scale offset): the scene model when it serves
         window ``index``; else the window's own, from the cache or trained (resuming a checkpoint)."""

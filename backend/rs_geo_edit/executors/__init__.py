@@ -1,19 +1,23 @@
 """Executors run batch tasks: ``local`` (worker processes on this machine) and ``ray`` (a cluster).
 
 Both take a top-level function and a list of task dicts and call ``on_result(index, result)`` as
-tasks finish. A task's function catches its own errors and returns a row, so one bad scene never
-stops a batch.
+tasks finish. ``on_result`` may return more tasks, which run too, numbered after every task so
+far (a scene's windows become tasks once its model is trained). A task's function catches its
+own errors and returns a row, so one bad scene never stops a batch.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Optional, Protocol, Sequence
 
+# on_result(index, result) -> follow-up tasks (or None)
+OnResult = Callable[[int, dict], Optional[Sequence[dict]]]
+
 
 class Executor(Protocol):
     name: str
 
-    def run(self, fn: Callable[..., dict], tasks: Sequence[dict], on_result: Callable[[int, dict], None],
+    def run(self, fn: Callable[..., dict], tasks: Sequence[dict], on_result: OnResult,
             on_progress: Optional[Callable[[int, object], None]] = None) -> None: ...
 
     def describe(self) -> dict: ...

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Callable, Optional, Sequence
+
+from . import OnResult
 
 
 class LocalExecutor:
@@ -14,18 +17,28 @@ class LocalExecutor:
     def describe(self) -> dict:
         return {"executor": self.name, "workers": self.workers}
 
-    def run(self, fn: Callable[..., dict], tasks: Sequence[dict], on_result: Callable[[int, dict], None],
+    def run(self, fn: Callable[..., dict], tasks: Sequence[dict], on_result: OnResult,
             on_progress: Optional[Callable[[int, object], None]] = None) -> None:
         if self.workers == 1:  # in this process: the current scene's stages reach the caller too
-            for index, task in enumerate(tasks):
+            queue = deque(enumerate(tasks))
+            count = len(tasks)
+            while queue:
+                index, task = queue.popleft()
                 hook = (lambda event, i=index: on_progress(i, event)) if on_progress else None
-                on_result(index, fn(task, hook))
+                for follow_up in on_result(index, fn(task, hook)) or ():
+                    queue.append((count, follow_up))
+                    count += 1
             return
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         ctx = multiprocessing.get_context("spawn")  # torch and forked threads do not mix
         with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
             futures = {pool.submit(fn, task): index for index, task in enumerate(tasks)}
-            for future in as_completed(futures):
-                on_result(futures[future], future.result())
+            count = len(tasks)
+            while futures:
+                finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    for follow_up in on_result(futures.pop(future), future.result()) or ():
+                        futures[pool.submit(fn, follow_up)] = count
+                        count += 1

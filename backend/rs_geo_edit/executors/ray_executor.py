@@ -1,4 +1,5 @@
-"""Ray executor: one Ray task per scene, ``num_gpus`` per task, retried when a worker is lost.
+"""Ray executor: one Ray task per scene (or per window), ``num_gpus`` per task, retried when a
+worker is lost.
 
 ``--address auto`` joins a running cluster (``ray start --head`` first) or starts a local one;
 ``ray://host:port`` connects a Ray client. Point ``--cache-dir`` at a path every node sees to
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from ..errors import IncompatibleOptions
+from . import OnResult
 
 
 class RayExecutor:
@@ -45,11 +47,11 @@ class RayExecutor:
             ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
         return ray
 
-    def run(self, fn: Callable[..., dict], tasks: Sequence[dict], on_result: Callable[[int, dict], None],
-            on_progress=None) -> None:
+    def run(self, fn: Callable[..., dict], tasks: Sequence[dict], on_result: OnResult, on_progress=None) -> None:
         ray = self._connect()
         remote = ray.remote(num_gpus=self.gpus_per_task, max_retries=self.max_retries)(fn)
         pending = {remote.remote(task): index for index, task in enumerate(tasks)}
+        count = len(tasks)
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
@@ -58,4 +60,6 @@ class RayExecutor:
                     result = ray.get(ref)
                 except Exception as exc:  # the task's worker died beyond its retries
                     result = {"status": "failed", "error": f"ray task lost: {type(exc).__name__}: {exc}"}
-                on_result(index, result)
+                for follow_up in on_result(index, result) or ():
+                    pending[remote.remote(follow_up)] = count
+                    count += 1

@@ -6,14 +6,18 @@
   scene known only by its grid).
 - ``copy_source``: copy-mode inputs (where pasted content comes from, per window).
 - ``provenance``: the record written beside every output, and :func:`matches` for resume.
-- ``orchestrator``: :func:`edit_scene`, the one orchestrator.
+- ``orchestrator``: :func:`edit_scene`, the one orchestrator, and the same steps for a scene
+  whose windows run as separate tasks (:func:`prepare_windows`, :func:`edit_one_window`,
+  :func:`write_windows`).
 """
 
 from .contract import EditRequest, Editor
-from .orchestrator import (EditResult, check_outputs, default_output, edit_scene, make_editor, model_inputs,
-                           window_seed)
+from .orchestrator import (EditResult, ScenePrep, WindowEdit, check_outputs, default_output, edit_one_window,
+                           edit_scene, make_editor, model_inputs, prepare_windows, window_seed, write_windows)
 from .plan import ScenePlan, plan_grid, plan_scene, window_features
 from .provenance import matches, provenance_path, written_by_us
 
-__all__ = ["EditRequest", "EditResult", "Editor", "ScenePlan", "check_outputs", "default_output", "edit_scene",
-           "make_editor", "matches", "model_inputs", "plan_grid", "plan_scene", "provenance_path", "window_features", "window_seed", "written_by_us"]
+__all__ = ["EditRequest", "EditResult", "Editor", "ScenePlan", "ScenePrep", "WindowEdit", "check_outputs",
+           "default_output", "edit_one_window", "edit_scene", "make_editor", "matches", "model_inputs", "plan_grid",
+           "plan_scene", "prepare_windows", "provenance_path", "window_features", "window_seed", "write_windows",
+           "written_by_us"]

@@ -43,7 +43,9 @@ class Editor(Protocol):
 
     An editor whose ``shares_model`` attribute is true also has ``prepare(windows, progress)``,
     which the pipeline calls once with (index, image, valid) of every window of the scene
-    before the first ``edit``: one model learnt from all of them then serves each."""
+    before the first ``edit``: one model learnt from all of them then serves each. Its
+    ``shared`` (``key``, ``offsets``) then names that model, and ``use_scene_model(key, offsets)``
+    lets another instance (a task editing one window) serve windows with it."""
 
     def edit(self, request: EditRequest, progress: "StageReporter") -> np.ndarray: ...
 

@@ -2,6 +2,10 @@
 
 scene + AOI -> window plan -> per window: read, validity mask, normalise, edit (an
 :class:`~.contract.Editor`), blend -> stream the edited copy of the scene -> provenance JSON.
+
+The same steps run apart for a scene whose windows are separate tasks (``batch
+--split-windows``): :func:`prepare_windows` (plan, scene model), :func:`edit_one_window` per
+window, :func:`write_windows` (writer and provenance).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from ..imaging import fill_invalid, resize
 from ..progress import ProgressCallback, StageReporter
 from .contract import EditRequest, Editor
 from .copy_source import CopyInputs
-from .plan import plan_scene
+from .plan import ScenePlan, plan_scene
 from .provenance import build_record, finite, provenance_path, write_record
 
 
@@ -35,6 +39,48 @@ class EditResult:
     output: Path
     provenance: Optional[Path]
     record: dict
+
+
+@dataclass
+class SceneEdit:
+    """An edit of one scene under way: its inputs, checked outputs, configuration and plan."""
+
+    scene: str | Path
+    aoi: str | Path
+    output: Path
+    provenance: Optional[Path]
+    config: EditConfig
+    plan: ScenePlan
+
+    @property
+    def transform(self):
+        return _affine(self.plan)
+
+
+@dataclass
+class WindowEdit:
+    """One edited window: the ``patch`` to write (None when its ROIs hold no valid pixel), its
+    provenance ``record``, and, from a window edited alone (:func:`edit_one_window`), the
+    ``editor`` description of that edit."""
+
+    index: int
+    patch: Optional[Patch]
+    record: dict
+    editor: Optional[dict] = None
+
+
+@dataclass
+class ScenePrep:
+    """What the first task of a scene edited window by window (:func:`prepare_windows`) hands to
+    the window tasks and the final writer: the window indices in plan order, the scene model's
+    cache key and per-window scale offsets (None when every window trains, or loads, its own),
+    the model records of the editor and the seconds spent planning and training."""
+
+    windows: list[int]
+    scene_model: Optional[dict]
+    models: list[dict]
+    plan_s: float
+    train_s: float
 
 
 def default_output(scene: str | Path) -> Path:
@@ -70,6 +116,19 @@ def check_outputs(scene: str | Path, aoi: Optional[str | Path], output: str | Pa
     return output, prov_path
 
 
+def start_edit(scene: str | Path, aoi: str | Path, output: str | Path, config: EditConfig,
+               progress: Optional[ProgressCallback] = None) -> SceneEdit:
+    """Check the configuration and every output, clear what a killed earlier run to ``output``
+    left behind, and plan the windows: the start of every edit of ``scene``."""
+    config = _check_config(config)
+    output, prov_path = check_outputs(scene, aoi, output, config)
+    remove_partials(output)
+    report = StageReporter(progress, "plan", 0.0, 0.02)
+    plan = plan_scene(scene, aoi, config)
+    report(1, 1, f"{len(plan.windows)} window(s)")
+    return SceneEdit(scene, aoi, output, prov_path, config, plan)
+
+
 def edit_scene(scene: str | Path, aoi: str | Path, output: str | Path, config: EditConfig, *,
                editor: Optional[Editor] = None, progress: Optional[ProgressCallback] = None) -> EditResult:
     """Edit the ROIs of ``aoi`` in ``scene`` with ``config`` and write ``output`` (GeoTIFF) plus
@@ -80,81 +139,163 @@ def edit_scene(scene: str | Path, aoi: str | Path, output: str | Path, config: E
     :class:`rs_geo_edit.errors.RsGeoEditError` subclass on bad input before any output exists;
     nothing is left at ``output`` if the edit fails or is cancelled.
     """
-    from affine import Affine
-
-    config = _check_config(config)
     started = time.perf_counter()
-    timings: dict[str, float] = {}
-    output, prov_path = check_outputs(scene, aoi, output, config)
-    remove_partials(output)  # what a killed earlier run to this output left behind
-    report = StageReporter(progress, "plan", 0.0, 0.02)
-    plan = plan_scene(scene, aoi, config)
-    report(1, 1, f"{len(plan.windows)} window(s)")
-    timings["plan_s"] = time.perf_counter() - started
-    transform = Affine(*plan.transform[:6])
+    job = start_edit(scene, aoi, output, config, progress)
+    timings = {"plan_s": time.perf_counter() - started}
+    plan, transform = job.plan, job.transform
     if editor is None:
-        editor = make_editor(config)
-
-    patches: list[Patch] = []
-    window_records = []
+        editor = make_editor(job.config)
+    edits: list[WindowEdit] = []
     first, span = 0.02, 0.88 / len(plan.windows)
     with open_scene(scene) as src:
-        if getattr(editor, "shares_model", False) and len(plan.windows) > 1:
+        if _shares_model(editor, plan):
             # One model for the scene: trained on every window before any is edited.
             editor.prepare(_model_inputs(src, plan, transform), StageReporter(progress, "train", 0.02, 0.45))
             first, span = 0.45, 0.45 / len(plan.windows)
-        copies = CopyInputs(config.mode, plan, src, transform)
-        for ew in plan.windows:
-            t0 = time.perf_counter()
-            data = _window_data(src, ew, transform)
-            if data is None:
-                window_records.append({**ew.as_dict(transform), "skipped": "no valid pixel in the ROIs"})
-                continue
-            raw, valid, labels, roi, norm, image = data.raw, data.valid, data.labels, data.roi, data.norm, data.image
-            w_image, w_valid, w_roi, w_labels = data.w_image, data.w_valid, data.w_roi, data.w_labels
-            work_shape = ew.work_shape
-            copy_source, copy_mask = copies.for_window(ew, norm, work_shape)
-            request = EditRequest(image=w_image, roi=w_roi, labels=w_labels, valid=w_valid,
-                                  prompts=[r.prompt for r in ew.rois], rgb=plan.rgb,
-                                  seed=window_seed(config.seed, ew.index), window=ew,
-                                  copy_source=copy_source, copy_mask=copy_mask)
-            start = first + span * len(window_records)
-            reporter = StageReporter(progress, "edit", start, start + span * 0.95, ew.index)
-            edited = np.asarray(editor.edit(request, reporter), dtype=np.float32)
-            if edited.shape != w_image.shape:
-                raise RuntimeError(f"editor returned shape {edited.shape}, expected {w_image.shape}")
-            if ew.reduced:
-                edited = resize(edited, ew.shape, "lanczos")
-            composite, alpha, blend_info = blend_window(image, edited, roi, valid, config.blend)
-            changed = alpha > 0
-            pixels = norm.inverse(composite)
-            avoid_nodata(pixels, changed, src.nodata)
-            patches.append(_cropped_patch(ew, pixels, changed))
-            written = np.where(changed[None], norm.forward(pixels, np.float64), norm.forward(raw, np.float64))
-            window_records.append({
-                **ew.as_dict(transform), "roi_pixels": int(roi.sum()), "changed_pixels": int(changed.sum()),
-                "normalisation": norm.as_dict(), "blend": blend_info, "seed": request.seed,
-                "seam_gradient_ratio": finite(seam_gradient_ratio(written, roi, valid)),
-                "boundary_step": finite(boundary_step(written, roi, valid)),
-                "realism": {k: finite(v) for k, v in
-                            realism(written, norm.forward(raw, np.float64), roi, valid, plan.rgb).items()},
-                "seconds": round(time.perf_counter() - t0, 3),
-            })
-            StageReporter(progress, "blend", start + span * 0.95, start + span, ew.index)(1, 1, "blended")
-    if not patches:
-        raise SceneError(f"every ROI of {str(aoi)!r} lies on nodata pixels of {str(scene)!r}: "
-                         "draw the ROIs over valid data")
+        copies = CopyInputs(job.config.mode, plan, src, transform)
+        for n, ew in enumerate(plan.windows):
+            edits.append(edit_window(plan, job.config, src, ew, editor, copies, progress, first + span * n, span))
     timings["edit_s"] = time.perf_counter() - started - timings["plan_s"]
+    return write_output(job, editor.describe(), edits, timings, progress)
 
+
+def edit_window(plan: ScenePlan, config: EditConfig, src, ew: EditWindow, editor: Editor, copies: CopyInputs,
+                progress: Optional[ProgressCallback], start: float, span: float) -> WindowEdit:
+    """Read, edit and blend window ``ew`` of ``plan`` (``src``: the open scene); its progress
+    covers [start, start + span] of the edit. The patch holds only the box of changed pixels."""
     t0 = time.perf_counter()
-    write_info = write_edited(scene, output, patches, compress=config.output.compress, cog=config.output.cog,
+    transform = _affine(plan)
+    data = _window_data(src, ew, transform)
+    if data is None:
+        return WindowEdit(ew.index, None, {**ew.as_dict(transform), "skipped": "no valid pixel in the ROIs"})
+    raw, valid, roi, norm, image = data.raw, data.valid, data.roi, data.norm, data.image
+    copy_source, copy_mask = copies.for_window(ew, norm, ew.work_shape)
+    request = EditRequest(image=data.w_image, roi=data.w_roi, labels=data.w_labels, valid=data.w_valid,
+                          prompts=[r.prompt for r in ew.rois], rgb=plan.rgb,
+                          seed=window_seed(config.seed, ew.index), window=ew,
+                          copy_source=copy_source, copy_mask=copy_mask)
+    reporter = StageReporter(progress, "edit", start, start + span * 0.95, ew.index)
+    edited = np.asarray(editor.edit(request, reporter), dtype=np.float32)
+    if edited.shape != data.w_image.shape:
+        raise RuntimeError(f"editor returned shape {edited.shape}, expected {data.w_image.shape}")
+    if ew.reduced:
+        edited = resize(edited, ew.shape, "lanczos")
+    composite, alpha, blend_info = blend_window(image, edited, roi, valid, config.blend)
+    changed = alpha > 0
+    pixels = norm.inverse(composite)
+    avoid_nodata(pixels, changed, src.nodata)
+    written = np.where(changed[None], norm.forward(pixels, np.float64), norm.forward(raw, np.float64))
+    record = {
+        **ew.as_dict(transform), "roi_pixels": int(roi.sum()), "changed_pixels": int(changed.sum()),
+        "normalisation": norm.as_dict(), "blend": blend_info, "seed": request.seed,
+        "seam_gradient_ratio": finite(seam_gradient_ratio(written, roi, valid)),
+        "boundary_step": finite(boundary_step(written, roi, valid)),
+        "realism": {k: finite(v) for k, v in
+                    realism(written, norm.forward(raw, np.float64), roi, valid, plan.rgb).items()},
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    StageReporter(progress, "blend", start + span * 0.95, start + span, ew.index)(1, 1, "blended")
+    return WindowEdit(ew.index, _cropped_patch(ew, pixels, changed), record)
+
+
+def write_output(job: SceneEdit, editor_description: dict, edits: list[WindowEdit], timings: dict,
+                 progress: Optional[ProgressCallback] = None) -> EditResult:
+    """Stream the patches of ``edits`` (in plan order) into a copy of the scene at ``job.output``
+    and write the provenance record; ``timings`` holds ``plan_s`` and ``edit_s``."""
+    patches = [e.patch for e in edits if e.patch is not None]
+    if not patches:
+        raise SceneError(f"every ROI of {str(job.aoi)!r} lies on nodata pixels of {str(job.scene)!r}: "
+                         "draw the ROIs over valid data")
+    t0 = time.perf_counter()
+    config = job.config
+    write_info = write_edited(job.scene, job.output, patches, compress=config.output.compress, cog=config.output.cog,
                               progress=StageReporter(progress, "write", 0.9, 1.0))
     timings["write_s"] = time.perf_counter() - t0
-    timings["total_s"] = time.perf_counter() - started
-    record = build_record(plan, config, editor.describe(), window_records, timings, write_info, output)
-    if prov_path is not None:
-        write_record(record, prov_path)
-    return EditResult(output=output, provenance=prov_path, record=record)
+    timings["total_s"] = timings["plan_s"] + timings["edit_s"] + timings["write_s"]
+    record = build_record(job.plan, config, editor_description, [e.record for e in edits], timings, write_info,
+                          job.output)
+    if job.provenance is not None:
+        write_record(record, job.provenance)
+    return EditResult(output=job.output, provenance=job.provenance, record=record)
+
+
+# ------------------------------------------------------------------------ one window per task
+# A huge scene's windows can run as separate tasks (``batch --split-windows``): one task trains
+# the scene model, one task per window edits it, and the caller stitches the results. Each step
+# is the one ``edit_scene`` takes, so the output is the same bytes.
+
+def prepare_windows(scene: str | Path, aoi: str | Path, output: str | Path, config: EditConfig, *,
+                    progress: Optional[ProgressCallback] = None) -> ScenePrep:
+    """The first task of a scene edited window by window: check the outputs, plan, and train (or
+    load from the cache) the scene model when the editor shares one over the scene's windows,
+    as :func:`edit_scene` does. The model stays in the cache, where the window tasks find it."""
+    started = time.perf_counter()
+    job = start_edit(scene, aoi, output, config, progress)
+    plan_s = time.perf_counter() - started
+    scene_model, models = None, []
+    if len(job.plan.windows) > 1:  # a single window trains its own model in its task
+        editor = make_editor(job.config)
+        if _shares_model(editor, job.plan):
+            with open_scene(scene) as src:
+                editor.prepare(_model_inputs(src, job.plan, job.transform), StageReporter(progress, "train", 0.02, 1.0))
+            if editor.shared is not None:
+                scene_model = {"key": editor.shared.key, "offsets": dict(editor.shared.offsets)}
+            models = editor.describe().get("models", [])
+    return ScenePrep([ew.index for ew in job.plan.windows], scene_model, models, plan_s,
+                     time.perf_counter() - started - plan_s)
+
+
+def edit_one_window(scene: str | Path, aoi: str | Path, config: EditConfig, index: int, *,
+                    scene_model: Optional[dict] = None,
+                    progress: Optional[ProgressCallback] = None) -> WindowEdit:
+    """Edit window ``index`` of the scene's plan alone, reading only that window: with
+    ``scene_model`` (from :func:`prepare_windows`) the editor takes the scene model from the
+    cache, else the window trains or loads its own. Writes nothing."""
+    config = _check_config(config)
+    plan = plan_scene(scene, aoi, config)
+    windows = {ew.index: ew for ew in plan.windows}
+    if index not in windows:
+        raise ValueError(f"window {index} is not in the plan of {str(scene)!r} ({len(windows)} window(s))")
+    editor = make_editor(config)
+    if scene_model is not None:
+        editor.use_scene_model(scene_model["key"], scene_model["offsets"])
+    with open_scene(scene) as src:
+        copies = CopyInputs(config.mode, plan, src, _affine(plan))
+        edit = edit_window(plan, config, src, windows[index], editor, copies, progress, 0.0, 1.0)
+    edit.editor = editor.describe()
+    return edit
+
+
+def write_windows(scene: str | Path, aoi: str | Path, output: str | Path, config: EditConfig, prep: ScenePrep,
+                  edits: list[WindowEdit], progress: Optional[ProgressCallback] = None) -> EditResult:
+    """Stitch the windows of a scene edited one per task (:func:`edit_one_window`, one result per
+    window of ``prep``, in any order) into ``output`` with the writer and provenance record of
+    :func:`edit_scene`: the editor description joins the tasks' model and window entries."""
+    started = time.perf_counter()
+    job = start_edit(scene, aoi, output, config)
+    by_index = {e.index: e for e in edits}
+    if sorted(by_index) != sorted(prep.windows):
+        raise ValueError(f"windows {sorted(by_index)} edited, the plan has {sorted(prep.windows)}")
+    ordered = [by_index[index] for index in prep.windows]
+    descriptions = [e.editor or {} for e in ordered]
+    description = dict(descriptions[0])
+    if "models" in description:
+        description["models"] = prep.models + [m for d in descriptions for m in d.get("models", [])]
+    if "windows" in description:
+        description["windows"] = [w for d in descriptions for w in d.get("windows", [])]
+    timings = {"plan_s": prep.plan_s + time.perf_counter() - started,
+               "edit_s": prep.train_s + sum(e.record.get("seconds", 0.0) for e in ordered)}
+    return write_output(job, description, ordered, timings, progress)
+
+
+def _shares_model(editor: Editor, plan: ScenePlan) -> bool:
+    return getattr(editor, "shares_model", False) and len(plan.windows) > 1
+
+
+def _affine(plan: ScenePlan):
+    from affine import Affine
+
+    return Affine(*plan.transform[:6])
 
 
 @dataclass
@@ -199,11 +340,9 @@ def _window_data(src, ew: EditWindow, transform) -> Optional[_WindowData]:
 def model_inputs(scene: str | Path, aoi: str | Path, config: EditConfig) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """(window index, image, validity) at the working resolution for every window an edit of
     ``scene`` makes: what a scene model (``model_scope`` scene) is trained on."""
-    from affine import Affine
-
     plan = plan_scene(scene, aoi, config)
     with open_scene(scene) as src:
-        return _model_inputs(src, plan, Affine(*plan.transform[:6]))
+        return _model_inputs(src, plan, _affine(plan))
 
 
 def _model_inputs(src, plan, transform) -> list[tuple[int, np.ndarray, np.ndarray]]:
