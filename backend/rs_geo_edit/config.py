@@ -73,6 +73,8 @@ class ModelConfig:
     scale_power: float = 2.0     # training draws scale s with weight (s + 1) ** scale_power (0 = uniform)
     chroma_radius: int = 2       # guided chroma smoothing of the generated pixels, pixels (0 = off)
     novelty: float = 0.6         # coarsest chain starts at this fraction of the noise (1 = pure noise)
+    start_mid: float = 0.3       # middle scales start sampling at this fraction of their trained start
+    start_fine: float = 0.5      # the finest scale starts sampling at this fraction of its trained start
     copy_weight: float = 0.8     # weight of the pasted content on x0 in copy mode
     tile: int = 512              # scales larger than this are sampled in overlapping tiles, pixels (0 = off)
     scope: str = "window"        # one model per window, or one per scene serving all its windows
@@ -109,14 +111,15 @@ class InstructConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU: a narrow net, 48 px crops, a short schedule and strided sampling; training weighted to
-    # the fine scales, chroma smoothing and a coarse layout kept from the original (docs/quality.md).
+    # the fine scales, chroma smoothing, a coarse layout kept from the original and finer scales
+    # that refine the scale below rather than re-invent it (docs/quality.md).
     "fast": {},
     # The reference hyperparameters of the SinDDM paper, for a GPU, with its uniform scale draw
     # and chains from pure noise.
     "paper": {
         "width": 160, "steps": 120_000, "batch": 32, "crop": 100_000, "lr_decay_every": 30_000,
         "lr_gamma": 0.5, "sample_stride": 1, "checkpoint_every": 5000, "scale_power": 0.0,
-        "chroma_radius": 0, "novelty": 1.0,
+        "chroma_radius": 0, "novelty": 1.0, "start_mid": 1.0, "start_fine": 1.0,
     },
 }
 
@@ -197,6 +200,8 @@ class EditConfig:
             raise IncompatibleOptions("`clip_views` and `guide_every` must be >= 1, `momentum` within [0, 1]")
         if self.model.sample_stride < 1:
             raise IncompatibleOptions("`sample_stride` must be >= 1")
+        if not (0 < self.model.start_mid <= 1 and 0 < self.model.start_fine <= 1):
+            raise IncompatibleOptions("`start_mid` and `start_fine` must be within (0, 1]")
         if self.model.scope not in MODEL_SCOPES:
             raise IncompatibleOptions(f"`model_scope` {self.model.scope!r} is not one of {', '.join(MODEL_SCOPES)}")
         if 0 < self.model.tile < MIN_TILE:

@@ -120,6 +120,14 @@ class EditOptions:
                                  "pixels a side, fused at every step, so memory follows the tile and not the "
                                  "ROI (0 = whole scales at once; e.g. 1024 on a GPU).", minimum=0, maximum=16_384,
                                  shown="512")
+    start_mid: Optional[float] = option(None, "Sampling: the middle scales start at this fraction of their "
+                                        "trained start, so they refine the coarser result rather than re-invent "
+                                        "it (1 = the trained start, paper; 0.3 fast).", minimum=0.01, maximum=1.0,
+                                        shown="the preset's")
+    start_fine: Optional[float] = option(None, "Sampling: the finest scale starts at this fraction of its trained "
+                                         "start (1 = the trained start, paper; 0.5 fast; lower keeps more of the "
+                                         "coarser result, higher adds more new detail).", minimum=0.01,
+                                         maximum=1.0, shown="the preset's")
     model_scope: str = option(_default(ModelConfig, "scope"), "One model per window, or one per scene: trained "
                               "once, with twice the steps, on all the scene's windows, it serves every ROI (many "
                               "ROIs, one training; e.g. scene for fifty ROIs of one orthomosaic).",
@@ -193,7 +201,8 @@ class EditOptions:
         model = {"steps": self.steps, "width": self.width, "batch": self.batch, "crop": self.crop, "lr": self.lr,
                  "timesteps": self.timesteps, "sample_stride": self.sample_stride, "detail_factor": self.detail_factor,
                  "scale_power": self.scale_power, "novelty": self.novelty, "chroma_radius": self.chroma_radius,
-                 "tile": self.tile, "scope": self.model_scope}
+                 "tile": self.tile, "scope": self.model_scope, "start_mid": self.start_mid,
+                 "start_fine": self.start_fine}
         guidance = GuidanceConfig(clip=self.clip, strength=self.strength, views=self.clip_views, every=self.guide_every,
                                   momentum=self.momentum, ensemble=self.ensemble, synonyms=self.synonyms,
                                   llm_endpoint=self.llm_endpoint, llm_model=self.llm_model)

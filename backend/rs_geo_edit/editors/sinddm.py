@@ -245,6 +245,9 @@ class SinDDMEditor:
                                                                    progress.sub("train", 0.0, 0.85),
                                                                    request.window.index)
         started = time.perf_counter()
+        cfg = self.config.model
+        schedule = schedule.started_at(cfg.start_mid, cfg.start_fine)
+        stats["t_start_sampled"] = schedule.t_start
         result = self.sample(net, pyramid, schedule, request, progress.sub("sample", 0.85, 1.0), stats, offset)
         stats["sample_s"] = round(time.perf_counter() - started, 2)
         stats["window"] = request.window.index

@@ -70,6 +70,17 @@ class Schedule:
             t_start.append(int(max(1, above[0])) if above.size else timesteps)
         return cls(torch.tensor(abar, dtype=torch.float32), torch.tensor(gammas, dtype=torch.float32), t_start)
 
+    def started_at(self, mid: float, fine: float) -> "Schedule":
+        """The schedule with each finer scale's start moved down to a fraction of the trained
+        one: ``fine`` for the finest scale, ``mid`` for those between it and the coarsest (whose
+        start ``novelty`` sets). Trained starts put a scale's noise at ``detail_factor`` times
+        its blur error, so sampling from them re-invents the layout at every scale; a lower
+        start refines the scale below instead (docs/quality.md). 1 and 1 are the trained starts."""
+        last = len(self.t_start) - 1
+        starts = [t if s == 0 else max(1, round(t * (fine if s == last else mid)))
+                  for s, t in enumerate(self.t_start)]
+        return Schedule(self.abar, self.gammas, starts)
+
     def to(self, device) -> "Schedule":
         return Schedule(self.abar.to(device), self.gammas.to(device), self.t_start)
 
