@@ -255,3 +255,16 @@ def test_cache_evicts_least_recently_used(tmp_path):
     cache.max_bytes = 2 * size + size // 2
     assert cache.evict() == ["mid"]
     assert cache.load("old") is not None and cache.load("new") is not None
+
+
+def test_sampling_starts_move_finer_scales_only():
+    from rs_geo_edit.model.diffusion import Schedule
+
+    trained = Schedule.build(100, [0.0, 0.05, 0.04, 0.03], detail_factor=10.0)
+    started = trained.started_at(0.3, 0.5)
+    assert started.t_start[0] == trained.t_start[0]
+    assert started.t_start[1:3] == [max(1, round(t * 0.3)) for t in trained.t_start[1:3]]
+    assert started.t_start[3] == max(1, round(trained.t_start[3] * 0.5))
+    assert all(1 <= s < t for s, t in zip(started.t_start[1:], trained.t_start[1:]))
+    assert trained.started_at(1.0, 1.0).t_start == trained.t_start
+    assert torch.equal(started.gammas, trained.gammas)
