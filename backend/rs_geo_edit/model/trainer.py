@@ -97,26 +97,37 @@ def train(net: torch.nn.Module, ema: torch.nn.Module, pyramid: Pyramid | Sequenc
     amp, amp_dtype = precision(device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
     net.train()
-    while state.step < steps:
-        w = int(torch.randint(0, len(sources), (1,), generator=generator)) if len(sources) > 1 else 0
-        s, noisy, t, noise, weights = training_batch(sources[w], schedules[w], batch, crop, generator, scale_power)
-        noisy, t, noise, weights = noisy.to(device), t.to(device), noise.to(device), weights.to(device)
-        scale = torch.full_like(t, s + offsets[w])
-        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
-            pred = net(noisy, t, scale)
-        loss = noise_loss(pred, noise, weights)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), net.parameters()):
-                p_ema.lerp_(p, 1 - ema_decay)
-        state.step += 1
-        state.losses.append(loss.item())
-        if on_step is not None:
-            on_step(state, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
+    # Channels-last convolutions train ~25 % faster on the CPU (the depthwise convolutions'
+    # backward pass dominates a step); the nets go back to the default layout when done, so a
+    # net sampled right after training computes exactly as one loaded from the cache.
+    net.to(memory_format=torch.channels_last)
+    ema.to(memory_format=torch.channels_last)
+    try:
+        while state.step < steps:
+            w = int(torch.randint(0, len(sources), (1,), generator=generator)) if len(sources) > 1 else 0
+            s, noisy, t, noise, weights = training_batch(sources[w], schedules[w], batch, crop, generator,
+                                                         scale_power)
+            noisy = noisy.to(device).contiguous(memory_format=torch.channels_last)
+            t, noise, weights = t.to(device), noise.to(device), weights.to(device)
+            scale = torch.full_like(t, s + offsets[w])
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
+                pred = net(noisy, t, scale)
+            loss = noise_loss(pred, noise, weights)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            with torch.no_grad():
+                for p_ema, p in zip(ema.parameters(), net.parameters()):
+                    p_ema.lerp_(p, 1 - ema_decay)
+            state.step += 1
+            state.losses.append(loss.item())
+            if on_step is not None:
+                on_step(state, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
+    finally:
+        net.to(memory_format=torch.contiguous_format)
+        ema.to(memory_format=torch.contiguous_format)
     return state
 
 
