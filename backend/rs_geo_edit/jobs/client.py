@@ -70,6 +70,20 @@ class Backend:
             raise BackendError(f"backend {self.url} answered {resp.status_code} to {method} {path}: {detail}")
         return resp
 
+    def cancel(self, job_id: str) -> None:
+        """Ask the service to cancel a job, on a connection of its own: a Ctrl-C can land inside
+        the shared client's connection pool and leave it waiting for ever."""
+        import httpx
+
+        try:
+            with httpx.Client(base_url=self.url, headers=self.http.headers, timeout=httpx.Timeout(10.0)) as http:
+                resp = http.delete(f"/jobs/{job_id}")
+        except httpx.TransportError as exc:
+            raise BackendError(f"could not cancel job {job_id} on {self.url} ({exc}): cancel it there "
+                               f"(DELETE /jobs/{job_id})") from None
+        if resp.status_code >= 400:
+            raise BackendError(f"backend {self.url} answered {resp.status_code} to the cancel of job {job_id}")
+
     def upload(self, path: Path, sent: Callable[[int], None]) -> str:
         """Upload one file in chunks; after a dropped connection ask the server how much it holds
         and go on from there. ``sent(bytes)`` reports progress. Returns the upload id."""
@@ -253,7 +267,7 @@ def edit_remotely(scene: str | Path, aoi: str | Path, output: str | Path, config
         try:
             job = backend.follow(job["id"], update)
         except KeyboardInterrupt:
-            backend.call("DELETE", f"/jobs/{job['id']}")
+            backend.cancel(job["id"])
             raise
         if job["state"] == "cancelled":
             raise JobCancelled(f"remote job {job['id']} was cancelled on {backend.url}")
