@@ -97,9 +97,10 @@ def train(net: torch.nn.Module, ema: torch.nn.Module, pyramid: Pyramid | Sequenc
     amp, amp_dtype = precision(device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
     net.train()
-    # Channels-last convolutions train ~25 % faster on the CPU (the depthwise convolutions'
-    # backward pass dominates a step); the nets go back to the default layout when done, so a
-    # net sampled right after training computes exactly as one loaded from the cache.
+    # Channels-last convolutions: the backward pass of the convolutions is ~70 % of a CPU step,
+    # and this layout shortened the demo's training from 203 s to 196 s (2 threads). The nets go
+    # back to the default layout when done, so a net sampled right after training computes
+    # exactly as one loaded from the cache.
     net.to(memory_format=torch.channels_last)
     ema.to(memory_format=torch.channels_last)
     try:
