@@ -152,7 +152,8 @@ class SinDDMEditor:
 
     def describe(self) -> dict:
         out = {"name": self.name, "mode": self.config.mode, "preset": self.config.preset,
-               "device": str(self.device), "model": dataclasses.asdict(self.config.model), "models": self.models, "windows": self.windows}
+               "device": str(self.device), "model": dataclasses.asdict(self.config.model), "models": self.models,
+               "windows": self.windows}
         if self.clip is not None:
             out["clip"] = self.clip.describe()
             out["guidance"] = dataclasses.asdict(self.config.guidance)
@@ -180,7 +181,7 @@ class SinDDMEditor:
         from ..model.trainer import load_or_train, scale_offsets
 
         self.shared = None
-        if self.config.model.scope != "scene" or len(windows) < 2:
+        if not self.shares_model or len(windows) < 2:
             return
         self._threads()
         params = dataclasses.asdict(self.config.model)
@@ -202,17 +203,14 @@ class SinDDMEditor:
         :meth:`prepare` left in the cache under ``key``, as a task editing one window of a scene
         does: it never reads the other windows. Loading only: a missing model is an error, since
         training it here would need every window."""
-        from ..model.net import SinDDMNet
+        from ..model.trainer import cached_net
 
-        cached = self.cache.load(key, device="cpu")
-        if cached is None:
+        net = cached_net(self.cache, key, self.config.model.width, self.device)
+        if net is None:
             raise IncompatibleOptions(f"the scene model {key} is not in the model cache {str(self.cache.folder)!r}: "
                                       "windows edited as separate tasks load it from there, so give `cache_dir` a "
                                       "folder every worker sees")
-        state, meta = cached
-        net = SinDDMNet(meta["bands"], self.config.model.width)
-        net.load_state_dict(state)
-        self.shared = SharedModel(net.to(self.device).eval(), key, dict(offsets))
+        self.shared = SharedModel(net, key, dict(offsets))
 
     def trained_model(self, image: np.ndarray, valid: np.ndarray, progress: StageReporter, index: int = 0):
         """(EMA net, pyramid, schedule, stats, scale offset): the scene model when it serves

@@ -136,6 +136,17 @@ def _seed_from_key(key: str) -> int:
     return int(key[:12], 16)
 
 
+def cached_net(cache, key: str, width: int, device: torch.device) -> Optional[torch.nn.Module]:
+    """The EMA net cached under ``key`` (eval mode, on ``device``), or None when absent."""
+    cached = cache.load(key, device="cpu")
+    if cached is None:
+        return None
+    state_dict, meta = cached
+    net = SinDDMNet(meta["bands"], width)
+    net.load_state_dict(state_dict)
+    return net.to(device).eval()
+
+
 def load_or_train(cache, key: str, pyramid: Pyramid | Sequence[Pyramid], schedule: Schedule | Sequence[Schedule],
                   params: dict[str, Any], *, device: torch.device, progress) -> tuple[torch.nn.Module, dict]:
     """(EMA net in eval mode on ``device``, stats) for the window (or, given lists, the windows
@@ -152,13 +163,10 @@ def load_or_train(cache, key: str, pyramid: Pyramid | Sequence[Pyramid], schedul
     settings = TrainSettings.from_params(params)
     pyramids = list(pyramid) if isinstance(pyramid, (list, tuple)) else [pyramid]
     bands = pyramids[0].images[0].shape[0]
-    cached = cache.load(key, device="cpu")
+    cached = cached_net(cache, key, settings.width, device)
     if cached is not None:
-        state_dict, _ = cached
-        net = SinDDMNet(bands, settings.width)
-        net.load_state_dict(state_dict)
         progress(1, 1, "model loaded from the cache")
-        return net.to(device).eval(), {"trained": False, "train_s": 0.0}
+        return cached, {"trained": False, "train_s": 0.0}
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_seed_from_key(key))
