@@ -270,16 +270,18 @@ def test_sampling_starts_move_finer_scales_only():
     assert torch.equal(started.gammas, trained.gammas)
 
 
-def test_copy_paste_fades_in_from_the_roi_edge():
+def test_copy_paste_starts_inside_the_roi_and_fades_in():
     from rs_geo_edit.editors.sinddm import copy_ramp
 
     target = np.zeros((200, 200), bool)
-    target[20:180, 20:180] = True            # 160 px: deep enough for the whole 32 px ramp
-    ramp = copy_ramp(target, 32)
+    target[20:180, 20:180] = True            # 160 px: deep enough for the whole inset and ramp
+    ramp = copy_ramp(target, 16, 32)
     assert ramp[~target].max() == 0
-    assert 0 < ramp[20, 100] < 0.1 and ramp[36, 100] == pytest.approx(0.5, abs=0.05)
-    assert ramp[100, 100] == 1 and ramp[60, 100] == 1
+    assert ramp[20:36, 100].max() == 0       # the rim a band deep is left to the model
+    assert 0 < ramp[37, 100] < 0.1 and ramp[51, 100] == pytest.approx(0.5, abs=0.05)
+    assert ramp[100, 100] == 1 and ramp[67, 100] == 1
     small = np.zeros((64, 64), bool)
-    small[24:40, 24:40] = True               # 16 px: the ramp shrinks to half its depth
-    assert copy_ramp(small, 32).max() == 1
-    assert not copy_ramp(np.zeros((8, 8), bool), 32).any()
+    small[24:40, 24:40] = True               # 16 px: inset and ramp shrink, a core stays
+    assert copy_ramp(small, 16, 32).max() == 1
+    assert copy_ramp(small, 16, 32)[24, 31] == 0
+    assert not copy_ramp(np.zeros((8, 8), bool), 16, 32).any()
