@@ -68,7 +68,8 @@ class EditOptions:
     blend: str = option(_default(BlendConfig, "mode"), "Compositing at the ROI edge: feather (smooth ramp), "
                         "laplacian (per frequency band) or poisson (gradient domain).", choices=BLEND_MODES,
                         group="basic")
-    feather: int = option(_default(BlendConfig, "band_px"), "Width of the blend band outside each ROI, pixels.",
+    feather: int = option(_default(BlendConfig, "band_px"), "Width of the blend band outside each ROI, pixels; in copy "
+                          "mode the paste also starts this far inside the ROI.",
                           minimum=0, maximum=512, group="basic")
     strength: float = option(_default(GuidanceConfig, "strength"), "Text mode: CLIP guidance step, relative to "
                              "the ROI's image norm (0.1 subtle, 1 strong).", minimum=0.0, maximum=10.0, group="basic")
