@@ -13,6 +13,11 @@ its own. Printed against targets:
 Targets (2 threads): a 4096 px ROI at native resolution in <= 20 min with peak RSS <= 2.5 GB;
 seconds per megapixel flat (within 1.3x) from 1024 to 4096 px; luminance ratio >= 0.8 at every size.
 
+--many N ... edits N ROIs of 128 px spread over the 16384^2 mosaic in one scene (each count in
+its own process) and prints total seconds, trainings run (from the editor's record of models),
+windows and sampling seconds; target: the largest count in <= 2x the time of one ROI plus its
+samplings. --scope scene serves all windows with one model (the option ``model_scope``).
+
 --crops DIR writes, per ROI, before | after at 2x around the tile overlap nearest the ROI's
 centre (where a tile seam would show).
 
@@ -20,12 +25,14 @@ Usage:
   .venv/bin/python scripts/bench/scale.py --sizes 256 1024          # the quick cases
   .venv/bin/python scripts/bench/scale.py                           # all four (the 4096 px case takes long)
   .venv/bin/python scripts/bench/scale.py --sizes 1024 --set tile=0 max_side=1024 --crops out/crops
+  .venv/bin/python scripts/bench/scale.py --many 1 5 20 --scope scene   # many ROIs, one model
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -41,6 +48,7 @@ SIZES = (256, 1024, 2048, 4096)
 # place of the bundled scene (fields, trees, a road), not the snow at its corner where copies meet.
 PLACE = (620, 560)
 TARGET_MINUTES, TARGET_RSS_GB, TARGET_FLAT, TARGET_LUMINANCE = 20.0, 2.5, 1.3, 0.8
+MANY_SIDE, MANY_SCENE = 128, 16384
 
 
 def scene_side(roi: int) -> int:
@@ -87,6 +95,29 @@ def write_aoi(scene: Path, roi: int, path: Path) -> None:
     gpd.GeoDataFrame({"name": [f"roi-{roi}"]}, geometry=[box(x0, y0, x1, y1)], crs=crs).to_file(path, driver="GPKG")
 
 
+def write_many_aoi(scene: Path, count: int, path: Path) -> None:
+    """``count`` squares of MANY_SIDE px, one at the centre of each cell of a grid laid over the
+    scene (the grid's last row may be partly empty), so the ROIs are spread over all of it."""
+    import geopandas as gpd
+    import rasterio
+    from shapely.geometry import box
+
+    with rasterio.open(scene) as src:
+        per_row = math.ceil(math.sqrt(count))
+        rows = math.ceil(count / per_row)
+        boxes = []
+        for k in range(count):
+            r, c = k // per_row, k % per_row
+            r0 = int((r + 0.5) * src.height / rows) - MANY_SIDE // 2
+            c0 = int((c + 0.5) * src.width / per_row) - MANY_SIDE // 2
+            x0, y1 = src.transform * (c0, r0)
+            x1, y0 = src.transform * (c0 + MANY_SIDE, r0 + MANY_SIDE)
+            boxes.append(box(x0, y0, x1, y1))
+        crs = src.crs
+    gpd.GeoDataFrame({"name": [f"roi-{k}" for k in range(count)]}, geometry=boxes, crs=crs).to_file(
+        path, driver="GPKG")
+
+
 def peak_rss_gb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -120,6 +151,16 @@ def seam_crop(before: np.ndarray, after: np.ndarray, roi: np.ndarray, tile: int,
     Image.fromarray(np.concatenate([panels[0], gap, panels[1]], axis=1)).save(path)
 
 
+def parse_value(text: str):
+    """A ``--set`` value: an int, a float or a word (``scope=scene``)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def child(args) -> dict:
     """One edit in this process; returns its figures."""
     import rasterio
@@ -137,7 +178,7 @@ def child(args) -> dict:
     for item in args.set:
         key, value = item.split("=", 1)
         target = windows if key in ("max_side", "margin_frac") else model
-        target[key] = float(value) if "." in value else int(value)
+        target[key] = parse_value(value)
     wcfg = WindowConfig(margin_frac=windows.get("margin_frac", args.margin_frac),
                         max_side=int(windows.get("max_side", 0)))
     config = make_config("fast", model_overrides=model, mode="regenerate", seed=args.seed, threads=args.threads,
@@ -147,6 +188,11 @@ def child(args) -> dict:
     edit_scene(args.scene, args.aoi, args.out, config, editor=editor)
     total = time.perf_counter() - t0
     rss = peak_rss_gb()   # the edit's own peak, before the bench's measuring below
+    if args.many:
+        return {"total_s": round(total, 1), "rss_gb": round(rss, 3), "windows": len(editor.windows),
+                "trainings": sum(1 for m in editor.models if m.get("trained")),
+                "train_s": round(sum(m.get("train_s") or 0.0 for m in editor.models), 1),
+                "sample_s": round(sum(w.get("sample_s") or 0.0 for w in editor.windows), 1)}
     stats = editor.windows[0]
     plan = plan_scene(args.scene, args.aoi, config)
     ew = plan.windows[0]
@@ -177,15 +223,23 @@ def main(argv=None) -> int:
     parser.add_argument("--crops", type=Path, default=None, help="write before|after PNGs at 2x here")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--child", nargs=4, metavar=("SCENE", "AOI", "OUT", "CACHE"), help=argparse.SUPPRESS)
+    parser.add_argument("--many", nargs="+", type=int, default=None, metavar="N",
+                        help=f"instead of --sizes: N ROIs of {MANY_SIDE} px spread over the {MANY_SCENE}^2 mosaic")
+    parser.add_argument("--scope", choices=["window", "scene"], default="window",
+                        help="model scope of the --many edits (window: one model per window)")
     parser.add_argument("--crop-file", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-many", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
         scene, aoi, out, cache = map(Path, args.child)
         ns = argparse.Namespace(scene=scene, aoi=aoi, out=out, cache_dir=cache, crops=args.crop_file,
-                                set=args.set, margin_frac=args.margin_frac, threads=args.threads, seed=args.seed)
+                                set=args.set, margin_frac=args.margin_frac, threads=args.threads, seed=args.seed,
+                                many=args.child_many)
         print(json.dumps(child(ns)))
         return 0
+    if args.many:
+        return many(args)
 
     args.work.mkdir(parents=True, exist_ok=True)
     if args.crops:
@@ -230,6 +284,38 @@ def main(argv=None) -> int:
         lum = r["luminance"]
         print(f"  luminance >= {TARGET_LUMINANCE} at {r['roi']} px: {lum:.2f} "
               f"{'ok' if np.isfinite(lum) and lum >= TARGET_LUMINANCE else 'MISS'}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def many(args) -> int:
+    """The --many rows: each ROI count edited in its own process with a fresh model cache."""
+    args.work.mkdir(parents=True, exist_ok=True)
+    scene = build_mosaic(args.work / f"mosaic-{MANY_SCENE}.tif", MANY_SCENE)
+    print(f"{'rois':>5} {'windows':>7} {'trainings':>9} {'train':>6} {'sample':>7} {'total':>7} {'RSS GB':>6}  "
+          f"(scope {args.scope})")
+    rows = {}
+    for count in args.many:
+        aoi = args.work / f"many-{count}.gpkg"
+        write_many_aoi(scene, count, aoi)
+        cache = Path(tempfile.mkdtemp(prefix=f"many-{count}-", dir=args.work))
+        cmd = [sys.executable, __file__, "--child", str(scene), str(aoi), str(args.work / f"many-{count}.tif"),
+               str(cache), "--child-many", "--threads", str(args.threads), "--seed", str(args.seed),
+               "--margin-frac", str(args.margin_frac), "--set", f"scope={args.scope}", *args.set]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"{count:>5} failed: {proc.stderr.strip().splitlines()[-1:]}", flush=True)
+            continue
+        row = rows[count] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"{count:>5} {row['windows']:>7} {row['trainings']:>9} {row['train_s']:6.0f} {row['sample_s']:7.0f} "
+              f"{row['total_s']:7.0f} {row['rss_gb']:6.2f}", flush=True)
+    if 1 in rows and max(rows) > 1:
+        one, most = rows[1], rows[max(rows)]
+        budget = 2 * one["total_s"] + most["sample_s"]
+        print(f"\ntarget: {max(rows)} ROIs <= 2 x one ROI + their samplings = {budget:.0f} s: "
+              f"{most['total_s']:.0f} s {'ok' if most['total_s'] <= budget else 'MISS'}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1))
