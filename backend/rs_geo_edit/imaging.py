@@ -42,6 +42,20 @@ def fill_invalid(array: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return array[:, ri, ci]
 
 
+def crop_around(mask: np.ndarray, margin: int) -> tuple[slice, slice]:
+    """Rows and columns of the bounding box of ``mask`` grown by ``margin`` px, within the array
+    (the whole array when ``mask`` is empty). A computation that reads nothing farther than
+    ``margin`` from the mask gives the same values on this crop as on the whole window, at the
+    memory of the mask's box rather than the window's (a large ROI's window holds tens of
+    megapixels)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return slice(0, mask.shape[0]), slice(0, mask.shape[1])
+    return (slice(max(0, rows[0] - margin), min(mask.shape[0], rows[-1] + 1 + margin)),
+            slice(max(0, cols[0] - margin), min(mask.shape[1], cols[-1] + 1 + margin)))
+
+
 def _box(array: np.ndarray, radius: int) -> np.ndarray:
     from scipy.ndimage import uniform_filter
 

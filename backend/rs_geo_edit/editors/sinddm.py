@@ -26,7 +26,7 @@ import numpy as np
 from ..blend import outside_distance
 from ..config import EditConfig
 from ..errors import IncompatibleOptions
-from ..imaging import resize, smooth_chroma
+from ..imaging import crop_around, resize, smooth_chroma
 from ..model.cache import ModelCache, scene_key
 from ..model.pyramid import Pyramid, build_pyramid, mask_pyramid
 from ..progress import StageReporter
@@ -293,8 +293,11 @@ class SinDDMEditor:
         self.last_guidance = guide
         result = out[0].float().cpu().numpy()
         if cfg.chroma_radius > 0:
-            edited = final < 1
-            result[:, edited] = smooth_chroma(result, cfg.chroma_radius)[:, edited]
+            # on the box of generated pixels grown by the filter's reach (two box filters), not
+            # the whole window: its float64 copies were a large ROI's peak memory
+            rows, cols = crop_around(final < 1, 2 * cfg.chroma_radius + 1)
+            crop, edited = result[:, rows, cols], final[rows, cols] < 1
+            crop[:, edited] = smooth_chroma(crop, cfg.chroma_radius)[:, edited]
         return result
 
     def _band_px(self, request) -> float:

@@ -29,19 +29,26 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..imaging import crop_around
+from .seams import SEAM_RING, SEAM_SIGMA, band_mean, seam_ratio
+
 ERODE_PX = 4
 RING_PX = (16, 48)
+# How far from an ROI the figures read (the rings, the seam's blur, the stencils): a crop of
+# the window this far around the ROI gives the same figures (see ``imaging.crop_around``).
+FOCUS_PX = max(RING_PX[1] + 2, SEAM_RING[1] + 4 * SEAM_SIGMA + 2)
 
 
 def percentile_scale(source: np.ndarray, valid: Optional[np.ndarray] = None,
                      low: float = 1.0, high: float = 99.0) -> tuple[np.ndarray, np.ndarray]:
     """Per-band (offset, span) such that ``(x - offset) / span`` maps the source's
-    ``low``..``high`` percentiles over valid pixels to 0..1. ``source`` is (bands, rows, cols)."""
-    data = source.astype(np.float64)
-    mask = np.ones(source.shape[1:], bool) if valid is None else valid.astype(bool)
+    ``low``..``high`` percentiles over valid pixels to 0..1. ``source`` is (bands, rows, cols),
+    or any sequence of (rows, cols) bands (a generator computing them one at a time)."""
+    mask = None if valid is None else valid.astype(bool)
     offsets, spans = [], []
-    for band in data:
-        values = band[mask & np.isfinite(band)]
+    for band in source:     # a band at a time: no float64 copy of the whole window
+        keep = np.isfinite(band) if mask is None else mask & np.isfinite(band)
+        values = band[keep].astype(np.float64)
         if values.size == 0:
             offsets.append(0.0)
             spans.append(1.0)
@@ -90,17 +97,25 @@ def _detail(images: list[np.ndarray], region: np.ndarray, valid: np.ndarray) -> 
 
 
 def detail_ratios(edited: np.ndarray, source: np.ndarray, roi: np.ndarray,
-                  valid: Optional[np.ndarray] = None, rgb: Sequence[int] = (0, 1, 2)) -> dict[str, float]:
+                  valid: Optional[np.ndarray] = None, rgb: Sequence[int] = (0, 1, 2),
+                  scale: Optional[tuple[np.ndarray, np.ndarray]] = None) -> dict[str, float]:
     """Luminance and colour detail ratios of ``edited`` inside ``roi`` against ``source``
     around it. Arrays are (bands, rows, cols) in the same units (DN or normalised); ``roi`` and
     ``valid`` are (rows, cols) booleans of the same window; ``rgb`` are the 0-based positions
-    of the red, green and blue bands. Returns ``{"luminance": .., "colour": ..}`` (NaN where a
-    figure cannot be computed: no ring, no valid pixel, fewer than three bands)."""
+    of the red, green and blue bands. ``scale`` is the window's :func:`percentile_scale` when
+    the arrays are a crop of it (computed from ``source`` otherwise). Returns
+    ``{"luminance": .., "colour": ..}`` (NaN where a figure cannot be computed: no ring, no
+    valid pixel, fewer than three bands)."""
     roi = roi.astype(bool)
     valid = np.ones(roi.shape, bool) if valid is None else valid.astype(bool)
-    offset, span = percentile_scale(source, valid)
-    src = (source.astype(np.float64) - offset) / span
-    out = (edited.astype(np.float64) - offset) / span
+    offset, span = percentile_scale(source, valid) if scale is None else scale
+    offset, span = offset.reshape(-1), span.reshape(-1)
+    rows, cols = crop_around(roi, FOCUS_PX)
+    edited, source, roi, valid = edited[:, rows, cols], source[:, rows, cols], roi[rows, cols], valid[rows, cols]
+
+    def band(image, b):
+        return (image[b].astype(np.float64) - offset[b]) / span[b]
+
     inside, ring = _regions(roi, valid)
     result = {"luminance": float("nan"), "colour": float("nan")}
     if not inside.any() or not ring.any():
@@ -110,21 +125,20 @@ def detail_ratios(edited: np.ndarray, source: np.ndarray, roi: np.ndarray,
         num, den = _detail(edited_imgs, inside, valid), _detail(source_imgs, ring, valid)
         return float(num / den) if np.isfinite(num) and np.isfinite(den) and den > 0 else float("nan")
 
-    result["luminance"] = ratio([out.mean(axis=0)], [src.mean(axis=0)])
-    if src.shape[0] >= 3 and len(rgb) >= 3:
+    result["luminance"] = ratio([band_mean(edited, offset, span)], [band_mean(source, offset, span)])
+    if source.shape[0] >= 3 and len(rgb) >= 3:
         r, g, b = rgb[:3]
-        result["colour"] = ratio([out[r] - out[g], out[b] - out[g]], [src[r] - src[g], src[b] - src[g]])
+        result["colour"] = ratio([band(edited, r) - band(edited, g), band(edited, b) - band(edited, g)],
+                                 [band(source, r) - band(source, g), band(source, b) - band(source, g)])
     return result
 
 
 def realism(edited: np.ndarray, source: np.ndarray, roi: np.ndarray, valid: Optional[np.ndarray] = None,
-            rgb: Sequence[int] = (0, 1, 2)) -> dict[str, float]:
+            rgb: Sequence[int] = (0, 1, 2), scale: Optional[tuple[np.ndarray, np.ndarray]] = None) -> dict[str, float]:
     """The three figures an edit is judged by: luminance and colour detail ratios and the seam
     gradient ratio (output seam gradient / source seam gradient at the same boundary, see
     ``eval/seams.py``). Target for a realistic edit: luminance 0.8-1.2, colour <= 1.3,
-    seam <= 1.1."""
-    from .seams import seam_ratio
-
-    figures = detail_ratios(edited, source, roi, valid, rgb)
+    seam <= 1.1. ``scale``: see :func:`detail_ratios`."""
+    figures = detail_ratios(edited, source, roi, valid, rgb, scale)
     figures["seam"] = seam_ratio(edited, source, roi, valid)
     return figures

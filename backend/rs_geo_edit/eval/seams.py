@@ -14,7 +14,28 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+from ..imaging import crop_around
+
+
+SEAM_SIGMA = 3
+SEAM_RING = (8, 40)
+
+
+def band_mean(image: np.ndarray, offset=None, span=None) -> np.ndarray:
+    """The mean over bands of a (bands, rows, cols) image in float64, optionally of each band
+    scaled as ``(band - offset[b]) / span[b]``, one band at a time (no float64 copy of the
+    whole image); the same values as ``image.astype(np.float64).mean(axis=0)``."""
+    total = None
+    for b in range(image.shape[0]):
+        band = image[b].astype(np.float64)
+        if offset is not None:
+            band = (band - offset[b]) / span[b]
+        total = band if total is None else total + band
+    return total / image.shape[0]
 
 
 def _distances(roi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -24,14 +45,18 @@ def _distances(roi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def seam_gradient_ratio(image: np.ndarray, roi: np.ndarray, valid: np.ndarray | None = None,
-                        ring: tuple[float, float] = (8, 40)) -> float:
+                        ring: tuple[float, float] = SEAM_RING) -> float:
     """SGR of ``image`` (bands, rows, cols) around the boundary of ``roi`` (rows, cols)."""
     from scipy.ndimage import gaussian_filter
 
     roi = roi.astype(bool)
     if not roi.any() or roi.all():
         return float("nan")
-    intensity = gaussian_filter(image.astype(np.float64).mean(axis=0), sigma=3, mode="nearest")
+    # the ring, plus the blur's reach (4 sigma) and the gradient's pixel
+    rows, cols = crop_around(roi, int(math.ceil(ring[1])) + 4 * SEAM_SIGMA + 2)
+    image, roi = image[:, rows, cols], roi[rows, cols]
+    valid = None if valid is None else valid[rows, cols]
+    intensity = gaussian_filter(band_mean(image), sigma=SEAM_SIGMA, mode="nearest")
     gy, gx = np.gradient(intensity)
     magnitude = np.hypot(gx, gy)
     outside, inside = _distances(roi)
@@ -59,6 +84,9 @@ def boundary_step(image: np.ndarray, roi: np.ndarray, valid: np.ndarray | None =
                   width: float = 3) -> float:
     """Largest per-band |mean just inside - mean just outside| of the ROI boundary."""
     roi = roi.astype(bool)
+    rows, cols = crop_around(roi, int(math.ceil(width)) + 2)
+    image, roi = image[:, rows, cols], roi[rows, cols]
+    valid = None if valid is None else valid[rows, cols]
     outside, inside = _distances(roi)
     near_in = (inside > 0) & (inside <= width)
     near_out = (outside > 0) & (outside <= width)
@@ -67,8 +95,8 @@ def boundary_step(image: np.ndarray, roi: np.ndarray, valid: np.ndarray | None =
         near_out &= valid
     if not near_in.any() or not near_out.any():
         return float("nan")
-    data = image.astype(np.float64)
-    return float(max(abs(data[b][near_in].mean() - data[b][near_out].mean()) for b in range(data.shape[0])))
+    return float(max(abs(band[near_in].astype(np.float64).mean() - band[near_out].astype(np.float64).mean())
+                     for band in image))
 
 
 def outside_fidelity(output: np.ndarray, source: np.ndarray, mask: np.ndarray) -> float:

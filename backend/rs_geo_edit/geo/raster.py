@@ -160,10 +160,12 @@ class Normaliser:
             hi = np.where(hi > lo, hi, lo + 1.0)
         return cls(lo=lo, hi=hi, dtype=dtype)
 
-    def forward(self, pixels: np.ndarray, dtype=np.float32) -> np.ndarray:
+    def forward(self, pixels: np.ndarray, dtype=np.float32, band: Optional[int] = None) -> np.ndarray:
+        """(bands, rows, cols) pixels in [-1, 1]; with ``band``, one (rows, cols) band of them."""
         x = pixels.astype(np.float64)
-        scale = (self.hi - self.lo)[:, None, None]
-        out = (x - self.lo[:, None, None]) / scale * 2.0 - 1.0
+        lo, hi = (self.lo, self.hi) if band is None else (self.lo[band:band + 1], self.hi[band:band + 1])
+        shape = (-1, 1, 1) if band is None else (1, 1)
+        out = (x - lo.reshape(shape)) / (hi - lo).reshape(shape) * 2.0 - 1.0
         return np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=-1.0).astype(dtype)
 
     def inverse(self, values: np.ndarray) -> np.ndarray:

@@ -22,11 +22,11 @@ from ..config import EditConfig
 from ..editors import make_editor
 from ..errors import SceneError
 from ..eval import boundary_step, seam_gradient_ratio
-from ..eval.metrics import realism
+from ..eval.metrics import FOCUS_PX, percentile_scale, realism
 from ..geo.raster import (Normaliser, Patch, avoid_nodata, check_output_path, open_scene, read_window,
                           remove_partials, validity_mask, write_edited)
 from ..geo.windows import EditWindow, roi_labels
-from ..imaging import fill_invalid, resize
+from ..imaging import crop_around, fill_invalid, resize
 from ..progress import ProgressCallback, StageReporter
 from .contract import EditRequest, Editor
 from .copy_source import CopyInputs
@@ -184,18 +184,30 @@ def edit_window(plan: ScenePlan, config: EditConfig, src, ew: EditWindow, editor
     changed = alpha > 0
     pixels = norm.inverse(composite)
     avoid_nodata(pixels, changed, src.nodata)
-    written = np.where(changed[None], norm.forward(pixels, np.float64), norm.forward(raw, np.float64))
     record = {
         **ew.as_dict(transform), "roi_pixels": int(roi.sum()), "changed_pixels": int(changed.sum()),
         "normalisation": norm.as_dict(), "blend": blend_info, "seed": request.seed,
-        "seam_gradient_ratio": finite(seam_gradient_ratio(written, roi, valid)),
-        "boundary_step": finite(boundary_step(written, roi, valid)),
-        "realism": {k: finite(v) for k, v in
-                    realism(written, norm.forward(raw, np.float64), roi, valid, plan.rgb).items()},
+        **_figures(norm, raw, pixels, changed, roi, valid, plan.rgb),
         "seconds": round(time.perf_counter() - t0, 3),
     }
     StageReporter(progress, "blend", start + span * 0.95, start + span, ew.index)(1, 1, "blended")
     return WindowEdit(ew.index, _cropped_patch(ew, pixels, changed), record)
+
+
+def _figures(norm: Normaliser, raw: np.ndarray, pixels: np.ndarray, changed: np.ndarray, roi: np.ndarray,
+             valid: np.ndarray, rgb) -> dict:
+    """The window's seam and realism figures, on the written pixels against the source. They are
+    computed on the crop around the ROIs that they read (``FOCUS_PX``) and scaled by the
+    window's percentiles taken a band at a time: float64 copies of the whole window were a
+    large ROI's peak memory, for figures that read only the ROI and a ring around it."""
+    scale = percentile_scale((norm.forward(band, np.float64, band=b) for b, band in enumerate(raw)), valid)
+    rows, cols = crop_around(roi, FOCUS_PX)
+    source = norm.forward(raw[:, rows, cols], np.float64)
+    written = np.where(changed[None, rows, cols], norm.forward(pixels[:, rows, cols], np.float64), source)
+    roi, valid = roi[rows, cols], valid[rows, cols]
+    return {"seam_gradient_ratio": finite(seam_gradient_ratio(written, roi, valid)),
+            "boundary_step": finite(boundary_step(written, roi, valid)),
+            "realism": {k: finite(v) for k, v in realism(written, source, roi, valid, rgb, scale).items()}}
 
 
 def write_output(job: SceneEdit, editor_description: dict, edits: list[WindowEdit], timings: dict,
