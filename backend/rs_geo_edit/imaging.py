@@ -42,6 +42,19 @@ def fill_invalid(array: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return array[:, ri, ci]
 
 
+def band_mean(image: np.ndarray, offset=None, span=None) -> np.ndarray:
+    """The mean over bands of a (bands, rows, cols) image in float64, optionally of each band
+    scaled as ``(band - offset[b]) / span[b]``, one band at a time (no float64 copy of the
+    whole image); the same values as ``image.astype(np.float64).mean(axis=0)``."""
+    total = None
+    for b in range(image.shape[0]):
+        band = image[b].astype(np.float64)
+        if offset is not None:
+            band = (band - offset[b]) / span[b]
+        total = band if total is None else total + band
+    return total / image.shape[0]
+
+
 def crop_around(mask: np.ndarray, margin: int) -> tuple[slice, slice]:
     """Rows and columns of the bounding box of ``mask`` grown by ``margin`` px, within the array
     (the whole array when ``mask`` is empty). A computation that reads nothing farther than
@@ -82,9 +95,9 @@ def smooth_chroma(image: np.ndarray, radius: int = 2, eps: float = 1e-3) -> np.n
     Values are in [-1, 1]; images with fewer than two bands are returned unchanged."""
     if image.shape[0] < 2 or radius <= 0:
         return image.astype(np.float32, copy=True)
-    data = image.astype(np.float64)
-    lum = data.mean(axis=0)
-    out = np.empty_like(data)
-    for b in range(data.shape[0]):
-        out[b] = lum + guided_filter(lum, data[b] - lum, radius, eps)
-    return np.clip(out, -1.0, 1.0).astype(np.float32)
+    lum = band_mean(image)
+    out = np.empty(image.shape, np.float32)
+    for b in range(image.shape[0]):   # a band at a time in float64: a large ROI's window is big
+        smoothed = lum + guided_filter(lum, image[b].astype(np.float64) - lum, radius, eps)
+        out[b] = np.clip(smoothed, -1.0, 1.0, out=smoothed)
+    return out

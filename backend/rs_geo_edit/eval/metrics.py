@@ -29,8 +29,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..imaging import crop_around
-from .seams import SEAM_RING, SEAM_SIGMA, band_mean, seam_ratio
+from ..imaging import band_mean, crop_around
+from .seams import SEAM_RING, SEAM_SIGMA, seam_ratio
 
 ERODE_PX = 4
 RING_PX = (16, 48)

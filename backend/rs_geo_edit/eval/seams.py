@@ -18,24 +18,11 @@ import math
 
 import numpy as np
 
-from ..imaging import crop_around
+from ..imaging import band_mean, crop_around
 
 
 SEAM_SIGMA = 3
 SEAM_RING = (8, 40)
-
-
-def band_mean(image: np.ndarray, offset=None, span=None) -> np.ndarray:
-    """The mean over bands of a (bands, rows, cols) image in float64, optionally of each band
-    scaled as ``(band - offset[b]) / span[b]``, one band at a time (no float64 copy of the
-    whole image); the same values as ``image.astype(np.float64).mean(axis=0)``."""
-    total = None
-    for b in range(image.shape[0]):
-        band = image[b].astype(np.float64)
-        if offset is not None:
-            band = (band - offset[b]) / span[b]
-        total = band if total is None else total + band
-    return total / image.shape[0]
 
 
 def _distances(roi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

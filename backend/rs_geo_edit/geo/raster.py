@@ -161,20 +161,30 @@ class Normaliser:
         return cls(lo=lo, hi=hi, dtype=dtype)
 
     def forward(self, pixels: np.ndarray, dtype=np.float32, band: Optional[int] = None) -> np.ndarray:
-        """(bands, rows, cols) pixels in [-1, 1]; with ``band``, one (rows, cols) band of them."""
-        x = pixels.astype(np.float64)
-        lo, hi = (self.lo, self.hi) if band is None else (self.lo[band:band + 1], self.hi[band:band + 1])
-        shape = (-1, 1, 1) if band is None else (1, 1)
-        out = (x - lo.reshape(shape)) / (hi - lo).reshape(shape) * 2.0 - 1.0
-        return np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=-1.0).astype(dtype)
+        """(bands, rows, cols) pixels in [-1, 1]; with ``band``, one (rows, cols) band of them.
+        Computed in float64 a band at a time, so a large window costs one float64 band on top
+        of the result, not the whole window in float64."""
+        if band is not None:
+            x = pixels.astype(np.float64)
+            x = (x - self.lo[band]) / (self.hi[band] - self.lo[band]) * 2.0 - 1.0
+            return np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0, copy=False).astype(dtype)
+        out = np.empty(pixels.shape, dtype=dtype)
+        for b in range(pixels.shape[0]):
+            out[b] = self.forward(pixels[b], dtype, band=b)
+        return out
 
     def inverse(self, values: np.ndarray) -> np.ndarray:
-        x = (values.astype(np.float64) + 1.0) / 2.0 * (self.hi - self.lo)[:, None, None] + self.lo[:, None, None]
+        """Normalised values back to the source dtype (rounded and clipped for integers), a band
+        at a time as :meth:`forward`."""
         dtype = np.dtype(self.dtype)
-        if np.issubdtype(dtype, np.integer):
-            info = np.iinfo(dtype)
-            return np.clip(np.rint(x), info.min, info.max).astype(dtype)
-        return x.astype(dtype)
+        out = np.empty(values.shape, dtype=dtype)
+        for b in range(values.shape[0]):
+            x = (values[b].astype(np.float64) + 1.0) / 2.0 * (self.hi[b] - self.lo[b]) + self.lo[b]
+            if np.issubdtype(dtype, np.integer):
+                info = np.iinfo(dtype)
+                x = np.clip(np.rint(x, out=x), info.min, info.max, out=x)
+            out[b] = x
+        return out
 
     def as_dict(self) -> dict:
         return {"lo": self.lo.tolist(), "hi": self.hi.tolist(), "dtype": self.dtype}

@@ -245,8 +245,18 @@ class TiledDenoiser:
             pred = self.net(x[..., r:r + th, c:c + tw], t, s).float()
             out[..., r:r + th, c:c + tw] += pred * weight.to(x.device)
         if self.covered is not None:
-            out = torch.where(self.covered.to(x.device), out, fallback)
+            covered = self.covered.to(x.device)
+            for r in row_bands(x.shape[-2]):
+                out[r] = torch.where(covered[r], out[r], fallback[r])
         return out
+
+
+ROW_BAND = 256   # rows per band of the sampler's pointwise updates
+
+
+def row_bands(height: int, rows: int = ROW_BAND) -> list[tuple]:
+    """Index tuples selecting bands of ``rows`` rows of a (1, C, H, W) tensor, top to bottom."""
+    return [(slice(None), slice(None), slice(a, min(height, a + rows))) for a in range(0, height, rows)]
 
 
 def _timesteps(t_from: int, stride: int) -> list[int]:
@@ -302,6 +312,7 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
     for s, size in enumerate(sizes):
         shape = (1, bands) + tuple(size)
         blurry = None if s == 0 else F.interpolate(result, size=size, mode="bilinear", align_corners=False)
+        result = None
         gam = sched.gammas[s].clamp(0, REBLUR_MAX) if s > 0 else None
         keep = constraint.keep[s].to(device) if constraint is not None else None
         original = constraint.originals[s].to(device) if constraint is not None else None
@@ -313,35 +324,39 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
                 needed = needed | (constraint.final[0, 0].to(device) < 1)
         denoise = TiledDenoiser(net, tuple(size), tile, overlap, halo, needed=needed.cpu() if needed is not None
                                 else None)
+        del needed
+        # Every update after the net's prediction is pointwise, so it runs on bands of rows:
+        # its temporaries follow the band, and the full-frame tensors of a large scale are only
+        # x, the prediction (which then holds x0_mix and eps_hat), x0 and the inputs.
+        bands_of_rows = row_bands(size[0])
 
-        def mixed_times(x_clean, t, factor):
-            """factor * (gam_t * blurry + (1 - gam_t) * x_clean), in a new tensor."""
+        def mixed_times(x_clean, t, factor, r):
+            """factor * (gam_t * blurry + (1 - gam_t) * x_clean) on rows ``r``, in a new tensor."""
             if gam is None or t < 0:
                 return x_clean * factor
-            return (blurry * gam[t]).add_(x_clean * (1 - gam[t])).mul_(factor)
+            return (blurry[r] * gam[t]).add_(x_clean * (1 - gam[t])).mul_(factor)
 
-        def renoised_original(t):
+        def keep_original(x_free, t, r):
+            """keep * renoised original + (1 - keep) * x_free on rows ``r``, reusing x_free's memory."""
             ab = sched.abar[t]
-            return mixed_times(original, t, ab.sqrt()).add_(fixed_noise * (1 - ab).sqrt())
-
-        def keep_original(x_free, t):
-            """keep * renoised original + (1 - keep) * x_free, reusing x_free's memory."""
-            return renoised_original(t).mul_(keep).add_(x_free.mul_(1 - keep))
+            renoised = mixed_times(original[r], t, ab.sqrt(), r).add_(fixed_noise[r] * (1 - ab).sqrt())
+            return renoised.mul_(keep[r]).add_(x_free.mul_(1 - keep[r]))
 
         steps = plans[s]
         t0 = steps[0]
-        if s == 0 and from_original:
-            ab = sched.abar[t0]
-            x = ab.sqrt() * original + (1 - ab).sqrt() * randn(shape)
-        elif s == 0:
-            x = randn(shape)
-        else:
-            ab = sched.abar[t0]
-            x = ab.sqrt() * blurry + (1 - ab).sqrt() * randn(shape)
-        if keep is not None:
-            x = keep_original(x, t0)
-        # Full-frame tensors are the sampler's memory at large scales (the net's follows the tile):
-        # the step reuses buffers in place and drops each one when done, with the same arithmetic.
+        ab = sched.abar[t0]
+        start = randn(shape)
+        x = torch.empty(shape, dtype=start.dtype, device=device)
+        for r in bands_of_rows:
+            if s == 0 and from_original:
+                x[r] = ab.sqrt() * original[r] + (1 - ab).sqrt() * start[r]
+            elif s == 0:
+                x[r] = start[r]
+            else:
+                x[r] = ab.sqrt() * blurry[r] + (1 - ab).sqrt() * start[r]
+            if keep is not None:
+                x[r] = keep_original(x[r], t0, r)
+        del start
         for i, t in enumerate(steps):
             t_next = steps[i + 1] if i + 1 < len(steps) else -1
             tt = torch.full((1,), t, device=device, dtype=torch.long)
@@ -350,37 +365,46 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
                 eps = denoise(x, tt, torch.full((1,), s + scale_offset, device=device, dtype=torch.long),
                               fallback=fixed_noise)
             ab = sched.abar[t]
-            x0_mix = torch.sub(x, eps.mul_((1 - ab).sqrt())).div_(ab.sqrt()).clamp_(-1, 1)
+            x0 = torch.empty_like(x)
+            for r in bands_of_rows:
+                x0_mix = torch.sub(x[r], eps[r].mul_((1 - ab).sqrt())).div_(ab.sqrt()).clamp_(-1, 1)
+                if gam is not None:     # undo the blur mixing: the sharp estimate
+                    x0[r] = (blurry[r] * gam[t]).neg_().add_(x0_mix).div_(1 - gam[t]).clamp_(-1, 1)
+                else:
+                    x0[r] = x0_mix
+                eps[r] = x0_mix
+            x0_mix = eps   # the prediction's memory holds the (clamped) x0_mix from here on
             del eps
-            if gam is not None:     # undo the blur mixing: the sharp estimate
-                x0 = (blurry * gam[t]).neg_().add_(x0_mix).div_(1 - gam[t]).clamp_(-1, 1)
-            else:
-                x0 = x0_mix.clone()
             if x0_hook is not None:
                 x0 = x0_hook(x0, s, t).clamp(-1, 1)
             if t_next < 0:
+                if keep is not None:
+                    last = keep if s < len(sizes) - 1 or constraint.final is None else constraint.final.to(device)
+                    for r in bands_of_rows:
+                        x0[r] = last[r] * original[r] + (1 - last[r]) * x0[r]
                 x = x0
             else:
                 ab_next = sched.abar[t_next]
-                eps_hat = x0_mix.mul_(ab.sqrt()).neg_().add_(x).div_((1 - ab).sqrt())
-                del x0_mix, x
                 if s == 0:   # stochastic (DDPM-like, eta = 1) at the coarsest scale
                     sigma = ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).clamp(min=0).sqrt()
+                    fresh = sigma * randn(shape)
                 else:        # deterministic at finer scales, as the reference's reblurring sampler
                     sigma = torch.zeros((), device=device)
-                x = mixed_times(x0, t_next, ab_next.sqrt()).add_(
-                    eps_hat.mul_((1 - ab_next - sigma ** 2).clamp(min=0).sqrt()))
-                del eps_hat
-                if s == 0:
-                    x = x + sigma * randn(shape)
-            if keep is not None:
-                if t_next >= 0:
-                    x = keep_original(x, t_next)
-                else:
-                    last = keep if s < len(sizes) - 1 or constraint.final is None else constraint.final.to(device)
-                    x = last * original + (1 - last) * x
+                    fresh = None
+                for r in bands_of_rows:
+                    eps_hat = x0_mix[r].mul_(ab.sqrt()).neg_().add_(x[r]).div_((1 - ab).sqrt())
+                    x_next = mixed_times(x0[r], t_next, ab_next.sqrt(), r).add_(
+                        eps_hat.mul_((1 - ab_next - sigma ** 2).clamp(min=0).sqrt()))
+                    if fresh is not None:
+                        x_next = x_next + fresh[r]
+                    if keep is not None:
+                        x_next = keep_original(x_next, t_next, r)
+                    x[r] = x_next
+                del fresh, x0
+            del x0_mix
             done += 1
             if on_step is not None:
                 on_step(s, done, total)
-        result = x.clamp(-1, 1)
+        result = x.clamp_(-1, 1)
+        del x, blurry
     return result

@@ -52,7 +52,7 @@ class Pyramid:
     """The images of every scale and, for s > 0, the blurry input (the upsampled scale s-1)."""
 
     spec: PyramidSpec
-    images: list[np.ndarray]       # (bands, rows, cols) float32 in [-1, 1]
+    images: list[np.ndarray]       # (bands, rows, cols) float32 in [-1, 1]; the finest may be the input, never written
     blurry: list[np.ndarray]       # blurry[0] is images[0] (unused)
     valid: list[np.ndarray]        # (rows, cols) bool
     recon_error: list[float]       # RMS(blurry_s - image_s) over valid pixels; 0 for s = 0
@@ -63,7 +63,11 @@ def build_pyramid(image: np.ndarray, valid: np.ndarray, factor: float = 1.411) -
     spec = pyramid_spec(image.shape[1], image.shape[2], factor)
     images, blurry, valids, errors = [], [], [], []
     for s, size in enumerate(spec.sizes):
-        img = np.clip(resize(image, size, "lanczos"), -1.0, 1.0)
+        if tuple(size) == image.shape[1:] and image.dtype == np.float32 and -1.0 <= image.min() <= image.max() <= 1.0:
+            img = image   # the window itself, not a copy: at native resolution a copy is a window's worth
+        else:
+            img = resize(image, size, "lanczos")
+            np.clip(img, -1.0, 1.0, out=img)
         ok = resize(valid.astype(np.float32), size, "area") > 0.999 if s < spec.n_scales - 1 else valid.copy()
         images.append(img)
         valids.append(ok)
@@ -73,9 +77,13 @@ def build_pyramid(image: np.ndarray, valid: np.ndarray, factor: float = 1.411) -
             continue
         up = upsample(images[s - 1], size)
         blurry.append(up)
-        # In float: the difference of two images in [-1, 1], never wrapped around.
-        diff = (up.astype(np.float64) - img.astype(np.float64))[:, ok]
-        errors.append(float(np.sqrt(np.mean(diff ** 2))) if diff.size else 0.0)
+        # In float: the difference of two images in [-1, 1], never wrapped around (in place:
+        # at native resolution each float64 copy of a large window is hundreds of megabytes).
+        diff = up.astype(np.float64)
+        diff -= img
+        diff = diff.reshape(diff.shape[0], -1) if ok.all() else diff[:, ok]
+        errors.append(float(np.sqrt(np.mean(np.square(diff, out=diff)))) if diff.size else 0.0)
+        del diff
     return Pyramid(spec, images, blurry, valids, errors)
 
 
