@@ -181,12 +181,16 @@ def edit_window(plan: ScenePlan, config: EditConfig, src, ew: EditWindow, editor
     if ew.reduced:
         edited = resize(edited, ew.shape, "lanczos")
     composite, alpha, blend_info = blend_window(image, edited, roi, valid, config.blend)
+    seed = request.seed
+    # Window-sized arrays no longer needed: at native resolution each is hundreds of megabytes.
+    del data, request, image, edited
     changed = alpha > 0
     pixels = norm.inverse(composite)
+    del composite, alpha
     avoid_nodata(pixels, changed, src.nodata)
     record = {
         **ew.as_dict(transform), "roi_pixels": int(roi.sum()), "changed_pixels": int(changed.sum()),
-        "normalisation": norm.as_dict(), "blend": blend_info, "seed": request.seed,
+        "normalisation": norm.as_dict(), "blend": blend_info, "seed": seed,
         **_figures(norm, raw, pixels, changed, roi, valid, plan.rgb),
         "seconds": round(time.perf_counter() - t0, 3),
     }
