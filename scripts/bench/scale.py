@@ -209,6 +209,22 @@ def child(args) -> dict:
             "luminance": figures["luminance"], "rss_gb": round(rss, 3)}
 
 
+def run_child(cmd: list[str], label) -> dict | None:
+    """Run one edit in its own process (its peak RSS is its own); its figures, or None after
+    printing why it failed."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"{label:>5} failed: {proc.stderr.strip().splitlines()[-1:]}", flush=True)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def write_json(path: Path | None, rows) -> None:
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rows, indent=1))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES), help="ROI sides, pixels")
@@ -257,11 +273,10 @@ def main(argv=None) -> int:
                "--margin-frac", str(args.margin_frac), "--set", *args.set]
         if args.crops:
             cmd += ["--crop-file", str(args.crops / f"roi-{roi}.png")]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"{roi:>5} failed: {proc.stderr.strip().splitlines()[-1:]}", flush=True)
+        figures = run_child(cmd, roi)
+        if figures is None:
             continue
-        row = {"roi": roi, **json.loads(proc.stdout.strip().splitlines()[-1])}
+        row = {"roi": roi, **figures}
         mp = roi * roi / 1e6
         row["s_per_mp"], row["sample_s_per_mp"] = row["total_s"] / mp, row["sample_s"] / mp
         rows.append(row)
@@ -284,9 +299,7 @@ def main(argv=None) -> int:
         lum = r["luminance"]
         print(f"  luminance >= {TARGET_LUMINANCE} at {r['roi']} px: {lum:.2f} "
               f"{'ok' if np.isfinite(lum) and lum >= TARGET_LUMINANCE else 'MISS'}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=1))
+    write_json(args.json, rows)
     return 0
 
 
@@ -304,11 +317,10 @@ def many(args) -> int:
         cmd = [sys.executable, __file__, "--child", str(scene), str(aoi), str(args.work / f"many-{count}.tif"),
                str(cache), "--child-many", "--threads", str(args.threads), "--seed", str(args.seed),
                "--margin-frac", str(args.margin_frac), "--set", f"scope={args.scope}", *args.set]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"{count:>5} failed: {proc.stderr.strip().splitlines()[-1:]}", flush=True)
+        row = run_child(cmd, count)
+        if row is None:
             continue
-        row = rows[count] = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows[count] = row
         print(f"{count:>5} {row['windows']:>7} {row['trainings']:>9} {row['train_s']:6.0f} {row['sample_s']:7.0f} "
               f"{row['total_s']:7.0f} {row['rss_gb']:6.2f}", flush=True)
     if 1 in rows and max(rows) > 1:
@@ -316,9 +328,7 @@ def many(args) -> int:
         budget = 2 * one["total_s"] + most["sample_s"]
         print(f"\ntarget: {max(rows)} ROIs <= 2 x one ROI + their samplings = {budget:.0f} s: "
               f"{most['total_s']:.0f} s {'ok' if most['total_s'] <= budget else 'MISS'}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=1))
+    write_json(args.json, rows)
     return 0
 
 
