@@ -18,6 +18,7 @@ from typing import Callable, Optional
 from qgis.core import QgsTask
 
 from .client import BackendClient, BackendError
+from .settings import backend_client
 from .entities import Job
 from .installer import default_folder, venv_executable
 
@@ -136,7 +137,7 @@ class ConnectTask(QgsTask):
             if self.local is not None:
                 self.token = self.local.start(should_stop=self.isCanceled)
                 self.url = self.local.url
-            client = BackendClient(self.url, self.token)
+            client = backend_client(self.url, self.token)
             self.health = client.health()
             self.jobs = client.jobs(self.recent)
         except (BackendError, OSError, subprocess.SubprocessError) as exc:

@@ -32,8 +32,14 @@ class BackendError(Exception):
 
 
 class BackendClient:
-    def __init__(self, url: str, token: str, timeout: float = 10.0):
+    """``proxy`` (``http://[user:password@]host:port``) routes every call through that HTTP proxy;
+    without it the environment's proxy variables apply, as for any urllib call."""
+
+    def __init__(self, url: str, token: str, timeout: float = 10.0, proxy: Optional[str] = None):
         self.url, self.token, self.timeout = url.strip().rstrip("/"), token.strip(), timeout
+        self.proxy = proxy
+        handlers = [urllib.request.ProxyHandler({"http": proxy, "https": proxy})] if proxy else []
+        self._opener = urllib.request.build_opener(*handlers)
 
     def _request(self, method: str, path: str, body: Optional[dict] = None):
         data = json.dumps(body).encode() if body is not None else None
@@ -50,7 +56,7 @@ class BackendClient:
         for key, value in (headers or {}).items():
             request.add_header(key, value)
         try:
-            return urllib.request.urlopen(request, timeout=timeout or self.timeout)
+            return self._opener.open(request, timeout=timeout or self.timeout)
         except urllib.error.HTTPError as exc:
             try:
                 detail = json.loads(exc.read().decode()).get("detail")

@@ -26,7 +26,7 @@ from .jobs import EditTask
 from .maptool import PolygonTool, add_polygon
 from .remote import LocalFiles, RemoteEditTask, is_remote_job
 from .rois import rois_geojson
-from .settings import flag, set_setting, setting
+from .settings import backend_client, flag, set_setting, setting
 
 HELP_FILE = Path(__file__).with_name("help.html")
 REMEMBERED = 200  # remote jobs whose local scene and output paths are kept
@@ -79,7 +79,7 @@ class EditController:
 
     def client(self) -> BackendClient:
         settings = self.backend_settings()
-        return BackendClient(settings.url, settings.token)
+        return backend_client(settings.url, settings.token)
 
     def connect(self) -> Optional[ConnectTask]:
         """Start the local backend if asked, then show its health and recent jobs: all in a task."""

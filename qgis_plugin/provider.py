@@ -13,13 +13,13 @@ from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingExcep
                        QgsProcessingParameterString, QgsProcessingProvider)
 from qgis.PyQt.QtGui import QIcon
 
-from .client import BackendClient, BackendError
+from .client import BackendError
 from .entities import OptionSpec, load_option_specs
 from .jobs import follow_job
 from .remote import RemoteEdit
 from .layers import source_path
 from .rois import features_geojson
-from .settings import MODES, PRESETS, flag, setting
+from .settings import MODES, PRESETS, backend_client, flag, setting
 
 # Options the algorithm's own parameters (or Processing itself) already decide.
 FIXED = {"scene", "aoi", "prompt", "mode", "preset", "seed", "output", "layer", "prompt_field", "copy_from",
@@ -131,7 +131,7 @@ class EditAlgorithm(QgsProcessingAlgorithm):
                    "preset": self.presets[self.parameterAsEnum(parameters, self.PRESET, context)],
                    "seed": self.parameterAsInt(parameters, self.SEED, context),
                    "output": self.parameterAsOutputLayer(parameters, self.OUTPUT, context), "options": options}
-        client = BackendClient(setting("url", "http://127.0.0.1:8765"), setting("token", ""))
+        client = backend_client(setting("url", "http://127.0.0.1:8765"), setting("token", ""))
 
         def report(job):
             if not feedback.isCanceled():

@@ -257,3 +257,92 @@ def test_a_result_that_does_not_fit_the_scene_leaves_no_file(plugin, tmp_path):
     with pytest.raises(ValueError, match="returned 1 bands for a scene with 3"):
         write_output(str(scene), tmp_path / "out.tif", [(0, 0, box)])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["box.tif", "scene.tif"]
+
+
+def _forwarding_proxy(names: dict):
+    """A real HTTP forward proxy on 127.0.0.1, as a site's proxy is: it resolves the host names in
+    ``names`` itself (the client cannot), forwards each request and records (method, absolute
+    URL, Authorization, Proxy-Authorization) of every request it carried."""
+    import http.server
+    import threading
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def forward(self):
+            url = urllib.parse.urlsplit(self.path)
+            target = url._replace(netloc=f"{names.get(url.hostname, url.hostname)}:{url.port}").geturl()
+            seen.append((self.command, self.path, self.headers.get("Authorization"),
+                         self.headers.get("Proxy-Authorization")))
+            length = int(self.headers.get("Content-Length") or 0)
+            request = urllib.request.Request(target, data=self.rfile.read(length) if length else None,
+                                             method=self.command)
+            for key in ("Authorization", "Content-Type", "Upload-Offset"):
+                if self.headers.get(key):
+                    request.add_header(key, self.headers[key])
+            direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            try:
+                with direct.open(request, timeout=30) as response:
+                    status, body, kind = response.status, response.read(), response.headers.get("Content-Type")
+            except urllib.error.HTTPError as exc:
+                status, body, kind = exc.code, exc.read(), exc.headers.get("Content-Type")
+            self.send_response(status)
+            self.send_header("Content-Type", kind or "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = forward
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, seen
+
+
+def test_a_remote_backend_is_reached_through_the_proxy_qgis_is_set_to_use(plugin, backend):
+    import base64
+
+    from qgis.core import QgsNetworkAccessManager, QgsSettings
+    from rs_geo_edit_qgis.client import BackendError
+    from rs_geo_edit_qgis.settings import backend_client, proxy_for
+
+    port = backend["url"].rsplit(":", 1)[1]
+    remote = f"http://gpu-server.test:{port}"   # a name that only the proxy resolves
+    server, seen = _forwarding_proxy({"gpu-server.test": "127.0.0.1"})
+    settings = QgsSettings()
+    manager = QgsNetworkAccessManager.instance()
+    try:
+        # what QGIS's Options > Network page saves, then applies
+        for key, value in {"proxyEnabled": True, "proxyType": "HttpProxy", "proxyHost": "127.0.0.1",
+                           "proxyPort": str(server.server_port), "proxyUser": "analyst",
+                           "proxyPassword": "s3cret:@x", "proxyExcludedUrls": ["http://intranet.test"]}.items():
+            settings.setValue(f"proxy/{key}", value)
+        manager.setupDefaultProxyAndCache()
+
+        assert backend_client(remote, backend["token"]).health()["device"] != "starting"
+        method, url, auth, proxy_auth = seen[-1]
+        assert (method, url, auth) == ("GET", remote + "/health", f"Bearer {backend['token']}")
+        assert proxy_auth == "Basic " + base64.b64encode(b"analyst:s3cret:@x").decode()
+
+        # a local backend and an excluded URL are reached directly, as QGIS reaches them
+        assert proxy_for(backend["url"]) is None and proxy_for("http://intranet.test:8765/") is None
+        carried = len(seen)
+        backend_client(backend["url"], backend["token"]).health()
+        assert len(seen) == carried
+
+        settings.setValue("proxy/proxyEnabled", False)
+        manager.setupDefaultProxyAndCache()
+        assert proxy_for(remote) is None
+        with pytest.raises(BackendError, match="not reachable"):
+            backend_client(remote, backend["token"], timeout=5).health()
+        assert len(seen) == carried
+    finally:
+        settings.remove("proxy")
+        manager.setupDefaultProxyAndCache()
+        server.shutdown()
