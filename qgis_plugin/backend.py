@@ -18,9 +18,9 @@ from typing import Callable, Optional
 from qgis.core import QgsTask
 
 from .client import BackendClient, BackendError
-from .settings import backend_client
 from .entities import Job
 from .installer import default_folder, venv_executable
+from .settings import backend_client
 
 START_WAIT = 120.0  # seconds: a first start imports torch and probes the device
 

@@ -37,7 +37,6 @@ class BackendClient:
 
     def __init__(self, url: str, token: str, timeout: float = 10.0, proxy: Optional[str] = None):
         self.url, self.token, self.timeout = url.strip().rstrip("/"), token.strip(), timeout
-        self.proxy = proxy
         handlers = [urllib.request.ProxyHandler({"http": proxy, "https": proxy})] if proxy else []
         self._opener = urllib.request.build_opener(*handlers)
 

@@ -30,13 +30,13 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..imaging import band_mean, crop_around
-from .seams import SEAM_RING, SEAM_SIGMA, seam_ratio
+from .seams import seam_ratio, seam_reach
 
 ERODE_PX = 4
 RING_PX = (16, 48)
 # How far from an ROI the figures read (the rings, the seam's blur, the stencils): a crop of
 # the window this far around the ROI gives the same figures (see ``imaging.crop_around``).
-FOCUS_PX = max(RING_PX[1] + 2, SEAM_RING[1] + 4 * SEAM_SIGMA + 2)
+FOCUS_PX = max(RING_PX[1] + 2, seam_reach())
 
 
 def percentile_scale(source: np.ndarray, valid: Optional[np.ndarray] = None,
@@ -128,8 +128,9 @@ def detail_ratios(edited: np.ndarray, source: np.ndarray, roi: np.ndarray,
     result["luminance"] = ratio([band_mean(edited, offset, span)], [band_mean(source, offset, span)])
     if source.shape[0] >= 3 and len(rgb) >= 3:
         r, g, b = rgb[:3]
-        result["colour"] = ratio([band(edited, r) - band(edited, g), band(edited, b) - band(edited, g)],
-                                 [band(source, r) - band(source, g), band(source, b) - band(source, g)])
+        edited_g, source_g = band(edited, g), band(source, g)
+        result["colour"] = ratio([band(edited, r) - edited_g, band(edited, b) - edited_g],
+                                 [band(source, r) - source_g, band(source, b) - source_g])
     return result
 
 

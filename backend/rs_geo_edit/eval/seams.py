@@ -25,6 +25,12 @@ SEAM_SIGMA = 3
 SEAM_RING = (8, 40)
 
 
+def seam_reach(ring: tuple[float, float] = SEAM_RING) -> int:
+    """How far from the ROI the seam-gradient ratio reads: the ring, the blur's reach (4 sigma)
+    and the gradient's pixel."""
+    return int(math.ceil(ring[1])) + 4 * SEAM_SIGMA + 2
+
+
 def _distances(roi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from scipy.ndimage import distance_transform_edt
 
@@ -39,8 +45,7 @@ def seam_gradient_ratio(image: np.ndarray, roi: np.ndarray, valid: np.ndarray | 
     roi = roi.astype(bool)
     if not roi.any() or roi.all():
         return float("nan")
-    # the ring, plus the blur's reach (4 sigma) and the gradient's pixel
-    rows, cols = crop_around(roi, int(math.ceil(ring[1])) + 4 * SEAM_SIGMA + 2)
+    rows, cols = crop_around(roi, seam_reach(ring))
     image, roi = image[:, rows, cols], roi[rows, cols]
     valid = None if valid is None else valid[rows, cols]
     intensity = gaussian_filter(band_mean(image), sigma=SEAM_SIGMA, mode="nearest")
