@@ -191,7 +191,7 @@ def test_ctrl_c_cancels_the_remote_job(tmp_path, client_dir, hidden_service):
     proc = subprocess.Popen([sys.executable, "-m", "rs_geo_edit.cli", "edit", str(scene), "--aoi", str(aoi), "-o",
                              str(out), "--steps", "4000", "--width", "16", "--crop", "32", "--batch", "2", "-q",
                              "--backend", hidden_service.url],
-                            env={**os.environ, "RS_GEO_EDIT_TOKEN": hidden_service.token},
+                            env={**os.environ, "RS_GEO_EDIT_TOKEN": hidden_service.token, "PYTHONFAULTHANDLER": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -201,7 +201,12 @@ def test_ctrl_c_cancels_the_remote_job(tmp_path, client_dir, hidden_service):
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)   # the fault handler prints where every thread is stuck
+        _, err = proc.communicate(timeout=30)
+        pytest.fail(f"the CLI did not exit within 30 s of its Ctrl-C; its threads:\n{err[-6000:]}")
     assert proc.returncode == 130, err
     job, _ = hidden_service.wait(jobs[0]["id"], timeout=30)
     assert job["state"] == "cancelled"
