@@ -25,6 +25,26 @@ def test_margin_is_max_of_minimum_and_half_extent():
     assert (big.window.col_off, big.window.row_off, big.window.width, big.window.height) == (150, 236, 600, 228)
 
 
+def test_the_fraction_margin_is_capped_by_margin_max():
+    rois = [roi(3000, 3000, 7096, 5048)]       # 4096 x 2048 px
+    capped, = plan_windows(rois, T, 10000, 10000, margin_max_px=512)
+    assert (capped.window.col_off, capped.window.row_off) == (2488, 2488)
+    assert (capped.window.width, capped.window.height) == (4096 + 1024, 2048 + 1024)
+    free, = plan_windows(rois, T, 10000, 10000, margin_max_px=0)
+    assert (free.window.width, free.window.height) == (2 * 4096, 2 * 2048)
+    small, = plan_windows([roi(200, 200, 220, 230)], T, 1000, 1000, margin_px=64, margin_max_px=10)
+    assert small.window.width == 20 + 128    # the smallest margin still holds
+
+
+def test_margin_max_defaults_to_512_px_and_0_lifts_it():
+    from rs_geo_edit.config import make_config
+    from rs_geo_edit.options import EditOptions
+
+    assert make_config().windows.margin_max_px == 512
+    assert EditOptions().to_config().windows.margin_max_px == 512
+    assert EditOptions(margin_max=0).to_config().windows.margin_max_px == 0
+
+
 def test_clamped_to_scene_whole_pixels():
     w, = plan_windows([roi(-5.5, 3.2, 40.7, 50.1)], T, 80, 100)
     assert (w.window.col_off, w.window.row_off) == (0, 0)

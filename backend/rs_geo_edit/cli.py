@@ -148,7 +148,8 @@ def _run(func, *args, **kwargs):
 
 
 @app.command(epilog="Example: rs-geo-edit plan scene.tif --aoi rois.geojson --preview plan.png")
-@with_options("prompt", "prompt_field", "layer", "margin", "margin_frac", "max_side", "rgb_bands", "overwrite")
+@with_options("prompt", "prompt_field", "layer", "margin", "margin_frac", "margin_max", "max_side", "rgb_bands",
+              "overwrite")
 def plan(
     scene: Annotated[Path, typer.Argument(help="Input raster (GeoTIFF).")],
     aoi: AoiOpt,
@@ -372,8 +373,8 @@ def _serve(host: str, port: int, workers: int, data_dir: Path, token: str, extra
 
 @app.command("eval", epilog="Examples:\n\n  rs-geo-edit eval scene_edited.tif --source scene.tif --aoi rois.geojson --prompt forest\n\n"
                              "  rs-geo-edit eval sinddm.tif instruct.tif --source scene.tif --aoi rois.geojson --json cmp.json")
-@with_options("prompt", "prompt_field", "layer", "clip", "feather", "device", "margin", "margin_frac", "max_side",
-              "rgb_bands")
+@with_options("prompt", "prompt_field", "layer", "clip", "feather", "device", "margin", "margin_frac", "margin_max",
+              "max_side", "rgb_bands")
 def eval_command(
     outputs: Annotated[List[Path], typer.Argument(help="Edited GeoTIFF(s) of the source, e.g. one per engine.")],
     source: Annotated[Path, typer.Option("--source", "-s", help="The scene it was edited from.")],

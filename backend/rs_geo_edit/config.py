@@ -30,6 +30,7 @@ class WindowConfig:
 
     margin_px: int = 64          # smallest context margin around an ROI's bounding box
     margin_frac: float = 0.5     # margin as a fraction of the ROI extent (per axis), if larger
+    margin_max_px: int = 512     # the most margin_frac gives (0 = no limit): context, not a second ROI
     max_side: int = 0            # windows with a larger side are edited at reduced resolution (0 = never)
     merge: bool = True           # merge ROIs whose windows overlap into one window
 
@@ -184,8 +185,8 @@ class EditConfig:
         if self.blend.mode not in BLEND_MODES:
             raise IncompatibleOptions(
                 f"`blend` {self.blend.mode!r} is not one of {', '.join(BLEND_MODES)}")
-        if self.windows.margin_px < 0 or self.windows.margin_frac < 0:
-            raise IncompatibleOptions("`margin` and `margin_frac` must be >= 0")
+        if self.windows.margin_px < 0 or self.windows.margin_frac < 0 or self.windows.margin_max_px < 0:
+            raise IncompatibleOptions("`margin`, `margin_frac` and `margin_max` must be >= 0")
         if 0 < self.windows.max_side < 32:
             raise IncompatibleOptions(f"`max_side` {self.windows.max_side} is too small: use 32 or more, or 0 (off)")
         if self.blend.band_px < 0:

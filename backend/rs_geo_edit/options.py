@@ -142,6 +142,9 @@ class EditOptions:
                          minimum=0, maximum=4096)
     margin_frac: float = option(_default(WindowConfig, "margin_frac"), "Context margin as a fraction of the ROI "
                                 "extent, where larger than the margin.", minimum=0.0, maximum=10.0)
+    margin_max: int = option(_default(WindowConfig, "margin_max_px"), "The largest context margin the fraction "
+                             "gives, pixels (0 = no limit): a 4096 px ROI gets 512 px of context on each side, not "
+                             "2048, which would quadruple its window's pixels.", minimum=0, maximum=16_384)
     max_side: int = option(_default(WindowConfig, "max_side"), "Windows with a longer side, pixels, are edited at "
                            "reduced resolution and resampled back, for speed (0 = never: native resolution, e.g. "
                            "1024 to trade detail for time).", minimum=0, maximum=16_384)
@@ -216,7 +219,8 @@ class EditOptions:
             self.preset, model_overrides=model, mode=self.effective_mode(), engine=self.engine, prompt=self.prompt,
             prompt_field=self.prompt_field, layer=self.layer, copy_from=self.copy_from, seed=self.seed,
             rgb_bands=self.rgb_tuple(), device=self.device, threads=self.threads, cache_max_gb=self.cache_max_gb,
-            windows=WindowConfig(margin_px=self.margin, margin_frac=self.margin_frac, max_side=self.max_side),
+            windows=WindowConfig(margin_px=self.margin, margin_frac=self.margin_frac,
+                                 margin_max_px=self.margin_max, max_side=self.max_side),
             blend=BlendConfig(mode=self.blend, band_px=self.feather, color_match=self.color_match),
             output=OutputConfig(cog=self.cog, overwrite=self.overwrite, compress=self.compress),
             guidance=guidance, instruct=instruct, **extra)

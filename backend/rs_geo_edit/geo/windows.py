@@ -1,8 +1,10 @@
 """Window planning: one window of context around each ROI, merged where they overlap.
 
 A window is the ROI's pixel bounding box grown by a context margin of
-``max(margin_px, margin_frac * ROI extent)`` on each axis, clamped to the scene and snapped to
-whole pixels. ROIs whose windows overlap share one window (so no pixel is edited twice and the
+``max(margin_px, min(margin_frac * ROI extent, margin_max_px))`` on each axis (``margin_max_px``
+0: no limit), clamped to the scene and snapped to whole pixels. The limit keeps a large ROI's
+window from growing with the square of its margin: context is what the model learns the
+surroundings from, and a few hundred pixels of it serve an ROI of any size. ROIs whose windows overlap share one window (so no pixel is edited twice and the
 model sees the joint context).
 
 Reduced resolution (opt-in, ``max_side`` > 0): a window whose longer side exceeds ``max_side``
@@ -88,10 +90,14 @@ def pixel_bbox(geometry, transform: Affine) -> tuple[int, int, int, int]:
     return math.floor(miny + eps), math.floor(minx + eps), math.ceil(maxy - eps), math.ceil(maxx - eps)
 
 
-def _grow(bbox, margin_px: int, margin_frac: float, height: int, width: int):
+def _grow(bbox, margin_px: int, margin_frac: float, height: int, width: int, margin_max_px: int = 0):
     r0, c0, r1, c1 = bbox
-    my = max(margin_px, math.ceil(margin_frac * (r1 - r0)))
-    mx = max(margin_px, math.ceil(margin_frac * (c1 - c0)))
+
+    def margin(extent: int) -> int:
+        frac = math.ceil(margin_frac * extent)
+        return max(margin_px, min(frac, margin_max_px) if margin_max_px > 0 else frac)
+
+    my, mx = margin(r1 - r0), margin(c1 - c0)
     return max(0, r0 - my), max(0, c0 - mx), min(height, r1 + my), min(width, c1 + mx)
 
 
@@ -100,7 +106,7 @@ def _overlap(a, b) -> bool:
 
 
 def plan_windows(rois: Sequence[ROI], transform: Affine, height: int, width: int, *,
-                 margin_px: int = 64, margin_frac: float = 0.5, max_side: int = 0,
+                 margin_px: int = 64, margin_frac: float = 0.5, margin_max_px: int = 0, max_side: int = 0,
                  merge: bool = True) -> list[EditWindow]:
     """Plan the edit windows of ``rois`` on a scene of ``height`` x ``width`` pixels.
 
@@ -112,7 +118,7 @@ def plan_windows(rois: Sequence[ROI], transform: Affine, height: int, width: int
         r0, c0, r1, c1 = max(0, r0), max(0, c0), min(height, r1), min(width, c1)
         if r1 <= r0 or c1 <= c0:
             continue
-        boxes.append((_grow((r0, c0, r1, c1), margin_px, margin_frac, height, width), [roi]))
+        boxes.append((_grow((r0, c0, r1, c1), margin_px, margin_frac, height, width, margin_max_px), [roi]))
 
     changed = merge
     while changed:

@@ -61,7 +61,8 @@ def plan_grid(aoi: str | Path, crs, transform, width: int, height: int,
     result = read_aoi(aoi, crs, grid_footprint(transform, width, height), layer=config.layer,
                       prompt_field=config.prompt_field, role_field=config.role_field, default_prompt=config.prompt)
     windows = plan_windows(result.targets, transform, height, width, margin_px=config.windows.margin_px,
-                           margin_frac=config.windows.margin_frac, max_side=config.windows.max_side,
+                           margin_frac=config.windows.margin_frac, margin_max_px=config.windows.margin_max_px,
+                           max_side=config.windows.max_side,
                            merge=config.windows.merge)
     if not windows:
         raise AOIError(f"no ROI of {str(aoi)!r} covers a whole pixel of the scene: draw larger ROIs")
