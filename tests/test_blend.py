@@ -85,3 +85,28 @@ def test_color_match_gives_the_roi_the_statistics_of_its_surroundings():
         assert abs(out[b][roi].std() - target) < 0.5 * abs(edited[b][roi].std() - target)
     assert all(1.0 < g <= 2.0 for g, _ in info["color_match"])
     assert not np.array_equal(out, plain)
+
+
+def test_distances_and_chroma_smoothing_in_strips_equal_the_whole_image(monkeypatch):
+    """The strip-wise paths that bound a large window's memory give the whole-image values:
+    distances exactly up to their limit (and above it beyond), chroma smoothing bit for bit."""
+    from scipy.ndimage import distance_transform_edt
+
+    import rs_geo_edit.imaging as imaging
+
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:300, :200]
+    mask = ((yy - 150) ** 2 / 90 ** 2 + (xx - 100) ** 2 / 60 ** 2) < 1
+    mask[20:24, 10:14] = True
+    image = np.clip(rng.normal(0, 0.4, (3, 300, 200)), -1, 1).astype(np.float32)
+    whole_chroma = imaging.smooth_chroma(image, 2)
+    monkeypatch.setattr(imaging, "DISTANCE_STRIP", 32)
+    monkeypatch.setattr(imaging, "CHROMA_STRIP", 32)
+    whole = distance_transform_edt(~mask)
+    for limit in (1, 16, 48):
+        strips = imaging.distance_to(mask, limit)
+        near = whole <= limit
+        assert np.array_equal(strips[near], whole[near])
+        assert (strips[~near] > limit).all()
+    assert np.isinf(imaging.distance_to(np.zeros((40, 40), bool), 5)).all()
+    assert np.array_equal(imaging.smooth_chroma(image, 2), whole_chroma)

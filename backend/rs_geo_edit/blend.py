@@ -16,30 +16,27 @@ from __future__ import annotations
 import numpy as np
 
 from .config import BlendConfig
-from .imaging import fill_invalid, resize
+from .imaging import distance_to, fill_invalid, resize
 
 
-def outside_distance(roi: np.ndarray) -> np.ndarray:
-    """Euclidean distance (pixels) of every pixel to the nearest ROI pixel; 0 inside the ROI."""
-    from scipy.ndimage import distance_transform_edt
-
-    if not roi.any():
-        return np.full(roi.shape, np.inf)
-    return distance_transform_edt(~roi)
+def outside_distance(roi: np.ndarray, limit: float | None = None) -> np.ndarray:
+    """Euclidean distance (pixels) of every pixel to the nearest ROI pixel; 0 inside the ROI.
+    With ``limit``: exact up to it, above it beyond (``imaging.distance_to``)."""
+    return distance_to(roi, limit)
 
 
 def feather_alpha(roi: np.ndarray, band_px: int, valid: np.ndarray | None = None) -> np.ndarray:
     """1 inside the ROI, a cosine ramp to 0 over ``band_px`` pixels outside, 0 beyond and on
     invalid pixels."""
-    dist = outside_distance(roi)
-    if band_px > 0:
-        alpha = np.where(dist <= band_px, 0.5 * (1.0 + np.cos(np.pi * dist / (band_px + 1))), 0.0)
-    else:
-        alpha = roi.astype(np.float64)
-    alpha[roi] = 1.0
+    alpha = roi.astype(np.float32)
+    if band_px > 0:   # the ramp computed on the band's pixels only (in float64, then stored)
+        dist = outside_distance(roi, band_px)
+        band = (dist <= band_px) & ~roi
+        alpha[band] = 0.5 * (1.0 + np.cos(np.pi * dist[band] / (band_px + 1)))
+        del dist, band
     if valid is not None:
         alpha[~valid] = 0.0
-    return alpha.astype(np.float32)
+    return alpha
 
 
 def match_colors(edited: np.ndarray, source: np.ndarray, roi: np.ndarray, valid: np.ndarray,
@@ -48,7 +45,7 @@ def match_colors(edited: np.ndarray, source: np.ndarray, roi: np.ndarray, valid:
     ring (the ``ring_px`` pixels just outside the transition band): the ROI takes the colour
     statistics of its surroundings. Gains are clamped to [0.5, 2]. Applied to the whole window
     (only ROI + band reach the output). Returns the corrected array and the (gain, offset) pairs."""
-    dist = outside_distance(roi)
+    dist = outside_distance(roi, band_px + ring_px)
     ring = (dist > band_px) & (dist <= band_px + ring_px) & valid
     inside = roi & valid
     out = edited.copy()
@@ -144,22 +141,28 @@ def blend_window(source: np.ndarray, edited: np.ndarray, roi: np.ndarray, valid:
     """
     roi = roi & valid
     info: dict = {"mode": config.mode, "band_px": config.band_px}
-    src = fill_invalid(source, valid)
+    src = source if valid.all() else fill_invalid(source, valid)   # read only: no copy of a whole window
     if config.color_match:
         edited, fits = match_colors(edited, src, roi, valid, config.band_px, config.ring_px)
         info["color_match"] = fits
     alpha = feather_alpha(roi, config.band_px, valid)
     if config.mode == "feather":
-        out = alpha * edited + (1 - alpha) * src
+        out = np.empty(src.shape, np.float32)
+        for top in range(0, out.shape[1], BLEND_ROWS):   # temporaries follow a band of rows
+            r = slice(top, top + BLEND_ROWS)
+            out[:, r] = alpha[r] * edited[:, r] + (1 - alpha[r]) * src[:, r]
     elif config.mode == "laplacian":
         inner = feather_alpha(roi, config.band_px // 2, valid)
         blended = laplacian_blend(src, fill_invalid(edited, valid), inner)
         out = src + alpha * (blended - src)
     elif config.mode == "poisson":
-        region = outside_distance(roi) <= max(1, config.band_px)
+        region = outside_distance(roi, max(1, config.band_px)) <= max(1, config.band_px)
         out = poisson_blend(src, edited, region, valid)
         alpha = (region & valid).astype(np.float32)
     else:
         raise ValueError(f"unknown blend mode {config.mode!r}")
-    out = np.clip(out, -1.0, 1.0).astype(np.float32)
+    out = np.clip(out, -1.0, 1.0, out=out if out.dtype == np.float32 else None).astype(np.float32, copy=False)
     return out, alpha, info
+
+
+BLEND_ROWS = 256   # rows per band of the feather blend

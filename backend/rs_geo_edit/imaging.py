@@ -6,6 +6,11 @@ supports area (box), bilinear and Lanczos filters without a dependency on OpenCV
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import math
+from typing import Optional
+
 import numpy as np
 
 _FILTERS = {"area": "BOX", "box": "BOX", "bilinear": "BILINEAR", "bicubic": "BICUBIC",
@@ -27,6 +32,51 @@ def resize(array: np.ndarray, shape: tuple[int, int], method: str = "lanczos") -
         img = Image.fromarray(np.ascontiguousarray(stack[b], dtype=np.float32), mode="F")
         out[b] = np.asarray(img.resize((cols, rows), resample=resample), dtype=np.float32)
     return out[0] if squeeze else out
+
+
+def distance_to(mask: np.ndarray, limit: Optional[float] = None) -> np.ndarray:
+    """Euclidean distance (pixels, float64) of every pixel to the nearest True pixel of ``mask``
+    (0 on it; inf everywhere if it has none). With ``limit``, distances up to ``limit`` are exact
+    and every farther pixel gets some value above it (inf where no mask pixel is within
+    ``limit`` rows): computed in strips of rows that read ``limit`` rows beyond their own, so the
+    transform's temporaries follow the strip. A whole-window transform of a large ROI's window
+    costs about four times its output's memory; callers that only threshold near the mask
+    pass the farthest distance they look at."""
+    from scipy.ndimage import distance_transform_edt
+
+    if not mask.any():
+        return np.full(mask.shape, np.inf)
+    if limit is None:
+        return distance_transform_edt(~mask)
+    halo, rows = int(math.ceil(limit)) + 1, mask.shape[0]
+    out = np.empty(mask.shape, np.float64)
+    for top in range(0, rows, DISTANCE_STRIP):
+        bottom = min(rows, top + DISTANCE_STRIP)
+        a, b = max(0, top - halo), min(rows, bottom + halo)
+        part = mask[a:b]
+        out[top:bottom] = distance_transform_edt(~part)[top - a:bottom - a] if part.any() else np.inf
+    return out
+
+
+DISTANCE_STRIP = 512   # rows per strip of distance_to
+
+
+def return_freed_memory() -> None:
+    """Hand the memory of freed arrays back to the system (the C library's ``malloc_trim``) where
+    the allocator would keep it for reuse: freed blocks of a few megabytes (bands of rows, strips,
+    tiles) otherwise stay in the resident set, and the stages of a large window's edit add them
+    up. Called between stages; costs a few milliseconds; a no-op without glibc."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM = None
 
 
 def fill_invalid(array: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -95,9 +145,21 @@ def smooth_chroma(image: np.ndarray, radius: int = 2, eps: float = 1e-3) -> np.n
     Values are in [-1, 1]; images with fewer than two bands are returned unchanged."""
     if image.shape[0] < 2 or radius <= 0:
         return image.astype(np.float32, copy=True)
-    lum = band_mean(image)
     out = np.empty(image.shape, np.float32)
-    for b in range(image.shape[0]):   # a band at a time in float64: a large ROI's window is big
-        smoothed = lum + guided_filter(lum, image[b].astype(np.float64) - lum, radius, eps)
-        out[b] = np.clip(smoothed, -1.0, 1.0, out=smoothed)
+    # In strips of rows, a band at a time, in float64: the filter's temporaries follow the strip,
+    # not the image (a large ROI's window holds tens of megapixels). Its two box passes reach
+    # 2 * radius rows, so a strip read with that many rows more on each side gives its rows
+    # exactly as the whole image would.
+    reach, rows = 2 * radius, image.shape[1]
+    for top in range(0, rows, CHROMA_STRIP):
+        bottom = min(rows, top + CHROMA_STRIP)
+        a, b = max(0, top - reach), min(rows, bottom + reach)
+        part = image[:, a:b]
+        lum = band_mean(part)
+        for band in range(image.shape[0]):
+            smoothed = lum + guided_filter(lum, part[band].astype(np.float64) - lum, radius, eps)
+            out[band, top:bottom] = np.clip(smoothed[top - a:bottom - a], -1.0, 1.0)
     return out
+
+
+CHROMA_STRIP = 512   # rows per strip of smooth_chroma

@@ -25,11 +25,11 @@ why a realistic edit must continue its surroundings); the source plus Gaussian n
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from ..imaging import band_mean, crop_around
+from ..imaging import band_mean, crop_around, distance_to
 from .seams import seam_ratio, seam_reach
 
 ERODE_PX = 4
@@ -62,21 +62,23 @@ def percentile_scale(source: np.ndarray, valid: Optional[np.ndarray] = None,
 def _laplacian(image: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """|4-neighbour Laplacian| of a (rows, cols) image, and where its whole stencil is valid."""
     lap = np.zeros_like(image)
-    lap[1:-1, 1:-1] = (image[:-2, 1:-1] + image[2:, 1:-1] + image[1:-1, :-2] + image[1:-1, 2:]
-                       - 4.0 * image[1:-1, 1:-1])
+    core = lap[1:-1, 1:-1]   # summed in place, in the order of the stencil: no image-sized temporaries
+    core += image[:-2, 1:-1]
+    core += image[2:, 1:-1]
+    core += image[1:-1, :-2]
+    core += image[1:-1, 2:]
+    core -= 4.0 * image[1:-1, 1:-1]
     ok = np.zeros_like(valid)
     ok[1:-1, 1:-1] = (valid[1:-1, 1:-1] & valid[:-2, 1:-1] & valid[2:, 1:-1]
                       & valid[1:-1, :-2] & valid[1:-1, 2:])
-    return np.abs(lap), ok
+    return np.abs(lap, out=lap), ok
 
 
 def _regions(roi: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(inside: the ROI eroded by ERODE_PX, or the ROI itself if that leaves nothing;
     ring: RING_PX outside the ROI), both restricted to valid pixels."""
-    from scipy.ndimage import distance_transform_edt
-
-    inside_dist = distance_transform_edt(roi)
-    outside_dist = distance_transform_edt(~roi)
+    inside_dist = distance_to(~roi, ERODE_PX)
+    outside_dist = distance_to(roi, RING_PX[1])
     inside = (inside_dist > ERODE_PX) & valid
     if not inside.any():
         inside = roi & valid
@@ -84,11 +86,13 @@ def _regions(roi: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return inside, ring
 
 
-def _detail(images: list[np.ndarray], region: np.ndarray, valid: np.ndarray) -> float:
-    """Sum over ``images`` of the mean |Laplacian| over ``region``."""
+def _detail(images: Iterable[np.ndarray], region: np.ndarray, valid: np.ndarray) -> float:
+    """Sum over ``images`` of the mean |Laplacian| over ``region``; ``images`` may be a generator
+    computing them one at a time (a large ROI's crop is tens of megapixels in float64)."""
     total = 0.0
     for image in images:
         lap, ok = _laplacian(image, valid)
+        del image
         sel = region & ok
         if not sel.any():
             return float("nan")
@@ -125,12 +129,20 @@ def detail_ratios(edited: np.ndarray, source: np.ndarray, roi: np.ndarray,
         num, den = _detail(edited_imgs, inside, valid), _detail(source_imgs, ring, valid)
         return float(num / den) if np.isfinite(num) and np.isfinite(den) and den > 0 else float("nan")
 
-    result["luminance"] = ratio([band_mean(edited, offset, span)], [band_mean(source, offset, span)])
+    def luminance(image):   # images are made as they are read: one float64 image at a time
+        yield band_mean(image, offset, span)
+
+    result["luminance"] = ratio(luminance(edited), luminance(source))
     if source.shape[0] >= 3 and len(rgb) >= 3:
         r, g, b = rgb[:3]
-        edited_g, source_g = band(edited, g), band(source, g)
-        result["colour"] = ratio([band(edited, r) - edited_g, band(edited, b) - edited_g],
-                                 [band(source, r) - source_g, band(source, b) - source_g])
+
+        def differences(image):
+            for c in (r, b):
+                diff = band(image, c)
+                diff -= band(image, g)
+                yield diff
+
+        result["colour"] = ratio(differences(edited), differences(source))
     return result
 
 

@@ -73,7 +73,7 @@ def evaluate(output: str | Path, source: str | Path, aoi: str | Path, config, cl
             labels = roi_labels(ew, transform)
             norm = Normaliser.fit(before, valid)
             b_n, a_n = norm.forward(before, np.float64), norm.forward(after, np.float64)
-            grown = outside_distance(labels > 0) <= band_px
+            grown = outside_distance(labels > 0, band_px) <= band_px
             fidelity = outside_fidelity(after, before, grown | ~valid)
             for k, roi in enumerate(ew.rois, start=1):
                 mask = (labels == k) & valid

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from ..imaging import band_mean, crop_around
+from ..imaging import band_mean, crop_around, distance_to
 
 
 SEAM_SIGMA = 3
@@ -31,10 +31,10 @@ def seam_reach(ring: tuple[float, float] = SEAM_RING) -> int:
     return int(math.ceil(ring[1])) + 4 * SEAM_SIGMA + 2
 
 
-def _distances(roi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from scipy.ndimage import distance_transform_edt
-
-    return distance_transform_edt(~roi), distance_transform_edt(roi)
+def _distances(roi: np.ndarray, outside: float, inside: float) -> tuple[np.ndarray, np.ndarray]:
+    """Distances to the ROI and, within it, to its outside, exact up to ``outside`` and
+    ``inside`` px (the farthest each figure looks)."""
+    return distance_to(roi, outside), distance_to(~roi, inside)
 
 
 def seam_gradient_ratio(image: np.ndarray, roi: np.ndarray, valid: np.ndarray | None = None,
@@ -50,8 +50,10 @@ def seam_gradient_ratio(image: np.ndarray, roi: np.ndarray, valid: np.ndarray | 
     valid = None if valid is None else valid[rows, cols]
     intensity = gaussian_filter(band_mean(image), sigma=SEAM_SIGMA, mode="nearest")
     gy, gx = np.gradient(intensity)
-    magnitude = np.hypot(gx, gy)
-    outside, inside = _distances(roi)
+    del intensity
+    magnitude = np.hypot(gx, gy, out=gx)
+    del gy
+    outside, inside = _distances(roi, ring[1], 1)
     boundary = ((outside > 0) & (outside <= 1)) | ((inside > 0) & (inside <= 1))
     context = (outside >= ring[0]) & (outside <= ring[1])
     if valid is not None:
@@ -79,7 +81,7 @@ def boundary_step(image: np.ndarray, roi: np.ndarray, valid: np.ndarray | None =
     rows, cols = crop_around(roi, int(math.ceil(width)) + 2)
     image, roi = image[:, rows, cols], roi[rows, cols]
     valid = None if valid is None else valid[rows, cols]
-    outside, inside = _distances(roi)
+    outside, inside = _distances(roi, width, width)
     near_in = (inside > 0) & (inside <= width)
     near_out = (outside > 0) & (outside <= width)
     if valid is not None:

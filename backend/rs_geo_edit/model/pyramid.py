@@ -77,14 +77,23 @@ def build_pyramid(image: np.ndarray, valid: np.ndarray, factor: float = 1.411) -
             continue
         up = upsample(images[s - 1], size)
         blurry.append(up)
-        # In float: the difference of two images in [-1, 1], never wrapped around (in place:
-        # at native resolution each float64 copy of a large window is hundreds of megabytes).
-        diff = up.astype(np.float64)
-        diff -= img
-        diff = diff.reshape(diff.shape[0], -1) if ok.all() else diff[:, ok]
-        errors.append(float(np.sqrt(np.mean(np.square(diff, out=diff)))) if diff.size else 0.0)
-        del diff
+        errors.append(_rms_difference(up, img, ok))
     return Pyramid(spec, images, blurry, valids, errors)
+
+
+def _rms_difference(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> float:
+    """RMS of ``a - b`` over the valid pixels of every band, in float64: the difference of two
+    images in [-1, 1], never wrapped around. A band at a time, since at native resolution a
+    float64 copy of a large window is hundreds of megabytes; 0 without a valid pixel."""
+    every = bool(valid.all())
+    total, count = 0.0, 0
+    for band_a, band_b in zip(a, b):
+        diff = band_a.astype(np.float64)
+        diff -= band_b
+        diff = diff.ravel() if every else diff[valid]
+        total += float(np.dot(diff, diff))
+        count += diff.size
+    return math.sqrt(total / count) if count else 0.0
 
 
 def upsample(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

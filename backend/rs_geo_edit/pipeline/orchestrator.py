@@ -26,7 +26,7 @@ from ..eval.metrics import FOCUS_PX, percentile_scale, realism
 from ..geo.raster import (Normaliser, Patch, avoid_nodata, check_output_path, open_scene, read_window,
                           remove_partials, validity_mask, write_edited)
 from ..geo.windows import EditWindow, roi_labels
-from ..imaging import crop_around, fill_invalid, resize
+from ..imaging import crop_around, fill_invalid, resize, return_freed_memory
 from ..progress import ProgressCallback, StageReporter
 from .contract import EditRequest, Editor
 from .copy_source import CopyInputs
@@ -175,6 +175,7 @@ def edit_window(plan: ScenePlan, config: EditConfig, src, ew: EditWindow, editor
                           seed=window_seed(config.seed, ew.index), window=ew,
                           copy_source=copy_source, copy_mask=copy_mask)
     reporter = StageReporter(progress, "edit", start, start + span * 0.95, ew.index)
+    return_freed_memory()   # reading and normalising the window
     edited = np.asarray(editor.edit(request, reporter), dtype=np.float32)
     if edited.shape != data.w_image.shape:
         raise RuntimeError(f"editor returned shape {edited.shape}, expected {data.w_image.shape}")
@@ -187,6 +188,7 @@ def edit_window(plan: ScenePlan, config: EditConfig, src, ew: EditWindow, editor
     changed = alpha > 0
     pixels = norm.inverse(composite)
     del composite, alpha
+    return_freed_memory()
     avoid_nodata(pixels, changed, src.nodata)
     record = {
         **ew.as_dict(transform), "roi_pixels": int(roi.sum()), "changed_pixels": int(changed.sum()),
@@ -206,8 +208,11 @@ def _figures(norm: Normaliser, raw: np.ndarray, pixels: np.ndarray, changed: np.
     large ROI's peak memory, for figures that read only the ROI and a ring around it."""
     scale = percentile_scale((norm.forward(band, np.float64, band=b) for b, band in enumerate(raw)), valid)
     rows, cols = crop_around(roi, FOCUS_PX)
-    source = norm.forward(raw[:, rows, cols], np.float64)
-    written = np.where(changed[None, rows, cols], norm.forward(pixels[:, rows, cols], np.float64), source)
+    # float32 crops (the figures take each band to float64 as they read it): a large ROI's crop
+    # is most of its window, and two float64 copies of it were the edit's peak memory
+    source = norm.forward(raw[:, rows, cols])
+    written = norm.forward(pixels[:, rows, cols])
+    np.copyto(written, source, where=~changed[None, rows, cols])
     roi, valid = roi[rows, cols], valid[rows, cols]
     return {"seam_gradient_ratio": finite(seam_gradient_ratio(written, roi, valid)),
             "boundary_step": finite(boundary_step(written, roi, valid)),
