@@ -19,7 +19,7 @@ from torch import nn
 from conftest import pixel_box, write_aoi, write_scene
 from rs_geo_edit.config import make_config
 from rs_geo_edit.errors import IncompatibleOptions
-from rs_geo_edit.model.diffusion import Constraint, Schedule, TiledDenoiser, sample, tile_starts
+from rs_geo_edit.model.diffusion import Constraint, Schedule, TiledDenoiser, sample, tile_grid
 from rs_geo_edit.model.net import SinDDMNet, receptive_radius
 
 torch.set_num_threads(1)
@@ -95,9 +95,21 @@ def test_overlap_must_cover_the_receptive_field():
     assert receptive_radius(net) == 16   # four blocks of 5x5 depthwise + two 3x3 convolutions
     with pytest.raises(ValueError, match="receptive radius"):
         TiledDenoiser(net, (96, 96), 48, 32, receptive_radius(net))
-    assert tile_starts(96, 48, 40) == [0, 8, 16, 24, 32, 40, 48]
-    assert tile_starts(100, 64, 20) == [0, 36]
-    assert tile_starts(40, 64, 20) == [0]
+    assert tile_grid(96, 48, 40) == ([0, 8, 16, 24, 32, 40, 48], 48)
+    assert tile_grid(100, 64, 20) == ([0, 40], 60)   # two equal tiles, not 64 px ones overlapping by 28
+    assert tile_grid(40, 64, 20) == ([0], 40)
+
+
+@pytest.mark.parametrize("tile,overlap", [(512, 64), (48, 40), (100, 33)])
+def test_tile_grid_covers_every_axis_with_the_fewest_equal_tiles(tile, overlap):
+    for length in range(1, 3 * tile + 7):
+        starts, size = tile_grid(length, tile, overlap)
+        assert size <= tile and starts[0] == 0 and starts[-1] + size == length
+        if len(starts) > 1:
+            shared = [a + size - b for a, b in zip(starts[:-1], starts[1:])]
+            assert min(shared) >= overlap
+            # one tile fewer of the largest size could not cover the axis with that overlap
+            assert (len(starts) - 1) * tile - (len(starts) - 2) * overlap < length
 
 
 class TileMean(nn.Module):
@@ -128,16 +140,16 @@ def test_no_seam_at_tile_borders_even_where_tiles_disagree():
     x = torch.linspace(-1, 1, w).expand(1, 3, h, w) + 0.05 * torch.randn(1, 3, h, w, generator=gen)
     t, s = torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long)
     fused = TiledDenoiser(net, (h, w), tile, overlap, receptive_radius(net))
-    starts = tile_starts(w, tile, overlap)
+    starts, size = tile_grid(w, tile, overlap)
     with torch.no_grad():
         out = fused(x, t, s)
         # the same tiles stitched without fusion: each pixel from the tile whose centre is nearest
         stitched = torch.zeros_like(x)
-        centres = torch.tensor([c + tile / 2 for c in starts])
+        centres = torch.tensor([c + size / 2 for c in starts])
         owner = (torch.arange(w)[:, None] - centres[None]).abs().argmin(dim=1)
         for k, c in enumerate(starts):
             cols = (owner == k).nonzero().flatten()
-            stitched[..., cols] = net(x[..., c:c + tile], t, s)[..., cols - c]
+            stitched[..., cols] = net(x[..., c:c + size], t, s)[..., cols - c]
     cuts = [int(c) for c in (owner[1:] != owner[:-1]).nonzero().flatten() + 1]
     assert _seam_ratio(stitched, cuts) > 3      # the measure sees a seam where there is one
     assert _seam_ratio(out, cuts) < 1.3
@@ -146,7 +158,8 @@ def test_no_seam_at_tile_borders_even_where_tiles_disagree():
 def test_no_seam_in_a_tiled_sample():
     net, schedule, constraint = _setup(seed=2)
     out = _sample(net, schedule, constraint, tile=48, overlap=40)[..., 24:72, :]   # the free square's rows
-    cuts = [c + 48 for c in tile_starts(96, 48, 40)[:-1]] + tile_starts(96, 48, 40)[1:]
+    starts, size = tile_grid(96, 48, 40)
+    cuts = [c + size for c in starts[:-1]] + starts[1:]
     assert _seam_ratio(out, sorted(set(cuts))) < 1.2
 
 
@@ -176,3 +189,63 @@ def test_cli_edit_with_small_tiles_matches_untiled(tmp_path):
     src = rasterio.open(scene).read().astype(int)
     assert np.abs(outs[0] - src).max() > 10
     assert np.abs(outs[128] - outs[0]).max() <= 1
+
+
+# ---------------------------------------------------------------- memory-bounded sampling paths
+# A scale taller than a band of rows is updated band by band, reads its upsampled predecessor a
+# band at a time and draws its fixed noise per band; bands of 16 rows make the small test
+# scales take those paths.
+
+@pytest.fixture
+def narrow_bands(monkeypatch):
+    import rs_geo_edit.model.diffusion as diffusion
+
+    monkeypatch.setattr(diffusion, "ROW_BAND", 16)
+
+
+def test_banded_sampling_repeats_exactly_and_tiles_as_untiled(narrow_bands):
+    net, schedule, constraint = _setup()
+    untiled = _sample(net, schedule, constraint, tile=0)
+    assert torch.equal(_sample(net, schedule, constraint, tile=0), untiled)
+    tiled = _sample(net, schedule, constraint, tile=48, overlap=40)
+    assert (tiled - untiled).abs().max() < 1e-4           # band noise does not depend on the tiling
+    kept = constraint.final[0, 0] == 1
+    assert torch.equal(untiled[0][:, kept], constraint.originals[-1][0][:, kept])
+    free = constraint.final[0, 0] < 1
+    assert untiled[0][:, free].std() > 0.05                # the free square was generated
+
+
+def test_an_identity_hook_a_bool_final_mask_and_released_constraints_change_nothing(narrow_bands):
+    net, schedule, constraint = _setup()
+    plain = _sample(net, schedule, constraint, tile=0)
+    # with a hook, the clean estimate is held whole and handed to it; the same arithmetic follows
+    assert torch.equal(_sample(net, schedule, constraint, tile=0, x0_hook=lambda x0, s, t: x0), plain)
+    as_bool = Constraint(keep=list(constraint.keep), originals=list(constraint.originals),
+                         final=constraint.final == 1, release=True)
+    assert torch.equal(_sample(net, schedule, as_bool, tile=0), plain)
+    assert as_bool.keep == [None] * len(SIZES) and as_bool.originals == [None] * len(SIZES)
+
+
+def test_row_upsampler_matches_bilinear_interpolation():
+    from rs_geo_edit.model.diffusion import RowUpsampler, row_bands
+
+    image = torch.rand(1, 3, 37, 53, generator=torch.Generator().manual_seed(2))
+    for size in [(52, 75), (37, 53), (200, 90)]:
+        whole = torch.nn.functional.interpolate(image, size=size, mode="bilinear", align_corners=False)
+        up = RowUpsampler(image, size)
+        banded = torch.cat([up[r] for r in row_bands(size[0], 16)], dim=2)
+        assert banded.shape == whole.shape
+        assert (banded - whole).abs().max() < 1e-5      # float rounding of the source positions
+
+
+def test_band_noise_is_the_same_each_time_and_new_in_every_band(narrow_bands):
+    from rs_geo_edit.model.diffusion import BandNoise, row_bands
+
+    noise = BandNoise((1, 3, 40, 24), seed=9, device=torch.device("cpu"))
+    bands = row_bands(40)
+    first = [noise[r].clone() for r in bands]
+    assert [b.shape[2] for b in first] == [16, 16, 8]
+    again = BandNoise((1, 3, 40, 24), seed=9, device=torch.device("cpu"))
+    assert all(torch.equal(a, again[r]) for a, r in zip(first, bands))
+    assert not torch.equal(first[0], first[1])
+    assert abs(float(torch.cat(first, 2).std()) - 1) < 0.1

@@ -130,17 +130,17 @@ def seam_crop(before: np.ndarray, after: np.ndarray, roi: np.ndarray, tile: int,
     """Before | after at ``zoom`` x around the tile overlap nearest the ROI's centre."""
     from PIL import Image
 
-    from rs_geo_edit.model.diffusion import tile_starts
+    from rs_geo_edit.model.diffusion import tile_grid
 
     rows, cols = np.nonzero(roi)
     cy, cx = (rows.min() + rows.max()) // 2, (cols.min() + cols.max()) // 2
     h, w = roi.shape
     if tile > 0 and max(h, w) > tile:   # the middle of the overlap of two neighbouring tiles
-        starts = tile_starts(w, tile, 64)
-        mids = [(a + tile + b) // 2 for a, b in zip(starts[:-1], starts[1:])]
+        starts, size = tile_grid(w, tile, 64)
+        mids = [(a + size + b) // 2 for a, b in zip(starts[:-1], starts[1:])]
         cx = min(mids, key=lambda m: abs(m - cx))
-        starts = tile_starts(h, tile, 64)
-        mids = [(a + tile + b) // 2 for a, b in zip(starts[:-1], starts[1:])]
+        starts, size = tile_grid(h, tile, 64)
+        mids = [(a + size + b) // 2 for a, b in zip(starts[:-1], starts[1:])]
         cy = min(mids, key=lambda m: abs(m - cy)) if mids else cy
     r0, c0 = max(0, cy - half), max(0, cx - half)
     panels = []

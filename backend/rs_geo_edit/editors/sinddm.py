@@ -26,7 +26,7 @@ import numpy as np
 from ..blend import outside_distance
 from ..config import EditConfig
 from ..errors import IncompatibleOptions
-from ..imaging import crop_around, resize, smooth_chroma
+from ..imaging import crop_around, resize, return_freed_memory, smooth_chroma
 from ..model.cache import ModelCache, scene_key
 from ..model.pyramid import Pyramid, build_pyramid, mask_pyramid
 from ..progress import StageReporter
@@ -104,15 +104,15 @@ def chain(*hooks):
 def _keep_pyramid(roi: np.ndarray, band_px: float, sizes) -> tuple[list[np.ndarray], np.ndarray]:
     """The sampler's keep masks (see ``diffusion.Constraint``): per scale, 0 inside the ROI,
     rising linearly to 1 across ``band_px`` pixels (of the window) outside it, area-resized to
-    the scale; and the last step's mask, 1 only beyond the band."""
-    dist = outside_distance(roi)
+    the scale; and the last step's mask, True only beyond the band."""
+    dist = outside_distance(roi, max(band_px, 1.0))   # read only up to the band
     if band_px > 0:
         keep = np.clip(dist / band_px, 0.0, 1.0).astype(np.float32)
     else:
         keep = (~roi).astype(np.float32)
     per_scale = [keep if tuple(size) == keep.shape else np.clip(resize(keep, size, "area"), 0.0, 1.0)
                  for size in sizes]
-    return per_scale, (dist > band_px).astype(np.float32)
+    return per_scale, dist > band_px
 
 
 # A scene model trains this many times a window model's steps, whatever its window count.
@@ -253,6 +253,7 @@ class SinDDMEditor:
                                                                    progress.sub("train", 0.0, 0.85),
                                                                    request.window.index)
         started = time.perf_counter()
+        return_freed_memory()   # training's pyramid and temporaries
         cfg = self.config.model
         schedule = schedule.started_at(cfg.start_mid, cfg.start_fine)
         stats["t_start_sampled"] = schedule.t_start
@@ -271,9 +272,13 @@ class SinDDMEditor:
         cfg = self.config.model
         sizes = list(pyramid.spec.sizes)
         keep, final = _keep_pyramid(request.roi, self._band_px(request), sizes)
+        # the sampler frees each scale's original and mask once it is done with it: the pyramid
+        # and the lists made here hand over their references (the finest is the request's image)
         constraint = Constraint(keep=[torch.from_numpy(k)[None, None] for k in keep],
                                 originals=[torch.from_numpy(img)[None] for img in pyramid.images],
-                                final=torch.from_numpy(final)[None, None])
+                                final=torch.from_numpy(final)[None, None], release=True)
+        del keep
+        pyramid.images = []
         copy_hook = guide = None
         if self.config.mode == "copy" or (self.config.mode == "text" and request.copy_source is not None):
             copy_hook = CopyHook.build(request, sizes, cfg.copy_weight, self._band_px(request), self.device)
@@ -296,9 +301,9 @@ class SinDDMEditor:
         if cfg.chroma_radius > 0:
             # on the box of generated pixels grown by the filter's reach (two box filters), not
             # the whole window: its float64 copies were a large ROI's peak memory
-            rows, cols = crop_around(final < 1, 2 * cfg.chroma_radius + 1)
-            crop, edited = result[:, rows, cols], final[rows, cols] < 1
-            crop[:, edited] = smooth_chroma(crop, cfg.chroma_radius)[:, edited]
+            rows, cols = crop_around(~final, 2 * cfg.chroma_radius + 1)
+            crop, edited = result[:, rows, cols], ~final[rows, cols]
+            np.copyto(crop, smooth_chroma(crop, cfg.chroma_radius), where=edited[None])
         return result
 
     def _band_px(self, request) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 COND_DIM = 32
@@ -37,8 +38,15 @@ class Block(nn.Module):
         self.residual = nn.Conv2d(dim_in, dim_out, 1) if dim_in != dim_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        h = self.depthwise(x) + self.cond(cond)[:, :, None, None]
-        return self.body(h) + self.residual(x)
+        shift = self.cond(cond)
+        if shift.shape[0] == 1:
+            # one conditioning vector (sampling): it is a bias of the depthwise convolution, which
+            # spares a pass over the activations (element-wise passes are a quarter of a CPU step)
+            dw = self.depthwise
+            h = F.conv2d(x, dw.weight, dw.bias + shift[0], dw.stride, dw.padding, dw.dilation, dw.groups)
+        else:
+            h = self.depthwise(x) + shift[:, :, None, None]
+        return self.body(h).add_(self.residual(x))
 
 
 class SinDDMNet(nn.Module):
