@@ -117,8 +117,8 @@ class EditOptions:
                                       "noise (paper); 0.6 (fast) from the original noised to 60 %, so the ROI keeps "
                                       "its coarse layout and continues its surroundings.", minimum=0.05, maximum=1.0,
                                       shown="the preset's")
-    tile: Optional[int] = option(None, "Scales larger than this are sampled in overlapping tiles of this many "
-                                 "pixels a side, fused at every step, so memory follows the tile and not the "
+    tile: Optional[int] = option(None, "Scales larger than this are sampled in overlapping tiles of at most this "
+                                 "many pixels a side, fused at every step, so memory follows the tile and not the "
                                  "ROI (0 = whole scales at once; e.g. 1024 on a GPU).", minimum=0, maximum=16_384,
                                  shown="512")
     start_mid: Optional[float] = option(None, "Sampling: the middle scales start at this fraction of their "
