@@ -144,7 +144,7 @@ class EditOptions:
                                 "extent, where larger than the margin.", minimum=0.0, maximum=10.0)
     margin_max: int = option(_default(WindowConfig, "margin_max_px"), "The largest context margin the fraction "
                              "gives, pixels (0 = no limit): a 4096 px ROI gets 512 px of context on each side, not "
-                             "2048, which would quadruple its window's pixels.", minimum=0, maximum=16_384)
+                             "2048, which would give its window 2.6 times the pixels.", minimum=0, maximum=16_384)
     max_side: int = option(_default(WindowConfig, "max_side"), "Windows with a longer side, pixels, are edited at "
                            "reduced resolution and resampled back, for speed (0 = never: native resolution, e.g. "
                            "1024 to trade detail for time).", minimum=0, maximum=16_384)
