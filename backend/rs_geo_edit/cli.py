@@ -649,6 +649,11 @@ def demo(
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point; a first argument that is not a command means ``edit``."""
+    import signal
+
+    if hasattr(signal, "pthread_sigmask"):
+        # a signal mask is inherited: Ctrl-C must reach a CLI whose launcher had it blocked
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     args = list(sys.argv[1:] if argv is None else argv)
     commands = {c.name or c.callback.__name__ for c in app.registered_commands}
     commands |= {g.name for g in app.registered_groups}
