@@ -417,7 +417,8 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
         del needed
         # Every update after the net's prediction is pointwise, so it runs on bands of rows:
         # its temporaries follow the band, and the full-frame tensors of a large scale are only
-        # x, the prediction (which then holds x0_mix and eps_hat), x0 and the inputs.
+        # x and the prediction (which then holds x0_mix and eps_hat), x0 when a hook reads it
+        # whole, the scale below (half the pixels) and the original and keep mask.
         bands_of_rows = row_bands(size[0])
 
         def mixed_times(x_clean, t, factor, r):
