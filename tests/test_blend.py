@@ -100,8 +100,7 @@ def test_distances_and_chroma_smoothing_in_strips_equal_the_whole_image(monkeypa
     mask[20:24, 10:14] = True
     image = np.clip(rng.normal(0, 0.4, (3, 300, 200)), -1, 1).astype(np.float32)
     whole_chroma = imaging.smooth_chroma(image, 2)
-    monkeypatch.setattr(imaging, "DISTANCE_STRIP", 32)
-    monkeypatch.setattr(imaging, "CHROMA_STRIP", 32)
+    monkeypatch.setattr(imaging, "STRIP_ROWS", 32)
     whole = distance_transform_edt(~mask)
     for limit in (1, 16, 48):
         strips = imaging.distance_to(mask, limit)

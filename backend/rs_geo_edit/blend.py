@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import BlendConfig
-from .imaging import distance_to, fill_invalid, resize
+from .imaging import distance_to, fill_invalid, resize, row_strips
 
 
 def outside_distance(roi: np.ndarray, limit: float | None = None) -> np.ndarray:
@@ -148,8 +148,8 @@ def blend_window(source: np.ndarray, edited: np.ndarray, roi: np.ndarray, valid:
     alpha = feather_alpha(roi, config.band_px, valid)
     if config.mode == "feather":
         out = np.empty(src.shape, np.float32)
-        for top in range(0, out.shape[1], BLEND_ROWS):   # temporaries follow a band of rows
-            r = slice(top, top + BLEND_ROWS)
+        for top, bottom, _, _ in row_strips(out.shape[1]):   # temporaries follow a strip of rows
+            r = slice(top, bottom)
             out[:, r] = alpha[r] * edited[:, r] + (1 - alpha[r]) * src[:, r]
     elif config.mode == "laplacian":
         inner = feather_alpha(roi, config.band_px // 2, valid)
@@ -163,6 +163,3 @@ def blend_window(source: np.ndarray, edited: np.ndarray, roi: np.ndarray, valid:
         raise ValueError(f"unknown blend mode {config.mode!r}")
     out = np.clip(out, -1.0, 1.0, out=out if out.dtype == np.float32 else None).astype(np.float32, copy=False)
     return out, alpha, info
-
-
-BLEND_ROWS = 256   # rows per band of the feather blend

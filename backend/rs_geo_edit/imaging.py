@@ -48,17 +48,23 @@ def distance_to(mask: np.ndarray, limit: Optional[float] = None) -> np.ndarray:
         return np.full(mask.shape, np.inf)
     if limit is None:
         return distance_transform_edt(~mask)
-    halo, rows = int(math.ceil(limit)) + 1, mask.shape[0]
     out = np.empty(mask.shape, np.float64)
-    for top in range(0, rows, DISTANCE_STRIP):
-        bottom = min(rows, top + DISTANCE_STRIP)
-        a, b = max(0, top - halo), min(rows, bottom + halo)
+    for top, bottom, a, b in row_strips(mask.shape[0], int(math.ceil(limit)) + 1):
         part = mask[a:b]
         out[top:bottom] = distance_transform_edt(~part)[top - a:bottom - a] if part.any() else np.inf
     return out
 
 
-DISTANCE_STRIP = 512   # rows per strip of distance_to
+STRIP_ROWS = 512   # rows per strip of the strip-wise computations on large windows
+
+
+def row_strips(rows: int, reach: int = 0):
+    """(top, bottom, a, b) for strips of ``STRIP_ROWS`` rows covering ``rows``: a strip's own
+    rows are top..bottom, and a..b are those it reads, ``reach`` more on each side (clipped),
+    so a computation that looks at most ``reach`` rows away gives its rows as on the whole."""
+    for top in range(0, rows, STRIP_ROWS):
+        bottom = min(rows, top + STRIP_ROWS)
+        yield top, bottom, max(0, top - reach), min(rows, bottom + reach)
 
 
 def return_freed_memory() -> None:
@@ -150,16 +156,10 @@ def smooth_chroma(image: np.ndarray, radius: int = 2, eps: float = 1e-3) -> np.n
     # not the image (a large ROI's window holds tens of megapixels). Its two box passes reach
     # 2 * radius rows, so a strip read with that many rows more on each side gives its rows
     # exactly as the whole image would.
-    reach, rows = 2 * radius, image.shape[1]
-    for top in range(0, rows, CHROMA_STRIP):
-        bottom = min(rows, top + CHROMA_STRIP)
-        a, b = max(0, top - reach), min(rows, bottom + reach)
+    for top, bottom, a, b in row_strips(image.shape[1], 2 * radius):
         part = image[:, a:b]
         lum = band_mean(part)
         for band in range(image.shape[0]):
             smoothed = lum + guided_filter(lum, part[band].astype(np.float64) - lum, radius, eps)
             out[band, top:bottom] = np.clip(smoothed[top - a:bottom - a], -1.0, 1.0)
     return out
-
-
-CHROMA_STRIP = 512   # rows per strip of smooth_chroma

@@ -4,8 +4,8 @@ A window is the ROI's pixel bounding box grown by a context margin of
 ``max(margin_px, min(margin_frac * ROI extent, margin_max_px))`` on each axis (``margin_max_px``
 0: no limit), clamped to the scene and snapped to whole pixels. The limit keeps a large ROI's
 window from growing with the square of its margin: context is what the model learns the
-surroundings from, and a few hundred pixels of it serve an ROI of any size. ROIs whose windows overlap share one window (so no pixel is edited twice and the
-model sees the joint context).
+surroundings from, and a few hundred pixels of it serve an ROI of any size. ROIs whose windows
+overlap share one window (so no pixel is edited twice and the model sees the joint context).
 
 Reduced resolution (opt-in, ``max_side`` > 0): a window whose longer side exceeds ``max_side``
 is edited at a working size scaled by ``max_side / longer side`` (area-resampled), and the edit

@@ -405,13 +405,10 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
             fixed_noise = BandNoise(shape, int(torch.randint(0, 2 ** 62, (1,), generator=generator)), device)
         else:
             fixed_noise = randn(shape)
-        needed = None
+        needed = last_keep = None   # last_keep: the mask of the scale's last step
         if keep is not None:
-            needed = keep[0, 0] < 1
-            if s == len(sizes) - 1 and constraint.final is not None:
-                final = constraint.final[0, 0].to(device)
-                needed = needed | (~final if final.dtype == torch.bool else final < 1)
-                del final
+            last_keep = keep if s < len(sizes) - 1 or constraint.final is None else constraint.final.to(device)
+            needed = (keep[0, 0] < 1) | (~last_keep[0, 0] if last_keep.dtype == torch.bool else last_keep[0, 0] < 1)
         denoise = TiledDenoiser(net, tuple(size), tile, overlap, halo, needed=needed.cpu() if needed is not None
                                 else None)
         del needed
@@ -448,9 +445,6 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
             if keep is not None:
                 x[r] = keep_original(x[r], t0, r)
         del start
-        last_keep = None
-        if keep is not None:
-            last_keep = keep if s < len(sizes) - 1 or constraint.final is None else constraint.final.to(device)
         for i, t in enumerate(steps):
             t_next = steps[i + 1] if i + 1 < len(steps) else -1
             tt = torch.full((1,), t, device=device, dtype=torch.long)
