@@ -90,6 +90,29 @@ def test_tiles_holding_only_kept_pixels_are_not_run():
     assert (tiled - untiled).abs().max() < 1e-4
 
 
+def test_tiles_cover_only_the_needed_pixels_and_their_reach():
+    """The grid covers the needed pixels' bounding box widened by the receptive radius, not the
+    image; there the fused prediction is the untiled one, elsewhere the caller's fallback."""
+    torch.manual_seed(0)
+    net = SinDDMNet(3, 8)
+    halo = receptive_radius(net)
+    h, w = 160, 200
+    needed = torch.zeros(h, w, dtype=torch.bool)
+    needed[60:90, 50:130] = True
+    fused = TiledDenoiser(net, (h, w), 64, 2 * halo + 8, halo, needed=needed)
+    assert len(fused.tiles) > 1
+    for r, c, th, tw in fused.tiles:
+        assert 60 - halo <= r and r + th <= 90 + halo and 50 - halo <= c and c + tw <= 130 + halo
+    assert sum(th * tw for _, _, th, tw in fused.tiles) < 0.5 * h * w
+    x, fallback = torch.randn(1, 3, h, w), torch.randn(1, 3, h, w)
+    t, s = torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long)
+    with torch.no_grad():
+        out, whole = fused(x, t, s, fallback=fallback), net(x, t, s)
+    assert (out[..., needed] - whole[..., needed]).abs().max() < 1e-5
+    assert torch.equal(out[..., :60 - halo, :], fallback[..., :60 - halo, :])
+    assert torch.equal(out[..., 130 + halo:], fallback[..., 130 + halo:])
+
+
 def test_overlap_must_cover_the_receptive_field():
     net = SinDDMNet(3, 8)
     assert receptive_radius(net) == 16   # four blocks of 5x5 depthwise + two 3x3 convolutions

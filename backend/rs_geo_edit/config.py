@@ -19,8 +19,8 @@ MODES = ("regenerate", "copy", "text")
 ENGINES = ("sinddm", "instruct")
 BLEND_MODES = ("feather", "laplacian", "poisson")
 MODEL_SCOPES = ("window", "scene")
-# Tiles overlap by four times the denoiser's receptive radius (16 px): 64 px; a smaller tile would
-# spend most of its work on the overlap.
+# Tiles overlap by twice the denoiser's receptive radius (16 px) plus an 8 px cross-fade: 40 px;
+# a smaller tile would spend much of its work on the overlap.
 MIN_TILE = 128
 
 

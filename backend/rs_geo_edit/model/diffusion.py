@@ -36,6 +36,9 @@ from .net import receptive_radius
 
 
 REBLUR_MAX = 0.55
+# Tiles trust their predictions beyond the net's receptive radius from a cut edge, where they
+# equal the untiled prediction; neighbours cross-fade over this many pixels beyond that.
+TILE_RAMP = 8
 
 
 def cosine_alphas_cumprod(timesteps: int, s: float = 0.008) -> np.ndarray:
@@ -183,6 +186,13 @@ def tile_grid(length: int, tile: int, overlap: int) -> tuple[list[int], int]:
     return [i * (length - size) // (n - 1) for i in range(n)], size
 
 
+def _span(flags: torch.Tensor, margin: int) -> tuple[int, int]:
+    """[first, last + 1) of the True entries of a 1-D bool tensor, widened by ``margin`` on each
+    side within its length."""
+    where = flags.nonzero().flatten()
+    return max(0, int(where[0]) - margin), min(len(flags), int(where[-1]) + 1 + margin)
+
+
 def _edge_ramp(length: int, lead: bool, trail: bool, halo: int, ramp: int) -> torch.Tensor:
     """A tile's weights along one axis: 0 within ``halo`` px of an edge where the tile is cut
     out of a larger image (there the zero padding of the convolutions is not the image's
@@ -212,8 +222,9 @@ class TiledDenoiser:
     the whole image.
 
     ``needed`` (H, W) bool marks the pixels whose prediction matters (the sampler's free and
-    band pixels); a tile that trusts none of them is not run, so the cost follows the ROI, not
-    the window. Pixels no running tile covers take the caller's ``fallback``."""
+    band pixels): the tiles cover only their bounding box widened by the receptive radius, and
+    a tile that trusts none of them is not run, so the cost follows the ROI, not the window.
+    Pixels no running tile covers take the caller's ``fallback``."""
 
     def __init__(self, net: torch.nn.Module, size: tuple[int, int], tile: int, overlap: int, halo: int,
                  needed: Optional[torch.Tensor] = None):
@@ -228,8 +239,14 @@ class TiledDenoiser:
             raise ValueError(f"tile overlap {overlap} px must be above twice the net's receptive radius ({halo} px) "
                              f"and below the tile ({tile} px)")
         ramp = overlap - 2 * halo
-        (rows, th), (cols, tw) = tile_grid(h, tile, overlap), tile_grid(w, tile, overlap)
-        skipped = False
+        # the grid covers the needed pixels and the receptive radius around them, not the image
+        (r0, r1), (c0, c1) = (0, h), (0, w)
+        if needed is not None and bool(needed.any()):
+            r0, r1 = _span(needed.any(dim=1), halo)
+            c0, c1 = _span(needed.any(dim=0), halo)
+        (rows, th), (cols, tw) = tile_grid(r1 - r0, tile, overlap), tile_grid(c1 - c0, tile, overlap)
+        rows, cols = [r0 + r for r in rows], [c0 + c for c in cols]
+        skipped = (r0, r1, c0, c1) != (0, h, 0, w)
         for r in rows:
             wr = _edge_ramp(th, r > 0, r + th < h, halo, ramp)
             for c in cols:
@@ -361,7 +378,7 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
 
     ``tile`` > 0 runs the net on overlapping tiles of at most that many pixels a side wherever a
     scale is larger (:class:`TiledDenoiser`), so its memory follows the tile, not the image;
-    ``overlap`` (px, default four times the net's receptive radius) is what neighbours share.
+    ``overlap`` (px, default twice the net's receptive radius plus 8) is what neighbours share.
     Noise, masks and hooks do not depend on the tiling, so a seed gives the same result tiled or
     not (the fixed noise of a scale taller than a band of rows is drawn per band, from a seed
     taken from ``generator``, and never held whole: :class:`BandNoise`). Tiles
@@ -385,7 +402,7 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
     done = 0
     result = None
     halo = receptive_radius(net)
-    overlap = 4 * halo if overlap is None else overlap
+    overlap = 2 * halo + TILE_RAMP if overlap is None else overlap
 
     def randn(shape):
         return torch.randn(shape, generator=generator).to(device)
