@@ -243,6 +243,10 @@ def test_an_identity_hook_a_bool_final_mask_and_released_constraints_change_noth
     plain = _sample(net, schedule, constraint, tile=0)
     # with a hook, the clean estimate is held whole and handed to it; the same arithmetic follows
     assert torch.equal(_sample(net, schedule, constraint, tile=0, x0_hook=lambda x0, s, t: x0), plain)
+    # without a hook, tiled predictions are handed out band by band as their tiles finish (the
+    # rows above are advanced before the tiles below run); with one, they are fused whole first
+    tiled = _sample(net, schedule, constraint, tile=48, overlap=40)
+    assert torch.equal(_sample(net, schedule, constraint, tile=48, overlap=40, x0_hook=lambda x0, s, t: x0), tiled)
     as_bool = Constraint(keep=list(constraint.keep), originals=list(constraint.originals),
                          final=constraint.final == 1, release=True)
     assert torch.equal(_sample(net, schedule, as_bool, tile=0), plain)
@@ -272,3 +276,31 @@ def test_band_noise_is_the_same_each_time_and_new_in_every_band(narrow_bands):
     assert all(torch.equal(a, again[r]) for a, r in zip(first, bands))
     assert not torch.equal(first[0], first[1])
     assert abs(float(torch.cat(first, 2).std()) - 1) < 0.1
+
+
+def test_a_large_scale_holds_no_blurry_copy_and_trains_as_if_it_did(monkeypatch):
+    """Scales above HELD_BLUR_PIXELS keep no upsampled copy of the scale below: the error and
+    every training crop are upsampled on demand, equal to the held copy to float rounding."""
+    import rs_geo_edit.model.pyramid as pyramid
+    from rs_geo_edit.model.diffusion import training_batch
+
+    rng = np.random.default_rng(0)
+    image = rng.uniform(-1, 1, (3, 150, 130)).astype(np.float32)
+    valid = np.ones((150, 130), bool)
+    valid[:, :7] = False
+    held = pyramid.build_pyramid(image, valid)
+    monkeypatch.setattr(pyramid, "HELD_BLUR_PIXELS", 2000)
+    lazy = pyramid.build_pyramid(image, valid)
+    assert lazy.blurry[-1] is None and held.blurry[-1] is not None
+    assert np.allclose(lazy.recon_error, held.recon_error, rtol=1e-6)
+    schedule = Schedule.build(50, held.recon_error, 10.0)
+    batches = []
+    for pyr in (held, lazy):
+        sources = [(torch.from_numpy(i), None if b is None else torch.from_numpy(b), torch.from_numpy(v)[None])
+                   for i, b, v in zip(pyr.images, pyr.blurry, pyr.valid)]
+        gen = torch.Generator().manual_seed(4)
+        batches.append([training_batch(sources, schedule, 2, 48, gen, scale_power=4.0) for _ in range(12)])
+    assert any(b[0] == len(held.images) - 1 for b in batches[0])     # the finest scale was drawn
+    for (s1, x1, t1, n1, w1), (s2, x2, t2, n2, w2) in zip(*batches):
+        assert s1 == s2 and torch.equal(t1, t2) and torch.equal(n1, n2) and torch.equal(w1, w2)
+        assert (x1 - x2).abs().max() < 1e-5

@@ -106,13 +106,15 @@ def _keep_pyramid(roi: np.ndarray, band_px: float, sizes) -> tuple[list[np.ndarr
     rising linearly to 1 across ``band_px`` pixels (of the window) outside it, area-resized to
     the scale; and the last step's mask, True only beyond the band."""
     dist = outside_distance(roi, max(band_px, 1.0))   # read only up to the band
-    if band_px > 0:
-        keep = np.clip(dist / band_px, 0.0, 1.0).astype(np.float32)
+    final = dist > band_px
+    if band_px > 0:   # in place: at native resolution each float64 temporary is a window's worth
+        keep = np.clip(np.divide(dist, band_px, out=dist), 0.0, 1.0, out=dist).astype(np.float32)
     else:
         keep = (~roi).astype(np.float32)
+    del dist
     per_scale = [keep if tuple(size) == keep.shape else np.clip(resize(keep, size, "area"), 0.0, 1.0)
                  for size in sizes]
-    return per_scale, dist > band_px
+    return per_scale, final
 
 
 # A scene model trains this many times a window model's steps, whatever its window count.

@@ -24,6 +24,7 @@ every step (``TiledDenoiser``), so memory follows the tile and large ROIs keep n
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 
 from ..imaging import return_freed_memory
 from .net import receptive_radius
+from .pyramid import upsample_crop
 
 
 REBLUR_MAX = 0.55
@@ -93,13 +95,12 @@ def _bcast(values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return values[t][:, None, None, None]
 
 
-def _crop(arrays: list[torch.Tensor], crop: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """The same random crop (at most ``crop`` x ``crop``) of several (C, H, W) tensors."""
-    h, w = arrays[0].shape[-2:]
+def _crop_box(h: int, w: int, crop: int, generator: torch.Generator) -> tuple[slice, slice]:
+    """Rows and columns of a random crop of at most ``crop`` x ``crop`` px of an h x w image."""
     ch, cw = min(crop, h), min(crop, w)
     r = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
     c = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
-    return [a[..., r:r + ch, c:c + cw] for a in arrays]
+    return slice(r, r + ch), slice(c, c + cw)
 
 
 def scale_probabilities(n_scales: int, power: float = 0.0) -> torch.Tensor:
@@ -110,9 +111,12 @@ def scale_probabilities(n_scales: int, power: float = 0.0) -> torch.Tensor:
     return weights / weights.sum()
 
 
-def training_batch(pyramid_t: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], schedule: Schedule,
+def training_batch(pyramid_t: list[tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]], schedule: Schedule,
                    batch: int, crop: int, generator: torch.Generator, scale_power: float = 0.0):
-    """Draw a scale, crops, timesteps and noise. Returns (s, x_noisy, t, noise, weights)."""
+    """Draw a scale, crops, timesteps and noise. Returns (s, x_noisy, t, noise, weights).
+
+    ``pyramid_t`` holds (image, blurry, valid) per scale; a blurry of None (a large scale) is
+    upsampled from the scale below crop by crop. Valid masks may be boolean."""
     n_scales = len(pyramid_t)
     if scale_power == 0.0:   # the reference's uniform draw (and the same random stream as before)
         s = int(torch.randint(0, n_scales, (1,), generator=generator))
@@ -122,14 +126,18 @@ def training_batch(pyramid_t: list[tuple[torch.Tensor, torch.Tensor, torch.Tenso
     clean, weights = [], []
     t = torch.randint(0, schedule.t_start[s], (batch,), generator=generator)
     for b in range(batch):
-        img, blr, ok = _crop([image, blurry, valid], crop, generator)
+        rows, cols = _crop_box(image.shape[-2], image.shape[-1], crop, generator)
+        img = image[..., rows, cols]
         if s > 0:
+            blr = (blurry[..., rows, cols] if blurry is not None else
+                   upsample_crop(pyramid_t[s - 1][0], image.shape[-2:], (rows.start, rows.stop),
+                                 (cols.start, cols.stop)))
             g = schedule.gammas[s, t[b]]
             img = g * blr + (1 - g) * img
         clean.append(img)
-        weights.append(ok)
+        weights.append(valid[..., rows, cols])
     clean = torch.stack(clean)
-    weights = torch.stack(weights)
+    weights = torch.stack(weights).float()
     noise = torch.randn(clean.shape, generator=generator)
     abar = _bcast(schedule.abar, t)
     noisy = abar.sqrt() * clean + (1 - abar).sqrt() * noise
@@ -278,22 +286,61 @@ class TiledDenoiser:
         return (wr[:, None] * wc[None, :]) / total.clamp(min=1e-12)
 
     def _net(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        # channels-last, as in training: the net's narrow convolutions run ~1.8x faster so on CPU
-        return self.net(x.contiguous(memory_format=torch.channels_last), t, s).float()
+        amp, amp_dtype = precision(x.device)
+        with torch.autocast(device_type=x.device.type, dtype=amp_dtype, enabled=amp):
+            # channels-last, as in training: the net's narrow convolutions run ~1.8x faster so on CPU
+            return self.net(x.contiguous(memory_format=torch.channels_last), t, s).float()
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor,
                  fallback: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The whole prediction in one tensor."""
         if not self.tiles and self.covered is None:
             return self._net(x, t, s).contiguous()
-        out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
-        for k, (r, c, th, tw) in enumerate(self.tiles):
-            pred = self._net(x[..., r:r + th, c:c + tw], t, s)
-            out[..., r:r + th, c:c + tw] += pred * self._weight(k).to(x.device)
-        if self.covered is not None:
-            covered = self.covered.to(x.device)
-            for r in row_bands(x.shape[-2]):
-                out[r] = torch.where(covered[r], out[r], fallback[r])
+        out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+        for r, part in self.bands(x, t, s, fallback, row_bands(x.shape[-2])):
+            out[r] = part
         return out
+
+    def bands(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor, fallback: Optional[torch.Tensor],
+              bands_of_rows: list[tuple]):
+        """Yield (band, prediction on its rows) for the :func:`row_bands` tuples
+        ``bands_of_rows``, top to bottom, each as soon as every tile over its rows has run and
+        before any tile below runs: the caller may rewrite those rows of ``x`` at once, since no
+        later tile reads them. Only the bands under the tiles in flight are held, never a
+        full-frame prediction. The parts are the caller's to change."""
+        if not self.tiles and self.covered is None:
+            whole = self._net(x, t, s).contiguous()
+            for r in bands_of_rows:
+                yield r, whole[r]
+            return
+        starts = [r[2].start for r in bands_of_rows]
+        sums: dict[int, torch.Tensor] = {}   # a band's index -> its rows of the fused prediction
+        covered = self.covered.to(x.device) if self.covered is not None else None
+        ready = 0   # the bands before this one have been handed out
+
+        def fused(j: int) -> torch.Tensor:
+            r = bands_of_rows[j]
+            part = sums.pop(j, None)
+            if part is None:
+                part = torch.zeros(x[r].shape, dtype=torch.float32, device=x.device)
+            return part if covered is None else torch.where(covered[r], part, fallback[r])
+
+        for k, (r, c, th, tw) in enumerate(self.tiles):
+            pred = self._net(x[..., r:r + th, c:c + tw], t, s).mul_(self._weight(k).to(x.device))
+            for j in range(bisect_right(starts, r) - 1, bisect_right(starts, r + th - 1)):
+                rows = bands_of_rows[j][2]
+                top, bottom = max(r, rows.start), min(r + th, rows.stop)
+                if j not in sums:
+                    sums[j] = torch.zeros(x[bands_of_rows[j]].shape, dtype=torch.float32, device=x.device)
+                sums[j][..., top - rows.start:bottom - rows.start, c:c + tw] += pred[..., top - r:bottom - r, :]
+            del pred
+            below = self.tiles[k + 1][0] if k + 1 < len(self.tiles) else x.shape[-2]   # tiles run row-major
+            while ready < len(bands_of_rows) and bands_of_rows[ready][2].stop <= below:
+                yield bands_of_rows[ready], fused(ready)
+                ready += 1
+        while ready < len(bands_of_rows):
+            yield bands_of_rows[ready], fused(ready)
+            ready += 1
 
 
 ROW_BAND = 256   # rows per band of the sampler's pointwise updates
@@ -380,8 +427,8 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
     scale is larger (:class:`TiledDenoiser`), so its memory follows the tile, not the image;
     ``overlap`` (px, default twice the net's receptive radius plus 8) is what neighbours share.
     Noise, masks and hooks do not depend on the tiling, so a seed gives the same result tiled or
-    not (the fixed noise of a scale taller than a band of rows is drawn per band, from a seed
-    taken from ``generator``, and never held whole: :class:`BandNoise`). Tiles
+    not (the fixed and the starting noise of a scale taller than a band of rows are drawn per
+    band, from seeds taken from ``generator``, and never held whole: :class:`BandNoise`). Tiles
     that hold only kept pixels (keep mask 1) are not run: there the prediction is the noise that
     re-noised the original, so the estimate of the clean image is the original itself.
 
@@ -392,7 +439,6 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
     ``on_step(scale, done, total)`` reports progress and may raise to cancel.
     """
     net.eval()
-    amp, amp_dtype = precision(device)
     sched = schedule.to(device)
     timesteps = len(sched.abar)
     from_original = constraint is not None and novelty < 1.0
@@ -407,6 +453,13 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
     def randn(shape):
         return torch.randn(shape, generator=generator).to(device)
 
+    def banded_randn(shape):
+        """Noise of ``shape``: drawn whole, or for a scale of several bands of rows, per band from
+        a seed taken from ``generator`` (:class:`BandNoise`), never held whole."""
+        if shape[2] > ROW_BAND:
+            return BandNoise(shape, int(torch.randint(0, 2 ** 62, (1,), generator=generator)), device)
+        return randn(shape)
+
     for s, size in enumerate(sizes):
         shape = (1, bands) + tuple(size)
         if size[0] > ROW_BAND:
@@ -418,10 +471,7 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
         original = constraint.originals[s].to(device) if constraint is not None else None
         # the same noise re-noises the original at every step; a scale of several bands of rows
         # draws it band by band from a seed instead of holding a window's worth of it
-        if size[0] > ROW_BAND:
-            fixed_noise = BandNoise(shape, int(torch.randint(0, 2 ** 62, (1,), generator=generator)), device)
-        else:
-            fixed_noise = randn(shape)
+        fixed_noise = banded_randn(shape)
         needed = last_keep = None   # last_keep: the mask of the scale's last step
         if keep is not None:
             last_keep = keep if s < len(sizes) - 1 or constraint.final is None else constraint.final.to(device)
@@ -450,8 +500,8 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
         steps = plans[s]
         t0 = steps[0]
         ab = sched.abar[t0]
-        start = randn(shape)
-        x = torch.empty(shape, dtype=start.dtype, device=device)
+        start = banded_randn(shape)
+        x = torch.empty(shape, dtype=torch.float32, device=device)
         for r in bands_of_rows:
             if s == 0 and from_original:
                 x[r] = ab.sqrt() * original[r] + (1 - ab).sqrt() * start[r]
@@ -465,10 +515,7 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
         for i, t in enumerate(steps):
             t_next = steps[i + 1] if i + 1 < len(steps) else -1
             tt = torch.full((1,), t, device=device, dtype=torch.long)
-            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
-                # where the original is kept, its own noise is the exact prediction
-                eps = denoise(x, tt, torch.full((1,), s + scale_offset, device=device, dtype=torch.long),
-                              fallback=fixed_noise)
+            ss = torch.full((1,), s + scale_offset, device=device, dtype=torch.long)
             ab = sched.abar[t]
             fresh, sigma = None, torch.zeros((), device=device)
             if t_next >= 0:
@@ -478,10 +525,10 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
                     fresh = sigma * randn(shape)
                 # finer scales: deterministic, as the reference's reblurring sampler
 
-            def estimate(r):
-                """(x0_mix, x0) on rows ``r``: the clamped clean estimate from the prediction (in
-                the prediction's memory) and, at s > 0, its sharp version with the blur undone."""
-                x0_mix = eps[r].mul_((1 - ab).sqrt()).neg_().add_(x[r]).div_(ab.sqrt()).clamp_(-1, 1)
+            def estimate(r, eps_r):
+                """(x0_mix, x0) on rows ``r``: the clamped clean estimate from the prediction on
+                those rows (in its memory) and, at s > 0, its sharp version with the blur undone."""
+                x0_mix = eps_r.mul_((1 - ab).sqrt()).neg_().add_(x[r]).div_(ab.sqrt()).clamp_(-1, 1)
                 if gam is None:
                     return x0_mix, x0_mix.clone()
                 return x0_mix, (blurry[r] * gam[t]).neg_().add_(x0_mix).div_(1 - gam[t]).clamp_(-1, 1)
@@ -505,19 +552,22 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
                     x_next = keep_original(x_next, t_next, r)
                 x[r] = x_next
 
+            # where the original is kept, its own noise is the exact prediction (the fallback)
             if x0_hook is None:
-                # every update is pointwise: the clean estimate lives one band of rows at a time
-                for r in bands_of_rows:
-                    advance(r, *estimate(r))
+                # every update is pointwise: a band of rows is advanced as soon as its prediction
+                # is complete, so neither the prediction nor the clean estimate is held whole
+                for r, eps_r in denoise.bands(x, tt, ss, fixed_noise, bands_of_rows):
+                    advance(r, *estimate(r, eps_r))
             else:
+                eps = denoise(x, tt, ss, fallback=fixed_noise)
                 x0 = torch.empty_like(x)
                 for r in bands_of_rows:
-                    _, x0[r] = estimate(r)   # x0_mix stays in the prediction's memory
+                    _, x0[r] = estimate(r, eps[r])   # x0_mix stays in the prediction's memory
                 x0 = x0_hook(x0, s, t).clamp(-1, 1)
                 for r in bands_of_rows:
                     advance(r, eps[r], x0[r])
-                del x0
-            del eps, fresh
+                del x0, eps
+            del fresh
             done += 1
             if on_step is not None:
                 on_step(s, done, total)

@@ -11,12 +11,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
+from typing import Optional
 
-from ..imaging import resize
+import numpy as np
+import torch
+
+from ..imaging import STRIP_ROWS, resize
 
 COARSE_AREA = 3110.0
 COARSE_MIN, COARSE_MAX = 42, 55
+# A scale of more pixels holds no blurry copy: training upsamples the scale below for each crop it
+# draws (upsample_crop, equal to the whole upsampled image to float rounding). At native
+# resolution the blurry inputs of a 5120 px window would hold another ~0.5 GB.
+HELD_BLUR_PIXELS = 2048 * 2048
 
 
 @dataclass(frozen=True)
@@ -49,11 +56,12 @@ def pyramid_spec(height: int, width: int, factor: float = 1.411) -> PyramidSpec:
 
 @dataclass
 class Pyramid:
-    """The images of every scale and, for s > 0, the blurry input (the upsampled scale s-1)."""
+    """The images of every scale and, for s > 0, the blurry input (the upsampled scale s-1);
+    None for a scale of more than ``HELD_BLUR_PIXELS``, whose crops are upsampled when drawn."""
 
     spec: PyramidSpec
     images: list[np.ndarray]       # (bands, rows, cols) float32 in [-1, 1]; the finest may be the input, never written
-    blurry: list[np.ndarray]       # blurry[0] is images[0] (unused)
+    blurry: list[Optional[np.ndarray]]   # blurry[0] is images[0] (unused)
     valid: list[np.ndarray]        # (rows, cols) bool
     recon_error: list[float]       # RMS(blurry_s - image_s) over valid pixels; 0 for s = 0
 
@@ -75,16 +83,26 @@ def build_pyramid(image: np.ndarray, valid: np.ndarray, factor: float = 1.411) -
             blurry.append(img)
             errors.append(0.0)
             continue
-        up = upsample(images[s - 1], size)
-        blurry.append(up)
-        errors.append(_rms_difference(up, img, ok))
+        if size[0] * size[1] <= HELD_BLUR_PIXELS:
+            up = upsample(images[s - 1], size)
+            blurry.append(up)
+            total, count = _squared_difference(up, img, ok)
+        else:   # the error strip by strip, from the same upsampling that training's crops get
+            blurry.append(None)
+            below, total, count = torch.from_numpy(images[s - 1]), 0.0, 0
+            for top in range(0, size[0], STRIP_ROWS):
+                bottom = min(size[0], top + STRIP_ROWS)
+                up = upsample_crop(below, size, (top, bottom), (0, size[1])).numpy()
+                part = _squared_difference(up, img[:, top:bottom], ok[top:bottom])
+                total, count = total + part[0], count + part[1]
+        errors.append(math.sqrt(total / count) if count else 0.0)
     return Pyramid(spec, images, blurry, valids, errors)
 
 
-def _rms_difference(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> float:
-    """RMS of ``a - b`` over the valid pixels of every band, in float64: the difference of two
-    images in [-1, 1], never wrapped around. A band at a time, since at native resolution a
-    float64 copy of a large window is hundreds of megabytes; 0 without a valid pixel."""
+def _squared_difference(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[float, int]:
+    """(sum of squares of ``a - b``, count) over the valid pixels of every band, in float64: the
+    difference of two images in [-1, 1], never wrapped around. A band at a time, since at native
+    resolution a float64 copy of a large window is hundreds of megabytes."""
     every = bool(valid.all())
     total, count = 0.0, 0
     for band_a, band_b in zip(a, b):
@@ -93,12 +111,35 @@ def _rms_difference(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> float:
         diff = diff.ravel() if every else diff[valid]
         total += float(np.dot(diff, diff))
         count += diff.size
-    return math.sqrt(total / count) if count else 0.0
+    return total, count
 
 
 def upsample(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear upsampling, the operator that links neighbouring scales."""
     return resize(image, size, "bilinear")
+
+
+def _bilinear_taps(n_out: int, n_in: int, start: int, stop: int):
+    """For output positions [start, stop) of an axis upsampled from ``n_in`` to ``n_out`` px
+    (pixel centres aligned, edges clamped): the lower and upper source index and the upper's weight."""
+    pos = ((torch.arange(start, stop, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
+    low = pos.floor().long().clamp(max=n_in - 1)
+    return low, (low + 1).clamp(max=n_in - 1), (pos - low).float()
+
+
+def upsample_crop(image: torch.Tensor, size: tuple[int, int], rows: tuple[int, int],
+                  cols: tuple[int, int]) -> torch.Tensor:
+    """Rows [r0, r1) and columns [c0, c1) of ``upsample(image, size)`` for a (bands, h, w) image,
+    computed from the part of ``image`` they read: the same bilinear weights, so equal to the
+    crop of the whole upsampled image to float rounding, at the cost of the crop."""
+    (h, w), dtype = image.shape[-2:], image.dtype
+    top, bottom, wr = _bilinear_taps(size[0], h, *rows)
+    left, right, wc = _bilinear_taps(size[1], w, *cols)
+    a, c = int(top[0]), int(left[0])
+    part = image[..., a:int(bottom[-1]) + 1, c:int(right[-1]) + 1].float()
+    wr = wr[:, None]
+    mixed = part[..., top - a, :] * (1 - wr) + part[..., bottom - a, :] * wr
+    return (mixed[..., left - c] * (1 - wc) + mixed[..., right - c] * wc).to(dtype)
 
 
 def mask_pyramid(mask: np.ndarray, sizes) -> list[np.ndarray]:

@@ -87,7 +87,8 @@ def train(net: torch.nn.Module, ema: torch.nn.Module, pyramid: Pyramid | Sequenc
     if len(pyramids) != len(schedules):
         raise ValueError(f"{len(pyramids)} pyramids but {len(schedules)} schedules")
     offsets = scale_offsets(pyramids)
-    sources = [[(torch.from_numpy(img), torch.from_numpy(blr), torch.from_numpy(ok.astype(np.float32))[None])
+    # valid masks stay boolean (a float copy of a native-resolution window's is ~100 MB)
+    sources = [[(torch.from_numpy(img), None if blr is None else torch.from_numpy(blr), torch.from_numpy(ok)[None])
                 for img, blr, ok in zip(p.images, p.blurry, p.valid)] for p in pyramids]
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, lr_decay_every), gamma=lr_gamma)
