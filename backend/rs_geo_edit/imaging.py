@@ -85,6 +85,18 @@ def return_freed_memory() -> None:
 _TRIM = None
 
 
+def one_malloc_arena() -> None:
+    """Make the C library's allocator serve every thread from one arena (``mallopt``
+    M_ARENA_MAX = 1; a no-op without glibc). Each compute thread otherwise gets arenas of its
+    own, whose freed blocks no other thread reuses: a 4096 px ROI's edit peaked 0.16 GB higher
+    with them, and ran no faster (2 threads). Called when an editor is made, before its work
+    starts threads."""
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-8, 1)   # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def fill_invalid(array: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Copy of a (bands, rows, cols) array whose invalid pixels take the value of the nearest
     valid pixel, so filters and models never see nodata values. All-invalid input is zeros."""

@@ -26,7 +26,7 @@ import numpy as np
 from ..blend import outside_distance
 from ..config import EditConfig
 from ..errors import IncompatibleOptions
-from ..imaging import crop_around, resize, return_freed_memory, smooth_chroma
+from ..imaging import crop_around, one_malloc_arena, resize, return_freed_memory, smooth_chroma
 from ..model.cache import ModelCache, scene_key
 from ..model.pyramid import Pyramid, build_pyramid, mask_pyramid
 from ..progress import StageReporter
@@ -143,6 +143,7 @@ class SinDDMEditor:
     name = "sinddm"
 
     def __init__(self, config: EditConfig):
+        one_malloc_arena()   # before the compute threads start: a large window's freed memory is reused
         self.config = config
         self.device = resolve_device(config.device)
         self.clip = None
