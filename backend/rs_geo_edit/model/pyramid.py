@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
 from typing import Optional
 
 import numpy as np
 import torch
 
-from ..imaging import STRIP_ROWS, resize
+from ..imaging import resize, row_strips
 
 COARSE_AREA = 3110.0
 COARSE_MIN, COARSE_MAX = 42, 55
@@ -90,8 +89,7 @@ def build_pyramid(image: np.ndarray, valid: np.ndarray, factor: float = 1.411) -
         else:   # the error strip by strip, from the same upsampling that training's crops get
             blurry.append(None)
             below, total, count = torch.from_numpy(images[s - 1]), 0.0, 0
-            for top in range(0, size[0], STRIP_ROWS):
-                bottom = min(size[0], top + STRIP_ROWS)
+            for top, bottom, _, _ in row_strips(size[0]):
                 up = upsample_crop(below, size, (top, bottom), (0, size[1])).numpy()
                 part = _squared_difference(up, img[:, top:bottom], ok[top:bottom])
                 total, count = total + part[0], count + part[1]
