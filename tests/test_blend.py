@@ -109,3 +109,32 @@ def test_distances_and_chroma_smoothing_in_strips_equal_the_whole_image(monkeypa
         assert (strips[~near] > limit).all()
     assert np.isinf(imaging.distance_to(np.zeros((40, 40), bool), 5)).all()
     assert np.array_equal(imaging.smooth_chroma(image, 2), whole_chroma)
+
+
+@pytest.mark.parametrize("blend", [BlendConfig(mode="feather", band_px=12), BlendConfig(mode="poisson", band_px=12),
+                                   BlendConfig(mode="feather", band_px=12, color_match=True, ring_px=10)])
+def test_the_blend_box_gives_the_whole_windows_blend(blend):
+    """The edit blends only the box around the ROIs that the blend and the figures read
+    (``blend_box``): there it writes what a blend of the whole window writes, nodata included."""
+    from rs_geo_edit.pipeline.orchestrator import blend_box
+
+    size = 200
+    source, edited = _scene(0, size=size), np.clip(_scene(1, size=size) * 0.5 + 0.4, -1, 1)
+    roi = np.zeros((size, size), bool)
+    roi[70:110, 90:130] = True
+    valid = np.ones((size, size), bool)
+    valid[60:75, 80:95] = False          # nodata inside the box
+    valid[:, 190:] = False               # and a nodata border beyond it
+    box = blend_box(roi, blend)
+    assert (box[0].start, box[0].stop) != (0, size)     # a box, not the window
+    whole, whole_alpha, whole_info = blend_window(source, edited, roi, valid, blend)
+    part, part_alpha, part_info = blend_window(np.ascontiguousarray(source[(slice(None),) + box]),
+                                               np.ascontiguousarray(edited[(slice(None),) + box]), roi[box],
+                                               valid[box], blend)
+    assert np.array_equal(part_alpha, whole_alpha[box])
+    assert part_info == whole_info
+    changed = part_alpha > 0
+    assert changed.any() and not (whole_alpha > 0)[~np.pad(np.ones(changed.shape, bool), (
+        (box[0].start, size - box[0].stop), (box[1].start, size - box[1].stop)))].any()
+    assert np.abs(part[:, changed] - whole[(slice(None),) + box][:, changed]).max() < 1e-6
+    assert blend_box(roi, BlendConfig(mode="laplacian")) == (slice(0, size), slice(0, size))

@@ -304,3 +304,46 @@ def test_a_large_scale_holds_no_blurry_copy_and_trains_as_if_it_did(monkeypatch)
     for (s1, x1, t1, n1, w1), (s2, x2, t2, n2, w2) in zip(*batches):
         assert s1 == s2 and torch.equal(t1, t2) and torch.equal(n1, n2) and torch.equal(w1, w2)
         assert (x1 - x2).abs().max() < 1e-5
+
+
+def test_the_finest_scale_runs_on_the_box_it_changes_with_the_same_result(narrow_bands, monkeypatch):
+    """A tiled finest scale is sampled on the box of its free and band pixels widened by the net's
+    reach (the rest is the original): x, masks and temporaries follow the ROI, and the result is
+    the whole image's bit for bit (bands of rows and noise read from the whole image's)."""
+    import rs_geo_edit.model.diffusion as diffusion
+
+    seen = []
+
+    class Seen(diffusion.TiledDenoiser):
+        def __init__(self, net, size, *args, **kwargs):
+            seen.append(tuple(size))
+            super().__init__(net, size, *args, **kwargs)
+
+    monkeypatch.setattr(diffusion, "TiledDenoiser", Seen)
+    net, schedule, constraint = _setup(free=(0.3, 0.55))
+    whole = _sample(net, schedule, constraint, tile=48, overlap=40, crop=False)
+    assert seen[-1] == (96, 96)
+    seen.clear()
+    boxed = _sample(net, schedule, constraint, tile=48, overlap=40)
+    halo = receptive_radius(net)
+    assert seen[-1] == (2 * halo + 52 - 28,) * 2    # rows and columns 28..51 are free; plus the reach
+    assert torch.equal(boxed, whole)
+
+    def blind(x0, s, t):
+        return x0
+
+    blind.reads_finest = False
+    seen.clear()
+    assert torch.equal(_sample(net, schedule, constraint, tile=48, overlap=40, x0_hook=blind), whole)
+    assert seen[-1] != (96, 96)
+    seen.clear()   # a hook that reads the finest scale gets it whole
+    assert torch.equal(_sample(net, schedule, constraint, tile=48, overlap=40, x0_hook=lambda x0, s, t: x0), whole)
+    assert seen[-1] == (96, 96)
+
+
+def test_row_bands_of_a_box_end_where_the_larger_images_bands_end(narrow_bands):
+    from rs_geo_edit.model.diffusion import row_bands
+
+    edges = [(r[2].start, r[2].stop) for r in row_bands(40, offset=21)]
+    assert edges == [(0, 11), (11, 27), (27, 40)]      # rows 21..32, 32..48, 48..61 of the image
+    assert row_bands(40, offset=32) == row_bands(40)

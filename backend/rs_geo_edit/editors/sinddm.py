@@ -29,6 +29,7 @@ from ..errors import IncompatibleOptions
 from ..imaging import crop_around, one_malloc_arena, resize, return_freed_memory, smooth_chroma
 from ..model.cache import ModelCache, scene_key
 from ..model.pyramid import Pyramid, build_pyramid, mask_pyramid
+from ..pipeline.contract import EditedBox
 from ..progress import StageReporter
 from . import resolve_device
 
@@ -38,6 +39,8 @@ class CopyHook:
     the target ROIs at every scale but the finest, which then harmonises it. The paste starts a
     little inside the ROI and fades in (see :func:`copy_ramp`), so the ROI's edge is generated in
     agreement with the surroundings rather than cut along the ROI's outline."""
+
+    reads_finest = False   # the sampler may run the finest scale on the box of changed pixels
 
     def __init__(self, contents: list, masks: list, weight: float):
         self.contents, self.masks, self.weight = contents, masks, weight
@@ -98,6 +101,7 @@ def chain(*hooks):
             x0 = h(x0, scale, t)
         return x0
 
+    hook.reads_finest = any(getattr(h, "reads_finest", True) for h in active)
     return hook
 
 
@@ -250,7 +254,7 @@ class SinDDMEditor:
 
     # ------------------------------------------------------------------------------- editing
 
-    def edit(self, request, progress: StageReporter) -> np.ndarray:
+    def edit(self, request, progress: StageReporter) -> "np.ndarray | EditedBox":
         self._threads()
         net, pyramid, schedule, stats, offset = self.trained_model(request.image, request.valid,
                                                                    progress.sub("train", 0.0, 0.85),
@@ -267,7 +271,7 @@ class SinDDMEditor:
         return result
 
     def sample(self, net, pyramid: Pyramid, schedule, request, progress: StageReporter, stats: dict,
-               scale_offset: int = 0) -> np.ndarray:
+               scale_offset: int = 0) -> "np.ndarray | EditedBox":
         import torch
 
         from ..model.diffusion import Constraint, sample
@@ -292,22 +296,30 @@ class SinDDMEditor:
         def on_step(scale: int, done: int, total: int) -> None:
             progress(done, total, f"sampling scale {scale + 1}/{len(sizes)}")
 
-        out = sample(net, schedule, sizes, request.image.shape[0], device=self.device, generator=generator,
-                     stride=cfg.sample_stride, constraint=constraint, novelty=cfg.novelty,
-                     x0_hook=chain(copy_hook, guide), tile=cfg.tile, scale_offset=scale_offset,
-                     on_step=on_step)
+        # a large window's finest scale is sampled on the box of the pixels it changes, and only
+        # that box comes back (the rest is the request's image)
+        out, (top, bottom, left, right) = sample(
+            net, schedule, sizes, request.image.shape[0], device=self.device, generator=generator,
+            stride=cfg.sample_stride, constraint=constraint, novelty=cfg.novelty, x0_hook=chain(copy_hook, guide),
+            tile=cfg.tile, scale_offset=scale_offset, return_box=True, on_step=on_step)
         if guide is not None:
             stats["guidance"] = {"steps": guide.stats.steps, "first_score": guide.stats.scores[0] if guide.stats.scores
                                  else None, "last_score": guide.stats.scores[-1] if guide.stats.scores else None}
         self.last_guidance = guide
         result = out[0].float().cpu().numpy()
+        del out
         if cfg.chroma_radius > 0:
             # on the box of generated pixels grown by the filter's reach (two box filters), not
             # the whole window: its float64 copies were a large ROI's peak memory
             rows, cols = crop_around(~final, 2 * cfg.chroma_radius + 1)
-            crop, edited = result[:, rows, cols], ~final[rows, cols]
-            np.copyto(crop, smooth_chroma(crop, cfg.chroma_radius), where=edited[None])
-        return result
+            if not (top <= rows.start and rows.stop <= bottom and left <= cols.start and cols.stop <= right):
+                result = EditedBox(result, slice(top, bottom), slice(left, right)).whole(request.image)
+                top, bottom, left, right = 0, final.shape[0], 0, final.shape[1]
+            crop = result[:, rows.start - top:rows.stop - top, cols.start - left:cols.stop - left]
+            np.copyto(crop, smooth_chroma(crop, cfg.chroma_radius), where=~final[None, rows, cols])
+        if (top, bottom, left, right) == (0, final.shape[0], 0, final.shape[1]):
+            return result
+        return EditedBox(result, slice(top, bottom), slice(left, right))
 
     def _band_px(self, request) -> float:
         """The transition band in window pixels at the working resolution (the blend band,

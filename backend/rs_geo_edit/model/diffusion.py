@@ -232,17 +232,22 @@ class TiledDenoiser:
     ``needed`` (H, W) bool marks the pixels whose prediction matters (the sampler's free and
     band pixels): the tiles cover only their bounding box widened by the receptive radius, and
     a tile that trusts none of them is not run, so the cost follows the ROI, not the window.
-    Pixels no running tile covers take the caller's ``fallback``."""
+    Pixels no running tile covers take the caller's ``fallback``.
+
+    ``cut`` (top, bottom, left, right) marks the image's own sides that are cut out of a larger
+    image (the sampler's box of a scale): they are treated as tiles' cut edges, so the fused
+    prediction is the one the larger image would get, bit for bit."""
 
     def __init__(self, net: torch.nn.Module, size: tuple[int, int], tile: int, overlap: int, halo: int,
-                 needed: Optional[torch.Tensor] = None):
+                 needed: Optional[torch.Tensor] = None, cut: tuple[bool, bool, bool, bool] = (False,) * 4):
         h, w = size
+        top_cut, bottom_cut, left_cut, right_cut = cut
         self.net = net.to(memory_format=torch.channels_last)
         self._precision: Optional[tuple[bool, torch.dtype]] = None   # (autocast, dtype), for the first input's device
         self.tiles: list[tuple[int, int, int, int]] = []
         self.ramps: list[tuple[torch.Tensor, torch.Tensor]] = []   # a tile's weights: rows x columns
         self.covered: Optional[torch.Tensor] = None
-        if tile <= 0 or (h <= tile and w <= tile):
+        if tile <= 0 or (h <= tile and w <= tile and not any(cut)):
             return
         if overlap < 2 * halo + 1 or overlap >= tile:
             raise ValueError(f"tile overlap {overlap} px must be above twice the net's receptive radius ({halo} px) "
@@ -257,9 +262,9 @@ class TiledDenoiser:
         rows, cols = [r0 + r for r in rows], [c0 + c for c in cols]
         skipped = (r0, r1, c0, c1) != (0, h, 0, w)
         for r in rows:
-            wr = _edge_ramp(th, r > 0, r + th < h, halo, ramp)
+            wr = _edge_ramp(th, r > 0 or top_cut, r + th < h or bottom_cut, halo, ramp)
             for c in cols:
-                wc = _edge_ramp(tw, c > 0, c + tw < w, halo, ramp)
+                wc = _edge_ramp(tw, c > 0 or left_cut, c + tw < w or right_cut, halo, ramp)
                 if needed is not None and not bool(needed[r:r + th, c:c + tw][wr > 0][:, wc > 0].any()):
                     skipped = True
                     continue
@@ -295,12 +300,13 @@ class TiledDenoiser:
             return self.net(x.contiguous(memory_format=torch.channels_last), t, s).float()
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor,
-                 fallback: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The whole prediction in one tensor."""
+                 fallback: Optional[torch.Tensor] = None, bands_of_rows: Optional[list[tuple]] = None) -> torch.Tensor:
+        """The whole prediction in one tensor (assembled from ``bands_of_rows``, by default
+        :func:`row_bands`)."""
         if not self.tiles and self.covered is None:
             return self._net(x, t, s).contiguous()
         out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
-        for r, part in self.bands(x, t, s, fallback, row_bands(x.shape[-2])):
+        for r, part in self.bands(x, t, s, fallback, bands_of_rows or row_bands(x.shape[-2])):
             out[r] = part
         return out
 
@@ -349,11 +355,14 @@ class TiledDenoiser:
 ROW_BAND = 256   # rows per band of the sampler's pointwise updates
 
 
-def row_bands(height: int, rows: Optional[int] = None) -> list[tuple]:
+def row_bands(height: int, rows: Optional[int] = None, offset: int = 0) -> list[tuple]:
     """Index tuples selecting bands of ``rows`` (default ``ROW_BAND``) rows of a (1, C, H, W)
-    tensor, top to bottom."""
+    tensor, top to bottom. With ``offset`` the tensor is a box whose first row is row ``offset``
+    of a larger image, and the bands end where that image's bands end (the first may be
+    shorter), so that each lies within one band of the larger image."""
     rows = rows or ROW_BAND
-    return [(slice(None), slice(None), slice(a, min(height, a + rows))) for a in range(0, height, rows)]
+    starts = [0] + list(range(rows - offset % rows, height, rows))
+    return [(slice(None), slice(None), slice(a, b)) for a, b in zip(starts, starts[1:] + [height])]
 
 
 class RowUpsampler:
@@ -397,12 +406,31 @@ class BandNoise:
         self._last: tuple[Optional[int], Optional[torch.Tensor]] = (None, None)
 
     def __getitem__(self, index: tuple) -> torch.Tensor:
+        """Rows ``index[2]``, which lie within one band of ``ROW_BAND`` rows (see :func:`row_bands`)."""
         rows = index[2]
-        if self._last[0] != rows.start:
-            generator = torch.Generator().manual_seed(self.seed + rows.start // ROW_BAND)
-            band = torch.randn(self.shape[:2] + (rows.stop - rows.start, self.shape[3]), generator=generator)
-            self._last = (rows.start, band.to(self.device))
-        return self._last[1]
+        k = rows.start // ROW_BAND
+        if rows.stop > (k + 1) * ROW_BAND:
+            raise ValueError(f"rows {rows.start}:{rows.stop} straddle bands of {ROW_BAND} rows")
+        if self._last[0] != k:
+            generator = torch.Generator().manual_seed(self.seed + k)
+            height = min(self.shape[2], (k + 1) * ROW_BAND) - k * ROW_BAND
+            band = torch.randn(self.shape[:2] + (height, self.shape[3]), generator=generator)
+            self._last = (k, band.to(self.device))
+        return self._last[1][..., rows.start - k * ROW_BAND:rows.stop - k * ROW_BAND, :]
+
+
+class BoxView:
+    """The box ``(top, bottom, left, right)`` of a row-indexed source (a tensor, :class:`BandNoise`
+    or :class:`RowUpsampler` of a larger image), indexed with :func:`row_bands` tuples of the box:
+    each read takes the larger image's rows and cuts its columns."""
+
+    def __init__(self, source, box: tuple[int, int, int, int]):
+        self.source, (self.top, _, self.left, self.right) = source, box
+
+    def __getitem__(self, index: tuple) -> torch.Tensor:
+        rows = index[2]
+        part = self.source[(slice(None), slice(None), slice(self.top + rows.start, self.top + rows.stop))]
+        return part[..., self.left:self.right]
 
 
 def _timesteps(t_from: int, stride: int) -> list[int]:
@@ -417,8 +445,8 @@ def _timesteps(t_from: int, stride: int) -> list[int]:
 def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]], bands: int, *,
            device: torch.device, generator: torch.Generator, stride: int = 1,
            constraint: Optional[Constraint] = None, x0_hook: Optional[X0Hook] = None, novelty: float = 1.0,
-           tile: int = 0, overlap: Optional[int] = None, scale_offset: int = 0,
-           on_step: Optional[Callable[[int, int, int], None]] = None) -> torch.Tensor:
+           tile: int = 0, overlap: Optional[int] = None, scale_offset: int = 0, crop: bool = True,
+           return_box: bool = False, on_step: Optional[Callable[[int, int, int], None]] = None):
     """Generate an image of ``sizes[-1]`` through all scales. Returns (1, bands, H, W) in [-1, 1].
 
     ``novelty`` in (0, 1] is where the coarsest scale's chain starts, as a fraction of the
@@ -434,6 +462,16 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
     band, from seeds taken from ``generator``, and never held whole: :class:`BandNoise`). Tiles
     that hold only kept pixels (keep mask 1) are not run: there the prediction is the noise that
     re-noised the original, so the estimate of the clean image is the original itself.
+
+    With ``crop`` (and a ``constraint``), a tiled finest scale runs on the box of the pixels it
+    changes widened by the net's receptive radius, not on the whole image: beyond it every pixel
+    is the original at the last step, so only the box's x, keep mask and temporaries are held
+    and the rest is the original. The box's own sides count as tiles' cut edges, its bands of
+    rows end where the image's do and its noise is read from the image's, so the result equals
+    the uncropped one bit for bit. Not with an ``x0_hook`` that reads the finest scale (one that
+    has ``reads_finest`` False does not). With ``return_box`` the sampler returns (the box's
+    pixels, box) with box = (top, bottom, left, right), instead of pasting them into a copy of the
+    original (the whole image's box when the finest scale was not cropped).
 
     ``scale_offset`` is added to the scale index the net is conditioned on: a net trained on
     several windows counts scales on a ladder common to them (``trainer.scale_offsets``).
@@ -479,14 +517,32 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
         if keep is not None:
             last_keep = keep if s < len(sizes) - 1 or constraint.final is None else constraint.final.to(device)
             needed = (keep[0, 0] < 1) | (~last_keep[0, 0] if last_keep.dtype == torch.bool else last_keep[0, 0] < 1)
-        denoise = TiledDenoiser(net, tuple(size), tile, overlap, halo, needed=needed.cpu() if needed is not None
-                                else None)
+        box = cut = whole = None   # the box the finest scale runs on, its cut sides and the whole original
+        if (crop and needed is not None and 0 < s == len(sizes) - 1 and 0 < tile < max(size) and bool(needed.any())
+                and (x0_hook is None or not getattr(x0_hook, "reads_finest", True))):
+            box = _span(needed.any(dim=1), halo) + _span(needed.any(dim=0), halo)
+            if box == (0, size[0], 0, size[1]):
+                box = None
+        if box is not None:
+            top, bottom, left, right = box
+            cut = (top > 0, bottom < size[0], left > 0, right < size[1])
+            whole = original
+            same = last_keep is keep
+            keep, needed = (m[..., top:bottom, left:right].clone() for m in (keep, needed))
+            last_keep = keep if same else last_keep[..., top:bottom, left:right].clone()
+            original = original[..., top:bottom, left:right]
+            blurry, fixed_noise = BoxView(blurry, box), BoxView(fixed_noise, box)
+            if constraint.release:   # the whole masks are no longer read
+                constraint.keep[s] = constraint.final = None
+            shape = (1, bands, bottom - top, right - left)
+        denoise = TiledDenoiser(net, tuple(shape[-2:]), tile, overlap, halo,
+                                needed=needed.cpu() if needed is not None else None, cut=cut or (False,) * 4)
         del needed
         # Every update after the net's prediction is pointwise, so it runs on bands of rows:
         # its temporaries follow the band, and the full-frame tensors of a large scale are only
         # x and the prediction (which then holds x0_mix and eps_hat), x0 when a hook reads it
         # whole, the scale below (half the pixels) and the original and keep mask.
-        bands_of_rows = row_bands(size[0])
+        bands_of_rows = row_bands(shape[2], offset=box[0] if box else 0)
 
         def mixed_times(x_clean, t, factor, r):
             """factor * (gam_t * blurry + (1 - gam_t) * x_clean) on rows ``r``, in a new tensor."""
@@ -503,7 +559,9 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
         steps = plans[s]
         t0 = steps[0]
         ab = sched.abar[t0]
-        start = banded_randn(shape)
+        start = banded_randn((1, bands) + tuple(size))   # drawn for the whole scale, read in the box
+        if box is not None:
+            start = BoxView(start, box)
         x = torch.empty(shape, dtype=torch.float32, device=device)
         for r in bands_of_rows:
             if s == 0 and from_original:
@@ -562,7 +620,7 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
                 for r, eps_r in denoise.bands(x, tt, ss, fixed_noise, bands_of_rows):
                     advance(r, *estimate(r, eps_r))
             else:
-                eps = denoise(x, tt, ss, fallback=fixed_noise)
+                eps = denoise(x, tt, ss, fallback=fixed_noise, bands_of_rows=bands_of_rows)
                 x0 = torch.empty_like(x)
                 for r in bands_of_rows:
                     _, x0[r] = estimate(r, eps[r])   # x0_mix stays in the prediction's memory
@@ -575,7 +633,12 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
             if on_step is not None:
                 on_step(s, done, total)
         result = x.clamp_(-1, 1)
-        del x, blurry
+        if s == len(sizes) - 1 and return_box:
+            return result, box or (0, size[0], 0, size[1])
+        if box is not None:   # the original beyond the box, as the last step leaves it
+            result = whole.clone()
+            result[..., box[0]:box[1], box[2]:box[3]] = x
+        del x, blurry, whole
         keep = original = last_keep = fixed_noise = denoise = None
         if constraint is not None and constraint.release:
             constraint.keep[s] = constraint.originals[s] = None

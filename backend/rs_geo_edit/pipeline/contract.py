@@ -37,9 +37,28 @@ class EditRequest:
     copy_mask: Optional[np.ndarray] = None
 
 
+@dataclass
+class EditedBox:
+    """An edit that changed only a box of the window: ``pixels`` (bands, rows, cols) are the box
+    at ``rows`` and ``cols`` of the window (working resolution), and the rest of the window is the
+    request's image unchanged. A large ROI's editor returns this instead of a copy of the whole
+    window, which at native resolution is hundreds of megabytes."""
+
+    pixels: np.ndarray
+    rows: slice
+    cols: slice
+
+    def whole(self, image: np.ndarray) -> np.ndarray:
+        """The edited window: a copy of ``image`` with the box pasted."""
+        out = image.copy()
+        out[:, self.rows, self.cols] = self.pixels
+        return out
+
+
 class Editor(Protocol):
     """Anything that turns an :class:`EditRequest` into an edited image of the same shape
-    (float32, [-1, 1]); it reports progress through the reporter and may be cancelled by it.
+    (float32, [-1, 1]), or an :class:`EditedBox` when it changed only a box of the window; it
+    reports progress through the reporter and may be cancelled by it.
 
     An editor whose ``shares_model`` attribute is true also has ``prepare(windows, progress)``,
     which the pipeline calls once with (index, image, valid) of every window of the scene
@@ -47,6 +66,6 @@ class Editor(Protocol):
     ``shared`` (``key``, ``offsets``) then names that model, and ``use_scene_model(key, offsets)``
     lets another instance (a task editing one window) serve windows with it."""
 
-    def edit(self, request: EditRequest, progress: "StageReporter") -> np.ndarray: ...
+    def edit(self, request: EditRequest, progress: "StageReporter") -> "np.ndarray | EditedBox": ...
 
     def describe(self) -> dict: ...

@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 
 from ..blend import blend_window
-from ..config import EditConfig
+from ..config import BlendConfig, EditConfig
 from ..editors import make_editor
 from ..errors import SceneError
 from ..eval import boundary_step, seam_gradient_ratio
@@ -28,7 +28,7 @@ from ..geo.raster import (Normaliser, Patch, avoid_nodata, check_output_path, op
 from ..geo.windows import EditWindow, roi_labels
 from ..imaging import crop_around, fill_invalid, resize, return_freed_memory
 from ..progress import ProgressCallback, StageReporter
-from .contract import EditRequest, Editor
+from .contract import EditedBox, EditRequest, Editor
 from .copy_source import CopyInputs
 from .plan import ScenePlan, plan_scene
 from .provenance import build_record, finite, provenance_path, write_record
@@ -176,37 +176,78 @@ def edit_window(plan: ScenePlan, config: EditConfig, src, ew: EditWindow, editor
                           copy_source=copy_source, copy_mask=copy_mask)
     reporter = StageReporter(progress, "edit", start, start + span * 0.95, ew.index)
     return_freed_memory()   # reading and normalising the window
-    edited = np.asarray(editor.edit(request, reporter), dtype=np.float32)
-    if edited.shape != data.w_image.shape:
-        raise RuntimeError(f"editor returned shape {edited.shape}, expected {data.w_image.shape}")
-    if ew.reduced:
-        edited = resize(edited, ew.shape, "lanczos")
-    composite, alpha, blend_info = blend_window(image, edited, roi, valid, config.blend)
+    # The blend and the figures read nothing beyond their box around the ROIs: the rest of the
+    # window is let go before they run (at native resolution each window copy is hundreds of MB).
+    box = blend_box(roi, config.blend)
+    edited = _edited_on(editor.edit(request, reporter), image, data.w_image, ew, box)
+    source = np.ascontiguousarray(image[(slice(None),) + box])
     seed = request.seed
-    # Window-sized arrays no longer needed: at native resolution each is hundreds of megabytes.
-    del data, request, image, edited
+    del data, request, image
+    return_freed_memory()
+    composite, alpha, blend_info = blend_window(source, edited, roi[box], valid[box], config.blend)
+    del source, edited
     changed = alpha > 0
     pixels = norm.inverse(composite)
     del composite, alpha
     return_freed_memory()
     avoid_nodata(pixels, changed, src.nodata)
+    scale = percentile_scale((norm.forward(band, np.float64, band=b) for b, band in enumerate(raw)), valid)
     record = {
         **ew.as_dict(transform), "roi_pixels": int(roi.sum()), "changed_pixels": int(changed.sum()),
         "normalisation": norm.as_dict(), "blend": blend_info, "seed": seed,
-        **_figures(norm, raw, pixels, changed, roi, valid, plan.rgb),
+        **_figures(norm, raw[(slice(None),) + box], pixels, changed, roi[box], valid[box], plan.rgb, scale),
         "seconds": round(time.perf_counter() - t0, 3),
     }
     StageReporter(progress, "blend", start + span * 0.95, start + span, ew.index)(1, 1, "blended")
-    return WindowEdit(ew.index, _cropped_patch(ew, pixels, changed), record)
+    return WindowEdit(ew.index, _cropped_patch(ew, pixels, changed, (box[0].start, box[1].start)), record)
+
+
+def _edited_on(result, image: np.ndarray, w_image: np.ndarray, ew: EditWindow, box: tuple[slice, slice]) -> np.ndarray:
+    """The editor's ``result`` (the window at the working resolution, or an :class:`EditedBox`
+    of it) on ``box`` of the window at full resolution, float32; ``image`` and ``w_image`` are the
+    request's image at full and working resolution."""
+    if isinstance(result, EditedBox):
+        rows, cols = result.rows, result.cols
+        if (rows.start < 0 or cols.start < 0 or rows.stop > w_image.shape[1] or cols.stop > w_image.shape[2]
+                or result.pixels.shape != (w_image.shape[0], rows.stop - rows.start, cols.stop - cols.start)):
+            raise RuntimeError(f"editor returned a box of shape {result.pixels.shape} at rows {rows.start}:{rows.stop}, "
+                               f"columns {cols.start}:{cols.stop} of a window of shape {w_image.shape}")
+        if ew.reduced:
+            result = result.whole(w_image)
+        else:   # the window is unchanged beyond the editor's box
+            out = np.array(image[(slice(None),) + box], dtype=np.float32)
+            top, bottom = max(rows.start, box[0].start), min(rows.stop, box[0].stop)
+            left, right = max(cols.start, box[1].start), min(cols.stop, box[1].stop)
+            if top < bottom and left < right:
+                out[:, top - box[0].start:bottom - box[0].start, left - box[1].start:right - box[1].start] = \
+                    result.pixels[:, top - rows.start:bottom - rows.start, left - cols.start:right - cols.start]
+            return out
+    edited = np.asarray(result, dtype=np.float32)
+    if edited.shape != w_image.shape:
+        raise RuntimeError(f"editor returned shape {edited.shape}, expected {w_image.shape}")
+    if ew.reduced:
+        edited = resize(edited, ew.shape, "lanczos")
+    return np.ascontiguousarray(edited[(slice(None),) + box])
+
+
+def blend_box(roi: np.ndarray, blend: BlendConfig) -> tuple[slice, slice]:
+    """Rows and columns of the window that the blend and the figures read: the ROIs' box grown
+    by the transition band (and the colour-match ring) or the figures' reach (``FOCUS_PX``),
+    whichever is farther, plus a pixel of neighbours for the Poisson solve. The Laplacian blend's
+    coarse levels read the whole window, so it gets the whole window."""
+    if blend.mode == "laplacian":
+        return slice(0, roi.shape[0]), slice(0, roi.shape[1])
+    reach = blend.band_px + (blend.ring_px if blend.color_match else 0) + 1
+    return crop_around(roi, max(reach, FOCUS_PX))
 
 
 def _figures(norm: Normaliser, raw: np.ndarray, pixels: np.ndarray, changed: np.ndarray, roi: np.ndarray,
-             valid: np.ndarray, rgb) -> dict:
-    """The window's seam and realism figures, on the written pixels against the source. They are
-    computed on the crop around the ROIs that they read (``FOCUS_PX``) and scaled by the
-    window's percentiles taken a band at a time: float64 copies of the whole window were a
-    large ROI's peak memory, for figures that read only the ROI and a ring around it."""
-    scale = percentile_scale((norm.forward(band, np.float64, band=b) for b, band in enumerate(raw)), valid)
+             valid: np.ndarray, rgb, scale: tuple[np.ndarray, np.ndarray]) -> dict:
+    """The window's seam and realism figures, on the written pixels against the source (arrays
+    of a box of the window reaching ``FOCUS_PX`` beyond the ROIs, or the whole window), scaled by
+    ``scale``: the whole window's percentiles, taken a band at a time. The figures are computed
+    on the crop around the ROIs that they read: float64 copies of the whole window were a large
+    ROI's peak memory, for figures that read only the ROI and a ring around it."""
     rows, cols = crop_around(roi, FOCUS_PX)
     # float32 crops (the figures take each band to float64 as they read it): a large ROI's crop
     # is most of its window, and two float64 copies of it were the edit's peak memory
@@ -371,12 +412,14 @@ def _model_inputs(src, plan, transform) -> list[tuple[int, np.ndarray, np.ndarra
             if (data := _window_data(src, ew, transform)) is not None]
 
 
-def _cropped_patch(ew: EditWindow, pixels: np.ndarray, changed: np.ndarray) -> Patch:
-    """Keep only the bounding box of the changed pixels: the context margin costs no memory."""
+def _cropped_patch(ew: EditWindow, pixels: np.ndarray, changed: np.ndarray, offset: tuple[int, int] = (0, 0)) -> Patch:
+    """Keep only the bounding box of the changed pixels: the context margin costs no memory.
+    ``offset`` is the (row, column) of ``pixels``' first pixel in the window."""
     from rasterio.windows import Window
 
     rows = np.flatnonzero(changed.any(axis=1))
     cols = np.flatnonzero(changed.any(axis=0))
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    window = Window(int(ew.window.col_off) + c0, int(ew.window.row_off) + r0, c1 - c0, r1 - r0)
+    window = Window(int(ew.window.col_off) + offset[1] + c0, int(ew.window.row_off) + offset[0] + r0, c1 - c0,
+                    r1 - r0)
     return Patch(window, np.ascontiguousarray(pixels[:, r0:r1, c0:c1]), np.ascontiguousarray(changed[r0:r1, c0:c1]))
