@@ -340,6 +340,18 @@ def test_the_finest_scale_runs_on_the_box_it_changes_with_the_same_result(narrow
     assert torch.equal(_sample(net, schedule, constraint, tile=48, overlap=40, x0_hook=lambda x0, s, t: x0), whole)
     assert seen[-1] == (96, 96)
 
+    # every tiled scale above the coarsest runs on its box: the middle one's outside is the original
+    net, schedule, constraint = _setup(free=(0.4, 0.6))
+    seen.clear()
+    whole = _sample(net, schedule, constraint, tile=40, overlap=34, crop=False)
+    assert seen == [(24, 24), (48, 48), (96, 96)]
+    seen.clear()
+    assert torch.equal(_sample(net, schedule, constraint, tile=40, overlap=34), whole)
+    assert seen == [(24, 24), (41, 41), (51, 51)]
+    seen.clear()   # with a hook that reads every scale, none is cropped
+    assert torch.equal(_sample(net, schedule, constraint, tile=40, overlap=34, x0_hook=blind), whole)
+    assert seen == [(24, 24), (48, 48), (51, 51)]
+
 
 def test_row_bands_of_a_box_end_where_the_larger_images_bands_end(narrow_bands):
     from rs_geo_edit.model.diffusion import row_bands

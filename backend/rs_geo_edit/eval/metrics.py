@@ -48,12 +48,14 @@ def percentile_scale(source: np.ndarray, valid: Optional[np.ndarray] = None,
     offsets, spans = [], []
     for band in source:     # a band at a time: no float64 copy of the whole window
         keep = np.isfinite(band) if mask is None else mask & np.isfinite(band)
-        values = band[keep].astype(np.float64)
+        values = band[keep].astype(np.float64, copy=False)   # a copy already (boolean indexing)
+        del keep
         if values.size == 0:
             offsets.append(0.0)
             spans.append(1.0)
             continue
-        lo, hi = np.percentile(values, [low, high])
+        # partitioned in place: another copy of a large window's band is hundreds of megabytes
+        lo, hi = np.percentile(values, [low, high], overwrite_input=True)
         offsets.append(float(lo))
         spans.append(float(hi - lo) if hi > lo else 1.0)
     return np.array(offsets)[:, None, None], np.array(spans)[:, None, None]

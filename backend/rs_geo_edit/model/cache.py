@@ -61,7 +61,8 @@ def scene_key(images: list[np.ndarray], valids: list[np.ndarray], params: dict) 
         digest.update(f"windows:{len(images)}".encode())
     for image, valid in zip(images, valids, strict=True):
         digest.update(str(image.shape).encode())
-        digest.update(np.ascontiguousarray(image, dtype=np.float32).tobytes())
+        # the array's own buffer, not a bytes copy of it (a large window's worth of memory)
+        digest.update(memoryview(np.ascontiguousarray(image, dtype=np.float32)).cast("B"))
         digest.update(np.packbits(np.ascontiguousarray(valid, dtype=bool)).tobytes())
     return digest.hexdigest()[:32]
 

@@ -463,15 +463,16 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
     that hold only kept pixels (keep mask 1) are not run: there the prediction is the noise that
     re-noised the original, so the estimate of the clean image is the original itself.
 
-    With ``crop`` (and a ``constraint``), a tiled finest scale runs on the box of the pixels it
-    changes widened by the net's receptive radius, not on the whole image: beyond it every pixel
-    is the original at the last step, so only the box's x, keep mask and temporaries are held
-    and the rest is the original. The box's own sides count as tiles' cut edges, its bands of
-    rows end where the image's do and its noise is read from the image's, so the result equals
-    the uncropped one bit for bit. Not with an ``x0_hook`` that reads the finest scale (one that
-    has ``reads_finest`` False does not). With ``return_box`` the sampler returns (the box's
-    pixels, box) with box = (top, bottom, left, right), instead of pasting them into a copy of the
-    original (the whole image's box when the finest scale was not cropped).
+    With ``crop`` (and a ``constraint``), a tiled scale above the coarsest runs on the box of the
+    pixels it changes widened by the net's receptive radius, not on the whole image: beyond it
+    every pixel is kept, and is the original after the scale's last step, so only the box's x,
+    keep mask and temporaries are held, and the box is pasted into a copy of the original. The
+    box's own sides count as tiles' cut edges, its bands of rows end where the image's do and its
+    noise is read from the image's, so the result equals the uncropped one bit for bit. With an
+    ``x0_hook`` (which reads whole images) no scale is cropped, except the finest when the hook
+    has ``reads_finest`` False. With ``return_box`` the sampler returns (the finest box's pixels,
+    box) with box = (top, bottom, left, right) instead of that copy (the whole image's box when
+    the finest scale was not cropped).
 
     ``scale_offset`` is added to the scale index the net is conditioned on: a net trained on
     several windows counts scales on a ladder common to them (``trainer.scale_offsets``).
@@ -518,8 +519,8 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
             last_keep = keep if s < len(sizes) - 1 or constraint.final is None else constraint.final.to(device)
             needed = (keep[0, 0] < 1) | (~last_keep[0, 0] if last_keep.dtype == torch.bool else last_keep[0, 0] < 1)
         box = cut = whole = None   # the box the finest scale runs on, its cut sides and the whole original
-        if (crop and needed is not None and 0 < s == len(sizes) - 1 and 0 < tile < max(size) and bool(needed.any())
-                and (x0_hook is None or not getattr(x0_hook, "reads_finest", True))):
+        if (crop and needed is not None and s > 0 and 0 < tile < max(size) and bool(needed.any())
+                and (x0_hook is None or (s == len(sizes) - 1 and not getattr(x0_hook, "reads_finest", True)))):
             box = _span(needed.any(dim=1), halo) + _span(needed.any(dim=0), halo)
             if box == (0, size[0], 0, size[1]):
                 box = None
@@ -533,7 +534,9 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
             original = original[..., top:bottom, left:right]
             blurry, fixed_noise = BoxView(blurry, box), BoxView(fixed_noise, box)
             if constraint.release:   # the whole masks are no longer read
-                constraint.keep[s] = constraint.final = None
+                constraint.keep[s] = None
+                if s == len(sizes) - 1:
+                    constraint.final = None
             shape = (1, bands, bottom - top, right - left)
         denoise = TiledDenoiser(net, tuple(shape[-2:]), tile, overlap, halo,
                                 needed=needed.cpu() if needed is not None else None, cut=cut or (False,) * 4)

@@ -69,13 +69,19 @@ def build_pyramid(image: np.ndarray, valid: np.ndarray, factor: float = 1.411) -
     """Resize the window to every scale (Lanczos from the original each time)."""
     spec = pyramid_spec(image.shape[1], image.shape[2], factor)
     images, blurry, valids, errors = [], [], [], []
+    every_valid = bool(valid.all())
     for s, size in enumerate(spec.sizes):
         if tuple(size) == image.shape[1:] and image.dtype == np.float32 and -1.0 <= image.min() <= image.max() <= 1.0:
             img = image   # the window itself, not a copy: at native resolution a copy is a window's worth
         else:
             img = resize(image, size, "lanczos")
             np.clip(img, -1.0, 1.0, out=img)
-        ok = resize(valid.astype(np.float32), size, "area") > 0.999 if s < spec.n_scales - 1 else valid.copy()
+        if s == spec.n_scales - 1:
+            ok = valid.copy()
+        elif every_valid:   # no float copy of the mask to resize: every pixel of every scale is valid
+            ok = np.ones(size, bool)
+        else:
+            ok = resize(valid.astype(np.float32), size, "area") > 0.999
         images.append(img)
         valids.append(ok)
         if s == 0:
