@@ -164,3 +164,44 @@ def test_aoi_outside_scene_error(tmp_path, rgb_scene):
     aoi = write_aoi(tmp_path / "far.gpkg", [box(0, 0, 100, 100)])
     with pytest.raises(AOIError, match="intersects the scene"):
         edit_scene(rgb_scene, aoi, tmp_path / "o.tif", make_config(), editor=InvertEditor())
+
+
+class BoxInvertEditor(InvertEditor):
+    """Inverts only a box around the ROIs and returns it as an EditedBox (as a large window's
+    SinDDM edit does); ``margin`` px of the window beyond the ROIs' box are inverted too."""
+
+    def __init__(self, margin):
+        super().__init__()
+        self.margin = margin
+
+    def edit(self, request, progress):
+        from rs_geo_edit.editors import EditedBox
+        from rs_geo_edit.imaging import crop_around
+
+        self.calls.append(request)
+        rows, cols = crop_around(request.roi, self.margin)
+        return EditedBox(-request.image[:, rows, cols], rows, cols)
+
+
+@pytest.mark.parametrize("max_side", [0, 80])
+def test_an_edited_box_writes_what_the_whole_edited_window_writes(tmp_path, max_side):
+    """An editor may return only the box it changed: the pipeline takes the rest of the window as
+    unchanged, at native and at reduced resolution, and writes the same file as from the whole
+    window (the box reaches beyond the blend band here), or keeps the source where the box stops
+    short of the band."""
+    scene = write_scene(tmp_path / "scene.tif", height=160, width=160)
+    aoi = write_aoi(tmp_path / "aoi.geojson", [pixel_box(scene, 60, 50, 110, 100)])   # rows 50..99, cols 60..109
+    outs = {}
+    for name, editor in (("whole", InvertEditor()), ("box", BoxInvertEditor(40)), ("short", BoxInvertEditor(4))):
+        outs[name] = tmp_path / f"{name}.tif"
+        edit_scene(scene, aoi, outs[name], make_config(windows=WindowConfig(max_side=max_side)), editor=editor)
+    read = {k: rasterio.open(v).read().astype(int) for k, v in outs.items()}
+    assert np.array_equal(read["box"], read["whole"])
+    source = rasterio.open(scene).read().astype(int)
+    roi = np.zeros((160, 160), bool)
+    roi[50:100, 60:110] = True
+    assert np.abs(read["short"] - source)[:, roi].max() > 50          # the ROI itself was edited
+    band = (outside_distance(roi) > 8) & (outside_distance(roi) <= 16)
+    if max_side == 0:     # beyond the editor's box the window is the source (to the normalisation's rounding)
+        assert np.abs(read["short"][:, band] - source[:, band]).max() <= 1
+        assert np.abs(read["box"][:, band] - source[:, band]).max() > 50

@@ -8,7 +8,10 @@ A new engine: a module here with a class taking the ``EditConfig``, registered i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import import_module
+
+import numpy as np
 
 from ..config import ENGINES, EditConfig
 from ..errors import IncompatibleOptions
@@ -40,3 +43,21 @@ def resolve_device(name: str):
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise IncompatibleOptions(f"`device` {name}: only {torch.cuda.device_count()} CUDA device(s) present")
     return device
+
+
+@dataclass
+class EditedBox:
+    """An edit that changed only a box of the window: ``pixels`` (bands, rows, cols) are the box
+    at ``rows`` and ``cols`` of the window (working resolution), and the rest of the window is the
+    request's image unchanged. A large ROI's editor returns this instead of a copy of the whole
+    window, which at native resolution is hundreds of megabytes."""
+
+    pixels: np.ndarray
+    rows: slice
+    cols: slice
+
+    def whole(self, image: np.ndarray) -> np.ndarray:
+        """The edited window: a copy of ``image`` with the box pasted."""
+        out = image.copy()
+        out[:, self.rows, self.cols] = self.pixels
+        return out

@@ -29,9 +29,8 @@ from ..errors import IncompatibleOptions
 from ..imaging import crop_around, one_malloc_arena, resize, return_freed_memory, smooth_chroma
 from ..model.cache import ModelCache, scene_key
 from ..model.pyramid import Pyramid, build_pyramid, mask_pyramid
-from ..pipeline.contract import EditedBox
 from ..progress import StageReporter
-from . import resolve_device
+from . import EditedBox, resolve_device
 
 
 class CopyHook:

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Optional, Protocol
 
 import numpy as np
 
+from ..editors import EditedBox  # noqa: F401  (part of the contract: what an editor may return)
+
 if TYPE_CHECKING:
     from ..geo.windows import EditWindow
     from ..progress import StageReporter
@@ -35,24 +37,6 @@ class EditRequest:
     window: "EditWindow"
     copy_source: Optional[np.ndarray] = None
     copy_mask: Optional[np.ndarray] = None
-
-
-@dataclass
-class EditedBox:
-    """An edit that changed only a box of the window: ``pixels`` (bands, rows, cols) are the box
-    at ``rows`` and ``cols`` of the window (working resolution), and the rest of the window is the
-    request's image unchanged. A large ROI's editor returns this instead of a copy of the whole
-    window, which at native resolution is hundreds of megabytes."""
-
-    pixels: np.ndarray
-    rows: slice
-    cols: slice
-
-    def whole(self, image: np.ndarray) -> np.ndarray:
-        """The edited window: a copy of ``image`` with the box pasted."""
-        out = image.copy()
-        out[:, self.rows, self.cols] = self.pixels
-        return out
 
 
 class Editor(Protocol):
