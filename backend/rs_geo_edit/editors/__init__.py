@@ -56,8 +56,17 @@ class EditedBox:
     rows: slice
     cols: slice
 
+    def on(self, image: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+        """The edited window's ``rows`` and ``cols`` (float32): that part of ``image``, the
+        request's image, with the edited pixels that fall in it pasted."""
+        out = np.array(image[:, rows, cols], dtype=np.float32)
+        top, bottom = max(self.rows.start, rows.start), min(self.rows.stop, rows.stop)
+        left, right = max(self.cols.start, cols.start), min(self.cols.stop, cols.stop)
+        if top < bottom and left < right:
+            out[:, top - rows.start:bottom - rows.start, left - cols.start:right - cols.start] = \
+                self.pixels[:, top - self.rows.start:bottom - self.rows.start, left - self.cols.start:right - self.cols.start]
+        return out
+
     def whole(self, image: np.ndarray) -> np.ndarray:
         """The edited window: a copy of ``image`` with the box pasted."""
-        out = image.copy()
-        out[:, self.rows, self.cols] = self.pixels
-        return out
+        return self.on(image, slice(0, image.shape[1]), slice(0, image.shape[2]))

@@ -518,7 +518,7 @@ def sample(net: torch.nn.Module, schedule: Schedule, sizes: list[tuple[int, int]
         if keep is not None:
             last_keep = keep if s < len(sizes) - 1 or constraint.final is None else constraint.final.to(device)
             needed = (keep[0, 0] < 1) | (~last_keep[0, 0] if last_keep.dtype == torch.bool else last_keep[0, 0] < 1)
-        box = cut = whole = None   # the box the finest scale runs on, its cut sides and the whole original
+        box = cut = whole = None   # the box this scale runs on, its cut sides and the whole original
         if (crop and needed is not None and s > 0 and 0 < tile < max(size) and bool(needed.any())
                 and (x0_hook is None or (s == len(sizes) - 1 and not getattr(x0_hook, "reads_finest", True)))):
             box = _span(needed.any(dim=1), halo) + _span(needed.any(dim=0), halo)

@@ -212,16 +212,9 @@ def _edited_on(result, image: np.ndarray, w_image: np.ndarray, ew: EditWindow, b
                 or result.pixels.shape != (w_image.shape[0], rows.stop - rows.start, cols.stop - cols.start)):
             raise RuntimeError(f"editor returned a box of shape {result.pixels.shape} at rows {rows.start}:{rows.stop}, "
                                f"columns {cols.start}:{cols.stop} of a window of shape {w_image.shape}")
-        if ew.reduced:
-            result = result.whole(w_image)
-        else:   # the window is unchanged beyond the editor's box
-            out = np.array(image[(slice(None),) + box], dtype=np.float32)
-            top, bottom = max(rows.start, box[0].start), min(rows.stop, box[0].stop)
-            left, right = max(cols.start, box[1].start), min(cols.stop, box[1].stop)
-            if top < bottom and left < right:
-                out[:, top - box[0].start:bottom - box[0].start, left - box[1].start:right - box[1].start] = \
-                    result.pixels[:, top - rows.start:bottom - rows.start, left - cols.start:right - cols.start]
-            return out
+        if not ew.reduced:   # the window is unchanged beyond the editor's box
+            return result.on(image, *box)
+        result = result.whole(w_image)
     edited = np.asarray(result, dtype=np.float32)
     if edited.shape != w_image.shape:
         raise RuntimeError(f"editor returned shape {edited.shape}, expected {w_image.shape}")
