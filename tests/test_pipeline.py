@@ -205,3 +205,19 @@ def test_an_edited_box_writes_what_the_whole_edited_window_writes(tmp_path, max_
     if max_side == 0:     # beyond the editor's box the window is the source (to the normalisation's rounding)
         assert np.abs(read["short"][:, band] - source[:, band]).max() <= 1
         assert np.abs(read["box"][:, band] - source[:, band]).max() > 50
+
+
+class StrayBoxEditor(InvertEditor):
+    """Returns a box whose pixels do not fit where it says they go (an engine's bug)."""
+
+    def edit(self, request, progress):
+        from rs_geo_edit.editors import EditedBox
+
+        return EditedBox(-request.image[:, :10, :10], slice(0, 10), slice(0, 12))
+
+
+def test_an_edited_box_that_does_not_fit_is_refused_and_leaves_no_output(tmp_path, rgb_scene):
+    aoi = write_aoi(tmp_path / "a.gpkg", [pixel_box(rgb_scene, 60, 60, 100, 100)])
+    with pytest.raises(RuntimeError, match=r"editor returned a box of shape \(3, 10, 10\) at rows 0:10, columns 0:12"):
+        edit_scene(rgb_scene, aoi, tmp_path / "o.tif", make_config(), editor=StrayBoxEditor())
+    assert _listing(tmp_path) == ["a.gpkg", "rgb_utm.tif"]
