@@ -236,8 +236,9 @@ class SinDDMEditor:
         pyramid, schedule = self._pyramid(image, valid)
         stats = {"scales": [list(s) for s in pyramid.spec.sizes],
                  "recon_error": [round(e, 5) for e in pyramid.recon_error], "t_start": schedule.t_start}
-        # The blurry inputs serve training only; at native resolution they are two window copies.
-        sampling = dataclasses.replace(pyramid, blurry=[])
+        # The blurry inputs and the validity masks serve training only; at native resolution the
+        # blurry inputs are two window copies, the masks half a window's worth of bytes.
+        sampling = dataclasses.replace(pyramid, blurry=[], valid=[])
         if self.shared is not None and index in self.shared.offsets:
             progress(1, 1, "scene model")
             offset = self.shared.offsets[index]

@@ -25,8 +25,13 @@ from ..progress import StageReporter
 
 LOSSY_COMPRESSION = {"jpeg", "webp", "lerc", "lerc_deflate", "lerc_zstd", "jxl"}
 SUPPORTED_DTYPES = {"uint8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
+# GDAL's block cache while a scene is open for editing. rasterio takes an integer GDAL_CACHEMAX in
+# bytes. A window is read once, so cached blocks are never read again; GDAL's default (5 % of RAM)
+# kept a copy of every block of the window read last, and its decoded blocks on top of the array
+# while reading: 0.19 GB more at the read of a 5120 px window, 0.09 GB held through its edit.
+READ_CACHE_BYTES = 16 * 2 ** 20
 # GDAL options for every write: no PAM side files (.aux.xml), masks stored inside the TIFF, and a
-# block cache of 256 MB (each block is written once; the default, 5% of RAM, only inflates memory).
+# block cache of 256 bytes, i.e. none: each block is written once.
 WRITE_ENV = {"GDAL_PAM_ENABLED": "NO", "GDAL_TIFF_INTERNAL_MASK": "YES", "GDAL_CACHEMAX": 256}
 
 
@@ -34,7 +39,8 @@ WRITE_ENV = {"GDAL_PAM_ENABLED": "NO", "GDAL_TIFF_INTERNAL_MASK": "YES", "GDAL_C
 
 @contextlib.contextmanager
 def open_scene(path: str | os.PathLike) -> Iterator["rasterio.io.DatasetReader"]:  # noqa: F821
-    """Open a scene for reading, turning GDAL's errors into one-line :class:`SceneError` s."""
+    """Open a scene for reading, turning GDAL's errors into one-line :class:`SceneError` s; while
+    it is open, GDAL's block cache is held to ``READ_CACHE_BYTES``."""
     import rasterio
     from rasterio.errors import RasterioIOError
 
@@ -48,7 +54,7 @@ def open_scene(path: str | os.PathLike) -> Iterator["rasterio.io.DatasetReader"]
     except RasterioIOError as exc:
         raise SceneError(f"scene {str(path)!r} is not a readable raster ({_first_line(exc)}): "
                          "give a GeoTIFF or another GDAL raster") from None
-    with src:
+    with src, rasterio.Env(GDAL_CACHEMAX=READ_CACHE_BYTES):
         if src.crs is None:
             raise SceneError(f"scene {str(path)!r} has no CRS: assign one "
                              "(gdal_edit.py -a_srs EPSG:XXXX) before editing")

@@ -168,7 +168,12 @@ def edit_window(plan: ScenePlan, config: EditConfig, src, ew: EditWindow, editor
     data = _window_data(src, ew, transform)
     if data is None:
         return WindowEdit(ew.index, None, {**ew.as_dict(transform), "skipped": "no valid pixel in the ROIs"})
-    raw, valid, roi, norm, image = data.raw, data.valid, data.roi, data.norm, data.image
+    valid, roi, norm, image = data.valid, data.roi, data.norm, data.image
+    # the figures' scale comes from the whole window as read; the window as read is then let go
+    # and only its box around the ROIs read again after the edit (a large window's raw copy is
+    # a window's worth of source pixels held through training and sampling for nothing)
+    scale = percentile_scale((norm.forward(band, np.float64, band=b) for b, band in enumerate(data.raw)), valid)
+    data.raw = None
     copy_source, copy_mask = copies.for_window(ew, norm, ew.work_shape)
     request = EditRequest(image=data.w_image, roi=data.w_roi, labels=data.w_labels, valid=data.w_valid,
                           prompts=[r.prompt for r in ew.rois], rgb=plan.rgb,
@@ -191,11 +196,11 @@ def edit_window(plan: ScenePlan, config: EditConfig, src, ew: EditWindow, editor
     del composite, alpha
     return_freed_memory()
     avoid_nodata(pixels, changed, src.nodata)
-    scale = percentile_scale((norm.forward(band, np.float64, band=b) for b, band in enumerate(raw)), valid)
+    raw = read_window(src, _sub_window(ew.window, box))
     record = {
         **ew.as_dict(transform), "roi_pixels": int(roi.sum()), "changed_pixels": int(changed.sum()),
         "normalisation": norm.as_dict(), "blend": blend_info, "seed": seed,
-        **_figures(norm, raw[(slice(None),) + box], pixels, changed, roi[box], valid[box], plan.rgb, scale),
+        **_figures(norm, raw, pixels, changed, roi[box], valid[box], plan.rgb, scale),
         "seconds": round(time.perf_counter() - t0, 3),
     }
     StageReporter(progress, "blend", start + span * 0.95, start + span, ew.index)(1, 1, "blended")
@@ -221,6 +226,15 @@ def _edited_on(result, image: np.ndarray, w_image: np.ndarray, ew: EditWindow, b
     if ew.reduced:
         edited = resize(edited, ew.shape, "lanczos")
     return np.ascontiguousarray(edited[(slice(None),) + box])
+
+
+def _sub_window(window, box: tuple[slice, slice]):
+    """The part ``box`` (rows, columns of the window's pixels) of the scene window ``window``."""
+    from rasterio.windows import Window
+
+    rows, cols = box
+    return Window(int(window.col_off) + cols.start, int(window.row_off) + rows.start, cols.stop - cols.start,
+                  rows.stop - rows.start)
 
 
 def blend_box(roi: np.ndarray, blend: BlendConfig) -> tuple[slice, slice]:
@@ -358,7 +372,7 @@ class _WindowData:
     """A window as read (``raw``, ``valid``, ROI ``labels`` and ``roi``, the normaliser and the
     normalised ``image``) and at the working resolution (``w_*``: the same unless reduced)."""
 
-    raw: np.ndarray
+    raw: Optional[np.ndarray]   # None once let go (edit_window)
     valid: np.ndarray
     labels: np.ndarray
     roi: np.ndarray
