@@ -74,9 +74,10 @@ def test_color_match_gives_the_roi_the_statistics_of_its_surroundings():
     source = _scene(0)
     edited = np.clip(source * 0.8 + 0.25, -1, 1)  # washed out and brighter
     roi = _roi()
-    cfg = BlendConfig(mode="feather", band_px=8, color_match=True)
+    cfg = BlendConfig(mode="feather", band_px=8, color_match=True, detail_match=False)
     out, _, info = blend_window(source, edited, roi, np.ones_like(roi), cfg)
-    plain, _, _ = blend_window(source, edited, roi, np.ones_like(roi), BlendConfig(mode="feather", band_px=8))
+    plain, _, _ = blend_window(source, edited, roi, np.ones_like(roi),
+                               BlendConfig(mode="feather", band_px=8, detail_match=False))
     dist = outside_distance(roi)
     ring = (dist > 8) & (dist <= 8 + cfg.ring_px)
     for b in range(3):
@@ -85,6 +86,39 @@ def test_color_match_gives_the_roi_the_statistics_of_its_surroundings():
         assert abs(out[b][roi].std() - target) < 0.5 * abs(edited[b][roi].std() - target)
     assert all(1.0 < g <= 2.0 for g, _ in info["color_match"])
     assert not np.array_equal(out, plain)
+
+
+def test_detail_match_calms_a_busier_texture_and_leaves_a_calmer_one_alone():
+    """Grain matching: an ROI whose texture is busier than its ring (speckle on top of the
+    scene's texture) comes out with less fine detail, closer to the ring's; an ROI calmer than
+    its ring is written exactly as without matching; pixels beyond ROI + band are the source."""
+    from rs_geo_edit.blend import outside_distance
+    from rs_geo_edit.eval.metrics import detail_ratios
+
+    source, roi = _scene(0, size=160), np.zeros((160, 160), bool)
+    roi[50:110, 50:110] = True
+    valid = np.ones_like(roi)
+    rng = np.random.default_rng(3)
+    busy = source.copy()
+    busy[:, roi] += rng.normal(0, 0.12, (3, int(roi.sum()))).astype(np.float32)
+    busy = np.clip(busy, -1, 1)
+    matched = BlendConfig(band_px=12)
+    plain = BlendConfig(band_px=12, detail_match=False)
+    out, alpha, info = blend_window(source, busy, roi, valid, matched)
+    raw, _, raw_info = blend_window(source, busy, roi, valid, plain)
+    before = detail_ratios(raw, source, roi, valid)["luminance"]
+    after = detail_ratios(out, source, roi, valid)["luminance"]
+    assert before > 1.5 and after < 0.8 * before and abs(after - 1.0) < abs(before - 1.0)
+    assert info["detail_gains"][0] < 1.0 and "detail_gains" not in raw_info
+    far = outside_distance(roi) > 12
+    assert np.array_equal(out[:, far], source[:, far])
+    from scipy.ndimage import gaussian_filter
+
+    calm = source.copy()
+    calm[:, roi] = gaussian_filter(source, (0, 2, 2))[:, roi]     # smoother than the ring
+    out, _, info = blend_window(source, calm, roi, valid, matched)
+    assert info["detail_gains"] == [1.0] * 4
+    assert np.array_equal(out, blend_window(source, calm, roi, valid, plain)[0])
 
 
 def test_distances_and_chroma_smoothing_in_strips_equal_the_whole_image(monkeypatch):
@@ -111,7 +145,8 @@ def test_distances_and_chroma_smoothing_in_strips_equal_the_whole_image(monkeypa
     assert np.array_equal(imaging.smooth_chroma(image, 2), whole_chroma)
 
 
-@pytest.mark.parametrize("blend", [BlendConfig(mode="feather", band_px=12), BlendConfig(mode="poisson", band_px=12),
+@pytest.mark.parametrize("blend", [BlendConfig(mode="feather", band_px=12, detail_match=False),
+                                   BlendConfig(mode="poisson", band_px=12),
                                    BlendConfig(mode="feather", band_px=12, color_match=True, ring_px=10)])
 def test_the_blend_box_gives_the_whole_windows_blend(blend):
     """The edit blends only the box around the ROIs that the blend and the figures read

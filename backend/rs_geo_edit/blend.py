@@ -61,6 +61,73 @@ def match_colors(edited: np.ndarray, source: np.ndarray, roi: np.ndarray, valid:
     return out, fits
 
 
+# Detail matching: band-pass octaves between Gaussian blurs of these sigmas (pixels); the first
+# octave is the image minus its sigma-1 blur (single-pixel detail), the last ends at sigma 8
+# (blotches of ~16-30 px). Gains are clamped to [DETAIL_GAIN_MIN, DETAIL_GAIN_MAX].
+DETAIL_SIGMAS = (1.0, 2.0, 4.0, 8.0)
+DETAIL_GAIN_MIN, DETAIL_GAIN_MAX = 0.5, 1.0
+DETAIL_ERODE_PX = 4
+# How far beyond the context ring the blurs read: a box this far around the ring gives the same result.
+DETAIL_REACH = int(4.0 * DETAIL_SIGMAS[-1] + 0.5) + 1
+
+
+def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(image, sigma, mode="nearest", truncate=4.0)
+
+
+def _octave_energy(image: np.ndarray, region: np.ndarray) -> list[float]:
+    """Mean |band-pass| of a (rows, cols) image over ``region``, per octave of ``DETAIL_SIGMAS``."""
+    out, previous = [], image
+    for sigma in DETAIL_SIGMAS:
+        blurred = _blur(image, sigma)
+        out.append(float(np.abs((previous - blurred)[region]).mean()))
+        previous = blurred
+    return out
+
+
+def match_detail(edited: np.ndarray, source: np.ndarray, roi: np.ndarray, valid: np.ndarray,
+                 band_px: int, ring_px: int) -> tuple[np.ndarray, list[float]]:
+    """Grain matching: the edited ROI's texture takes no more detail than its surroundings have.
+
+    The luminance (band mean) is split into octaves of band-pass detail (``DETAIL_SIGMAS``: from
+    single pixels to blotches of ~16-30 px). Per octave, the mean |detail| of the edited ROI
+    (eroded by ``DETAIL_ERODE_PX``) is compared with the source's on the context ring (the
+    ``ring_px`` pixels beyond the transition band), and that octave of every band of the edited
+    window is scaled by their ratio, clamped to [DETAIL_GAIN_MIN, DETAIL_GAIN_MAX]: a generated
+    texture busier than the scene around it (speckle, mottling) is calmed to the scene's level,
+    and one that is calmer is left as it is (detail is never invented). The correction is
+    applied inside the ROI and fades out over the transition band. Returns the corrected array
+    and the gains, finest octave first (all 1.0 when nothing was changed)."""
+    inside = (distance_to(~roi, DETAIL_ERODE_PX) > DETAIL_ERODE_PX) & valid
+    if inside.sum() < 64:
+        inside = roi & valid
+    dist = outside_distance(roi, band_px + ring_px)
+    ring = (dist > band_px) & (dist <= band_px + ring_px) & valid
+    gains = [1.0] * len(DETAIL_SIGMAS)
+    if inside.sum() < 16 or ring.sum() < 16:
+        return edited, gains
+    own = _octave_energy(edited.mean(axis=0), inside)
+    scene = _octave_energy(source.mean(axis=0), ring)
+    gains = [float(np.clip(s / e, DETAIL_GAIN_MIN, DETAIL_GAIN_MAX)) if e > 1e-9 else 1.0
+             for e, s in zip(own, scene)]
+    if all(g == 1.0 for g in gains):
+        return edited, gains
+    # sum_k (g_k - 1) (G_k - G_k+1) x with G_0 = identity, as weights of the blurs G_k x
+    weights = [gains[0] - 1.0] + [gains[k] - gains[k - 1] for k in range(1, len(gains))] + [1.0 - gains[-1]]
+    weight = feather_alpha(roi, band_px, valid)
+    out = edited.copy()
+    for b in range(edited.shape[0]):
+        change = edited[b] * weights[0]
+        for sigma, w in zip(DETAIL_SIGMAS, weights[1:]):
+            if w != 0.0:
+                change += w * _blur(edited[b], sigma)
+        out[b] += weight * change
+        np.clip(out[b], -1.0, 1.0, out=out[b])
+    return out, [round(g, 4) for g in gains]
+
+
 def _gauss_pyramid(x: np.ndarray, levels: int) -> list[np.ndarray]:
     from scipy.ndimage import gaussian_filter
 
@@ -145,6 +212,9 @@ def blend_window(source: np.ndarray, edited: np.ndarray, roi: np.ndarray, valid:
     if config.color_match:
         edited, fits = match_colors(edited, src, roi, valid, config.band_px, config.ring_px)
         info["color_match"] = fits
+    if config.detail_match:
+        edited, gains = match_detail(edited, src, roi, valid, config.band_px, config.ring_px)
+        info["detail_gains"] = gains
     alpha = feather_alpha(roi, config.band_px, valid)
     if config.mode == "feather":
         out = np.empty(src.shape, np.float32)

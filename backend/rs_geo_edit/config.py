@@ -42,7 +42,8 @@ class BlendConfig:
     mode: str = "feather"        # feather | laplacian | poisson
     band_px: int = 16            # width of the transition band outside the ROI, pixels
     color_match: bool = False    # fit a per-band gain/offset on the context ring first
-    ring_px: int = 24            # width of the context ring used for colour matching, pixels
+    ring_px: int = 24            # width of the context ring used for colour and detail matching, pixels
+    detail_match: bool = True    # calm a texture busier than its ring, octave by octave (blend.match_detail)
 
 
 @dataclass

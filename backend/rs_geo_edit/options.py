@@ -138,6 +138,10 @@ class EditOptions:
                                           maximum=16, shown="the preset's")
     color_match: bool = option(_default(BlendConfig, "color_match"), "Give the ROI the per-band mean and spread of "
                                "the context ring around it before blending.")
+    detail_match: bool = option(_default(BlendConfig, "detail_match"), "Grain matching: calm a generated texture "
+                                "that is busier than the context ring around it, octave by octave from single "
+                                "pixels to ~30 px blotches, before blending (off: the model's texture as sampled).",
+                                flags=("--detail-match/--no-detail-match",))
     margin: int = option(_default(WindowConfig, "margin_px"), "Smallest context margin around each ROI, pixels.",
                          minimum=0, maximum=4096)
     margin_frac: float = option(_default(WindowConfig, "margin_frac"), "Context margin as a fraction of the ROI "
@@ -221,7 +225,8 @@ class EditOptions:
             rgb_bands=self.rgb_tuple(), device=self.device, threads=self.threads, cache_max_gb=self.cache_max_gb,
             windows=WindowConfig(margin_px=self.margin, margin_frac=self.margin_frac,
                                  margin_max_px=self.margin_max, max_side=self.max_side),
-            blend=BlendConfig(mode=self.blend, band_px=self.feather, color_match=self.color_match),
+            blend=BlendConfig(mode=self.blend, band_px=self.feather, color_match=self.color_match,
+                              detail_match=self.detail_match),
             output=OutputConfig(cog=self.cog, overwrite=self.overwrite, compress=self.compress),
             guidance=guidance, instruct=instruct, **extra)
 

@@ -174,13 +174,13 @@ def main(argv=None) -> int:
     model_over, blend_over = {}, {}
     for item in args.set:
         key, value = item.split("=", 1)
-        if key in ("blend", "feather", "color_match"):
+        if key in ("blend", "feather", "color_match", "detail_match"):
             blend_over[{"blend": "mode", "feather": "band_px"}.get(key, key)] = value
         else:
             model_over[key] = float(value) if "." in value or "e" in value else int(value)
     blend = BlendConfig()
     for key, value in blend_over.items():
-        setattr(blend, key, type(getattr(blend, key))(value if key != "color_match" else value == "1"))
+        setattr(blend, key, value == "1" if isinstance(getattr(blend, key), bool) else type(getattr(blend, key))(value))
     tmp = Path(tempfile.mkdtemp(prefix="rs-quality-"))
     cache = args.cache_dir or tmp / "cache"
     if args.crops:

@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..blend import blend_window
+from ..blend import DETAIL_REACH, blend_window
 from ..config import BlendConfig, EditConfig
 from ..editors import make_editor
 from ..errors import SceneError
@@ -239,12 +239,14 @@ def _sub_window(window, box: tuple[slice, slice]):
 
 def blend_box(roi: np.ndarray, blend: BlendConfig) -> tuple[slice, slice]:
     """Rows and columns of the window that the blend and the figures read: the ROIs' box grown
-    by the transition band (and the colour-match ring) or the figures' reach (``FOCUS_PX``),
-    whichever is farther, plus a pixel of neighbours for the Poisson solve. The Laplacian blend's
+    by the transition band (and the matching ring, and the reach of detail matching's blurs
+    beyond it) or the figures' reach (``FOCUS_PX``), whichever is farther, plus a pixel of
+    neighbours for the Poisson solve. The Laplacian blend's
     coarse levels read the whole window, so it gets the whole window."""
     if blend.mode == "laplacian":
         return slice(0, roi.shape[0]), slice(0, roi.shape[1])
-    reach = blend.band_px + (blend.ring_px if blend.color_match else 0) + 1
+    ring = blend.ring_px if blend.color_match or blend.detail_match else 0
+    reach = blend.band_px + ring + (DETAIL_REACH if blend.detail_match else 0) + 1
     return crop_around(roi, max(reach, FOCUS_PX))
 
 
