@@ -39,18 +39,29 @@ def feather_alpha(roi: np.ndarray, band_px: int, valid: np.ndarray | None = None
     return alpha
 
 
+def _edited_bands(edited: np.ndarray, source: np.ndarray, roi: np.ndarray) -> list[int]:
+    """The bands that the editor changed somewhere in the ROI: the matchings leave the others
+    (e.g. a near-infrared band an RGB engine passes through) exactly as they are."""
+    return [b for b in range(edited.shape[0]) if not np.array_equal(edited[b][roi], source[b][roi])]
+
+
 def match_colors(edited: np.ndarray, source: np.ndarray, roi: np.ndarray, valid: np.ndarray,
                  band_px: int, ring_px: int) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """Per-band gain/offset that give the edited ROI the mean and spread of the source's context
     ring (the ``ring_px`` pixels just outside the transition band): the ROI takes the colour
     statistics of its surroundings. Gains are clamped to [0.5, 2]. Applied to the whole window
-    (only ROI + band reach the output). Returns the corrected array and the (gain, offset) pairs."""
+    (only ROI + band reach the output); a band the editor did not change keeps its values (fit
+    (1, 0)). Returns the corrected array and the (gain, offset) pairs."""
     dist = outside_distance(roi, band_px + ring_px)
     ring = (dist > band_px) & (dist <= band_px + ring_px) & valid
     inside = roi & valid
     out = edited.copy()
     fits = []
+    changed = _edited_bands(edited, source, roi)
     for b in range(edited.shape[0]):
+        if b not in changed:
+            fits.append((1.0, 0.0))
+            continue
         e, s = edited[b][inside].astype(np.float64), source[b][ring].astype(np.float64)
         if e.size < 16 or s.size < 16 or e.std() < 1e-6:
             fits.append((1.0, float(s.mean() - e.mean()) if e.size and s.size else 0.0))
@@ -91,11 +102,11 @@ def match_detail(edited: np.ndarray, source: np.ndarray, roi: np.ndarray, valid:
                  band_px: int, ring_px: int) -> tuple[np.ndarray, list[float]]:
     """Grain matching: the edited ROI's texture takes no more detail than its surroundings have.
 
-    The luminance (band mean) is split into octaves of band-pass detail (``DETAIL_SIGMAS``: from
+    The luminance (the mean of the bands the editor changed) is split into octaves of band-pass detail (``DETAIL_SIGMAS``: from
     single pixels to blotches of ~16-30 px). Per octave, the mean |detail| of the edited ROI
     (eroded by ``DETAIL_ERODE_PX``) is compared with the source's on the context ring (the
-    ``ring_px`` pixels beyond the transition band), and that octave of every band of the edited
-    window is scaled by their ratio, clamped to [DETAIL_GAIN_MIN, DETAIL_GAIN_MAX]: a generated
+    ``ring_px`` pixels beyond the transition band), and that octave of every changed band of the
+    edited window is scaled by their ratio, clamped to [DETAIL_GAIN_MIN, DETAIL_GAIN_MAX]: a generated
     texture busier than the scene around it (speckle, mottling) is calmed to the scene's level,
     and one that is calmer is left as it is (detail is never invented). The correction is
     applied inside the ROI and fades out over the transition band. Returns the corrected array
@@ -106,10 +117,11 @@ def match_detail(edited: np.ndarray, source: np.ndarray, roi: np.ndarray, valid:
     dist = outside_distance(roi, band_px + ring_px)
     ring = (dist > band_px) & (dist <= band_px + ring_px) & valid
     gains = [1.0] * len(DETAIL_SIGMAS)
-    if inside.sum() < 16 or ring.sum() < 16:
+    bands = _edited_bands(edited, source, roi)
+    if inside.sum() < 16 or ring.sum() < 16 or not bands:
         return edited, gains
-    own = _octave_energy(edited.mean(axis=0), inside)
-    scene = _octave_energy(source.mean(axis=0), ring)
+    own = _octave_energy(edited[bands].mean(axis=0), inside)
+    scene = _octave_energy(source[bands].mean(axis=0), ring)
     gains = [float(np.clip(s / e, DETAIL_GAIN_MIN, DETAIL_GAIN_MAX)) if e > 1e-9 else 1.0
              for e, s in zip(own, scene)]
     if all(g == 1.0 for g in gains):
@@ -118,7 +130,7 @@ def match_detail(edited: np.ndarray, source: np.ndarray, roi: np.ndarray, valid:
     weights = [gains[0] - 1.0] + [gains[k] - gains[k - 1] for k in range(1, len(gains))] + [1.0 - gains[-1]]
     weight = feather_alpha(roi, band_px, valid)
     out = edited.copy()
-    for b in range(edited.shape[0]):
+    for b in bands:
         change = edited[b] * weights[0]
         for sigma, w in zip(DETAIL_SIGMAS, weights[1:]):
             if w != 0.0:
