@@ -222,3 +222,35 @@ def test_an_edited_box_that_does_not_fit_is_refused_and_leaves_no_output(tmp_pat
     with pytest.raises(RuntimeError, match=r"editor returned a box of shape \(3, 10, 10\) at rows 0:10, columns 0:12"):
         edit_scene(rgb_scene, aoi, tmp_path / "o.tif", make_config(), editor=StrayBoxEditor())
     assert _listing(tmp_path) == ["a.gpkg", "rgb_utm.tif"]
+
+
+def test_the_recorded_figures_are_those_of_the_written_file(tmp_path):
+    """The provenance's realism figures are computed on the window as written against the window
+    as read: recomputed here from the two files (uint16, a nodata border, an ROI away from the
+    scene's origin, so the window's offset matters), they are the same."""
+    from affine import Affine
+
+    from rs_geo_edit.eval.metrics import percentile_scale, realism
+    from rs_geo_edit.geo.raster import Normaliser, read_window, validity_mask
+    from rs_geo_edit.geo.windows import roi_labels
+    from rs_geo_edit.pipeline import plan_scene
+
+    scene = write_scene(tmp_path / "scene.tif", dtype="uint16", nodata=0, nodata_border=10, height=200, width=220)
+    aoi = write_aoi(tmp_path / "aoi.geojson", [pixel_box(scene, 120, 90, 170, 140)])
+    out = tmp_path / "out.tif"
+    config = make_config()
+    result = edit_scene(scene, aoi, out, config, editor=InvertEditor())
+    plan = plan_scene(scene, aoi, config)
+    ew = plan.windows[0]
+    assert ew.window.col_off > 0 and ew.window.row_off > 0
+    with rasterio.open(scene) as src, rasterio.open(out) as dst:
+        before, after = read_window(src, ew.window), read_window(dst, ew.window)
+        valid = validity_mask(src, ew.window, before)
+    roi = (roi_labels(ew, Affine(*plan.transform[:6])) > 0) & valid
+    norm = Normaliser.fit(before, valid)     # the figures are taken in the edit's normalised units
+    source, written = norm.forward(before, np.float64), norm.forward(after, np.float64)
+    expected = realism(written, source, roi, valid, plan.rgb, percentile_scale(source, valid))
+    recorded = result.record["windows"][0]["realism"]
+    assert set(recorded) == set(expected)
+    for key, value in expected.items():
+        assert recorded[key] == pytest.approx(value, abs=6e-6), key   # recorded to 5 decimals

@@ -192,3 +192,19 @@ def test_failed_write_leaves_nothing(tmp_path, rgb_scene):
     with pytest.raises(Exception):
         write_edited(rgb_scene, out, [bad])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rgb_utm.tif"]
+
+
+def test_an_open_scene_reads_through_a_small_block_cache(tmp_path):
+    """While a scene is open for editing, GDAL's block cache is held to READ_CACHE_BYTES (a
+    window is read once; the default, 5 % of RAM, kept a copy of it through the edit), and the
+    process's own setting comes back when the scene is closed."""
+    from rasterio.env import get_gdal_config
+
+    from rs_geo_edit.geo.raster import READ_CACHE_BYTES
+
+    scene = write_scene(tmp_path / "scene.tif", height=64, width=64)
+    before = int(get_gdal_config("GDAL_CACHEMAX"))
+    with open_scene(scene) as src:
+        assert int(get_gdal_config("GDAL_CACHEMAX")) == READ_CACHE_BYTES
+        assert read_window(src, Window(0, 0, 64, 64)).shape == (3, 64, 64)
+    assert int(get_gdal_config("GDAL_CACHEMAX")) == before
