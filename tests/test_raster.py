@@ -200,11 +200,14 @@ def test_an_open_scene_reads_through_a_small_block_cache(tmp_path):
     process's own setting comes back when the scene is closed."""
     from rasterio.env import get_gdal_config
 
-    from rs_geo_edit.geo.raster import READ_CACHE_BYTES
+    from rs_geo_edit.geo.raster import READ_CACHE_BYTES, WRITE_ENV, gdal_env
 
     scene = write_scene(tmp_path / "scene.tif", height=64, width=64)
     before = int(get_gdal_config("GDAL_CACHEMAX"))
     with open_scene(scene) as src:
         assert int(get_gdal_config("GDAL_CACHEMAX")) == READ_CACHE_BYTES
         assert read_window(src, Window(0, 0, 64, 64)).shape == (3, 64, 64)
+    assert int(get_gdal_config("GDAL_CACHEMAX")) == before
+    with gdal_env(**WRITE_ENV):     # the writers' environment gives it back too
+        assert int(get_gdal_config("GDAL_CACHEMAX")) == WRITE_ENV["GDAL_CACHEMAX"]
     assert int(get_gdal_config("GDAL_CACHEMAX")) == before

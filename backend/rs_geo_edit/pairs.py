@@ -259,7 +259,7 @@ def _write_mask(folder: Path, edit_record: dict) -> dict:
     import rasterio
     from rasterio.windows import Window
 
-    from .geo.raster import WRITE_ENV
+    from .geo.raster import WRITE_ENV, gdal_env
     from .geo.windows import geometry_mask_in_window
 
     with rasterio.open(folder / "pre.tif") as pre, rasterio.open(folder / "post.tif") as post:
@@ -274,7 +274,7 @@ def _write_mask(folder: Path, edit_record: dict) -> dict:
     mask = np.zeros(roi.shape, np.uint8)
     mask[~same] = MASK_BAND
     mask[roi] = MASK_ROI
-    with rasterio.Env(**WRITE_ENV), rasterio.open(folder / "mask.tif", "w", **profile) as dst:
+    with gdal_env(**WRITE_ENV), rasterio.open(folder / "mask.tif", "w", **profile) as dst:
         dst.write(mask, 1)
         dst.update_tags(1, VALUES="0: identical to pre.tif, 1: edited ROI, 2: changed by the blend band")
     windows = [w for w in edit_record["windows"] if "skipped" not in w]

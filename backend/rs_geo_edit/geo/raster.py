@@ -54,7 +54,7 @@ def open_scene(path: str | os.PathLike) -> Iterator["rasterio.io.DatasetReader"]
     except RasterioIOError as exc:
         raise SceneError(f"scene {str(path)!r} is not a readable raster ({_first_line(exc)}): "
                          "give a GeoTIFF or another GDAL raster") from None
-    with src, rasterio.Env(GDAL_CACHEMAX=READ_CACHE_BYTES):
+    with src, gdal_env(GDAL_CACHEMAX=READ_CACHE_BYTES):
         if src.crs is None:
             raise SceneError(f"scene {str(path)!r} has no CRS: assign one "
                              "(gdal_edit.py -a_srs EPSG:XXXX) before editing")
@@ -62,6 +62,22 @@ def open_scene(path: str | os.PathLike) -> Iterator["rasterio.io.DatasetReader"]
             raise SceneError(f"scene {str(path)!r} has data type {src.dtypes[0]}, which is not supported: "
                              f"convert it to one of {', '.join(sorted(SUPPORTED_DTYPES))}")
         yield src
+
+
+@contextlib.contextmanager
+def gdal_env(**options) -> Iterator[None]:
+    """``rasterio.Env(**options)`` that also gives the process its own GDAL block cache size back
+    on exit: the cache size is global to the process, and rasterio does not restore it."""
+    import rasterio
+    from rasterio.env import get_gdal_config, set_gdal_config
+
+    previous = get_gdal_config("GDAL_CACHEMAX")
+    try:
+        with rasterio.Env(**options):
+            yield
+    finally:
+        if previous is not None:
+            set_gdal_config("GDAL_CACHEMAX", int(previous))
 
 
 def footprint(src):
@@ -335,7 +351,7 @@ def write_edited(source: str | os.PathLike, output: str | os.PathLike, patches: 
     from rasterio.windows import intersection, WindowError
 
     output = Path(output)
-    with rasterio.Env(**WRITE_ENV), rasterio.open(source) as src:
+    with gdal_env(**WRITE_ENV), rasterio.open(source) as src:
         bands = data_bands(src)
         mask_copy = _has_internal_mask(src)
         profile = output_profile(src, compress=compress, tiled=cog)
@@ -387,7 +403,7 @@ def write_chip(src, window: Window, path: str | os.PathLike) -> Path:
     for key in ("tiled", "blockxsize", "blockysize", "BIGTIFF"):
         profile.pop(key, None)
     profile.update(width=int(window.width), height=int(window.height), transform=src.window_transform(window))
-    with rasterio.Env(**WRITE_ENV), rasterio.open(path, "w", **profile) as dst:
+    with gdal_env(**WRITE_ENV), rasterio.open(path, "w", **profile) as dst:
         copy_metadata(src, dst)
         dst.write(src.read(window=window))
         if _has_internal_mask(src):

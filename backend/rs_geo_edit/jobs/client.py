@@ -175,10 +175,10 @@ def crop_windows(scene: Path, windows, folder: Path) -> list[Path]:
     import rasterio
     from rasterio.windows import transform as window_transform
 
-    from ..geo.raster import WRITE_ENV, _has_internal_mask, open_scene
+    from ..geo.raster import WRITE_ENV, _has_internal_mask, gdal_env, open_scene
 
     paths = []
-    with rasterio.Env(**WRITE_ENV), open_scene(scene) as src:
+    with gdal_env(**WRITE_ENV), open_scene(scene) as src:
         internal_mask = _has_internal_mask(src)
         floating = np.issubdtype(np.dtype(src.dtypes[0]), np.floating)
         for ew in windows:
