@@ -102,15 +102,16 @@ def match_detail(edited: np.ndarray, source: np.ndarray, roi: np.ndarray, valid:
                  band_px: int, ring_px: int) -> tuple[np.ndarray, list[float]]:
     """Grain matching: the edited ROI's texture takes no more detail than its surroundings have.
 
-    The luminance (the mean of the bands the editor changed) is split into octaves of band-pass detail (``DETAIL_SIGMAS``: from
-    single pixels to blotches of ~16-30 px). Per octave, the mean |detail| of the edited ROI
-    (eroded by ``DETAIL_ERODE_PX``) is compared with the source's on the context ring (the
-    ``ring_px`` pixels beyond the transition band), and that octave of every changed band of the
-    edited window is scaled by their ratio, clamped to [DETAIL_GAIN_MIN, DETAIL_GAIN_MAX]: a generated
-    texture busier than the scene around it (speckle, mottling) is calmed to the scene's level,
-    and one that is calmer is left as it is (detail is never invented). The correction is
-    applied inside the ROI and fades out over the transition band. Returns the corrected array
-    and the gains, finest octave first (all 1.0 when nothing was changed)."""
+    The luminance (the mean of the bands the editor changed) is split into octaves of band-pass
+    detail (``DETAIL_SIGMAS``: from single pixels to blotches of ~16-30 px). Per octave, the
+    mean |detail| of the edited ROI (eroded by ``DETAIL_ERODE_PX``) is compared with the
+    source's on the context ring (the ``ring_px`` pixels beyond the transition band), and that
+    octave of every changed band of the edited window is scaled by their ratio, clamped to
+    [DETAIL_GAIN_MIN, DETAIL_GAIN_MAX]: a generated texture busier than the scene around it
+    (speckle, mottling) is calmed to the scene's level, and one that is calmer is left as it is
+    (detail is never invented). The correction is applied inside the ROI and fades out over the
+    transition band. Returns the corrected array and the gains, finest octave first (all 1.0
+    when nothing was changed)."""
     inside = (distance_to(~roi, DETAIL_ERODE_PX) > DETAIL_ERODE_PX) & valid
     if inside.sum() < 64:
         inside = roi & valid

@@ -216,7 +216,8 @@ def job_body(config, plan, uploads: list[str], scene: Path, output: Path) -> dic
     # Every model parameter the options schema makes public, so a new one travels without a change here.
     model = {k: v for k, v in dataclasses.asdict(config.model).items() if k in SPEC_BY_NAME}
     options = {"blend": config.blend.mode, "feather": config.blend.band_px, "color_match": config.blend.color_match,
-               "detail_match": config.blend.detail_match, "max_side": config.windows.max_side, "model_scope": config.model.scope, **model,
+               "detail_match": config.blend.detail_match, "max_side": config.windows.max_side,
+               "model_scope": config.model.scope, **model,
                "clip": g.clip, "strength": g.strength, "clip_views": g.views, "guide_every": g.every,
                "momentum": g.momentum, "ensemble": g.ensemble}
     windows = [{"upload": u, "index": ew.index, "col_off": int(ew.window.col_off), "row_off": int(ew.window.row_off)}

@@ -241,8 +241,8 @@ def blend_box(roi: np.ndarray, blend: BlendConfig) -> tuple[slice, slice]:
     """Rows and columns of the window that the blend and the figures read: the ROIs' box grown
     by the transition band (and the matching ring, and the reach of detail matching's blurs
     beyond it) or the figures' reach (``FOCUS_PX``), whichever is farther, plus a pixel of
-    neighbours for the Poisson solve. The Laplacian blend's
-    coarse levels read the whole window, so it gets the whole window."""
+    neighbours for the Poisson solve. The Laplacian blend's coarse levels read the whole window,
+    so it gets the whole window."""
     if blend.mode == "laplacian":
         return slice(0, roi.shape[0]), slice(0, roi.shape[1])
     ring = blend.ring_px if blend.color_match or blend.detail_match else 0
