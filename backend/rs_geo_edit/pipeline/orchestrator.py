@@ -424,11 +424,8 @@ def _model_inputs(src, plan, transform) -> list[tuple[int, np.ndarray, np.ndarra
 def _cropped_patch(ew: EditWindow, pixels: np.ndarray, changed: np.ndarray, offset: tuple[int, int] = (0, 0)) -> Patch:
     """Keep only the bounding box of the changed pixels: the context margin costs no memory.
     ``offset`` is the (row, column) of ``pixels``' first pixel in the window."""
-    from rasterio.windows import Window
-
     rows = np.flatnonzero(changed.any(axis=1))
     cols = np.flatnonzero(changed.any(axis=0))
-    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    window = Window(int(ew.window.col_off) + offset[1] + c0, int(ew.window.row_off) + offset[0] + r0, c1 - c0,
-                    r1 - r0)
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    window = _sub_window(ew.window, (slice(offset[0] + r0, offset[0] + r1), slice(offset[1] + c0, offset[1] + c1)))
     return Patch(window, np.ascontiguousarray(pixels[:, r0:r1, c0:c1]), np.ascontiguousarray(changed[r0:r1, c0:c1]))
