@@ -39,6 +39,13 @@ def feather_alpha(roi: np.ndarray, band_px: int, valid: np.ndarray | None = None
     return alpha
 
 
+def context_ring(roi: np.ndarray, valid: np.ndarray, band_px: int, ring_px: int) -> np.ndarray:
+    """The valid pixels of the ``ring_px`` just outside the transition band: the source's context
+    that colour and detail matching take their statistics from."""
+    dist = outside_distance(roi, band_px + ring_px)
+    return (dist > band_px) & (dist <= band_px + ring_px) & valid
+
+
 def _edited_bands(edited: np.ndarray, source: np.ndarray, roi: np.ndarray) -> list[int]:
     """The bands that the editor changed somewhere in the ROI: the matchings leave the others
     (e.g. a near-infrared band an RGB engine passes through) exactly as they are."""
@@ -52,8 +59,7 @@ def match_colors(edited: np.ndarray, source: np.ndarray, roi: np.ndarray, valid:
     statistics of its surroundings. Gains are clamped to [0.5, 2]. Applied to the whole window
     (only ROI + band reach the output); a band the editor did not change keeps its values (fit
     (1, 0)). Returns the corrected array and the (gain, offset) pairs."""
-    dist = outside_distance(roi, band_px + ring_px)
-    ring = (dist > band_px) & (dist <= band_px + ring_px) & valid
+    ring = context_ring(roi, valid, band_px, ring_px)
     inside = roi & valid
     out = edited.copy()
     fits = []
@@ -99,7 +105,7 @@ def _octave_energy(image: np.ndarray, region: np.ndarray) -> list[float]:
 
 
 def match_detail(edited: np.ndarray, source: np.ndarray, roi: np.ndarray, valid: np.ndarray,
-                 band_px: int, ring_px: int) -> tuple[np.ndarray, list[float]]:
+                 alpha: np.ndarray, band_px: int, ring_px: int) -> tuple[np.ndarray, list[float]]:
     """Grain matching: the edited ROI's texture takes no more detail than its surroundings have.
 
     The luminance (the mean of the bands the editor changed) is split into octaves of band-pass
@@ -109,14 +115,13 @@ def match_detail(edited: np.ndarray, source: np.ndarray, roi: np.ndarray, valid:
     octave of every changed band of the edited window is scaled by their ratio, clamped to
     [DETAIL_GAIN_MIN, DETAIL_GAIN_MAX]: a generated texture busier than the scene around it
     (speckle, mottling) is calmed to the scene's level, and one that is calmer is left as it is
-    (detail is never invented). The correction is applied inside the ROI and fades out over the
-    transition band. Returns the corrected array and the gains, finest octave first (all 1.0
-    when nothing was changed)."""
+    (detail is never invented). The correction is weighted by the blend's ``alpha`` (1 inside
+    the ROI, fading out over the transition band). Returns the corrected array and the gains,
+    finest octave first (all 1.0 when nothing was changed)."""
     inside = (distance_to(~roi, DETAIL_ERODE_PX) > DETAIL_ERODE_PX) & valid
     if inside.sum() < 64:
         inside = roi & valid
-    dist = outside_distance(roi, band_px + ring_px)
-    ring = (dist > band_px) & (dist <= band_px + ring_px) & valid
+    ring = context_ring(roi, valid, band_px, ring_px)
     gains = [1.0] * len(DETAIL_SIGMAS)
     bands = _edited_bands(edited, source, roi)
     if inside.sum() < 16 or ring.sum() < 16 or not bands:
@@ -129,14 +134,13 @@ def match_detail(edited: np.ndarray, source: np.ndarray, roi: np.ndarray, valid:
         return edited, gains
     # sum_k (g_k - 1) (G_k - G_k+1) x with G_0 = identity, as weights of the blurs G_k x
     weights = [gains[0] - 1.0] + [gains[k] - gains[k - 1] for k in range(1, len(gains))] + [1.0 - gains[-1]]
-    weight = feather_alpha(roi, band_px, valid)
     out = edited.copy()
     for b in bands:
         change = edited[b] * weights[0]
         for sigma, w in zip(DETAIL_SIGMAS, weights[1:]):
             if w != 0.0:
                 change += w * _blur(edited[b], sigma)
-        out[b] += weight * change
+        out[b] += alpha * change
         np.clip(out[b], -1.0, 1.0, out=out[b])
     return out, [round(g, 4) for g in gains]
 
@@ -225,10 +229,10 @@ def blend_window(source: np.ndarray, edited: np.ndarray, roi: np.ndarray, valid:
     if config.color_match:
         edited, fits = match_colors(edited, src, roi, valid, config.band_px, config.ring_px)
         info["color_match"] = fits
-    if config.detail_match:
-        edited, gains = match_detail(edited, src, roi, valid, config.band_px, config.ring_px)
-        info["detail_gains"] = gains
     alpha = feather_alpha(roi, config.band_px, valid)
+    if config.detail_match:
+        edited, gains = match_detail(edited, src, roi, valid, alpha, config.band_px, config.ring_px)
+        info["detail_gains"] = gains
     if config.mode == "feather":
         out = np.empty(src.shape, np.float32)
         for top, bottom, _, _ in row_strips(out.shape[1]):   # temporaries follow a strip of rows
