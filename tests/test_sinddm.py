@@ -285,3 +285,44 @@ def test_copy_paste_starts_inside_the_roi_and_fades_in():
     assert copy_ramp(small, 16, 32).max() == 1
     assert copy_ramp(small, 16, 32)[24, 31] == 0
     assert not copy_ramp(np.zeros((8, 8), bool), 16, 32).any()
+
+
+def test_copy_hold_keeps_the_original_where_the_paste_is_not_whole_at_coarse_scales():
+    from types import SimpleNamespace
+
+    from rs_geo_edit.editors.sinddm import CopyHook
+
+    roi = np.zeros((96, 96), bool)
+    roi[8:88, 8:88] = True                   # 80 px, band 8: inset 8, ramp 16, a pasted core 24 px deep
+    image = np.full((3, 96, 96), -0.5, np.float32)
+    request = SimpleNamespace(roi=roi, copy_mask=np.ones_like(roi), image=image, seed=0,
+                              copy_source=np.full((3, 96, 96), 0.5, np.float32))
+    sizes = [(48, 48), (96, 96)]
+    x0 = torch.zeros(1, 3, 48, 48)
+    held = CopyHook.build(request, sizes, 0.8, 8, "cpu", hold=0.3)(x0, 0, 10)[0, 0]
+    free = CopyHook.build(request, sizes, 0.8, 8, "cpu")(x0, 0, 10)[0, 0]
+    # the coarse scale's rim (just inside the outline) is pulled to the original, the core to the
+    # donor alone, and the ramp between them to both
+    assert held[5, 24] == pytest.approx(0.3 * -0.5, abs=0.01) and free[5, 24] == pytest.approx(0, abs=0.01)
+    assert held[24, 24] == pytest.approx(0.8 * 0.5, abs=0.01) and free[24, 24] == pytest.approx(0.4, abs=0.01)
+    assert held[8, 24] < free[8, 24] and free[8, 24] > 0
+    # outside the ROI neither touches the model's prediction, and the finest scale is the model's own
+    assert held[1, 1] == 0 and free[1, 1] == 0
+    fine = torch.zeros(1, 3, 96, 96)
+    assert torch.equal(CopyHook.build(request, sizes, 0.8, 8, "cpu", hold=0.3)(fine, 1, 10), fine)
+
+
+def test_copy_paste_outline_wanders_inwards_by_seed():
+    from rs_geo_edit.editors.sinddm import copy_ramp
+
+    target = np.zeros((400, 400), bool)
+    target[50:350, 50:350] = True            # 300 px: depth 150, the paste starts 16-47 px in
+    straight = copy_ramp(target, 16, 32)
+    a, b = copy_ramp(target, 16, 32, 0.3, seed=1), copy_ramp(target, 16, 32, 0.3, seed=2)
+    assert np.array_equal(a, copy_ramp(target, 16, 32, 0.3, seed=1))   # the same seed, the same paste
+    assert not np.array_equal(a, b)
+    assert (a <= straight).all() and a[~target].max() == 0           # only ever further in
+    # along one side of the square the paste's first row varies: its outline is not a straight line
+    first = [int(np.argmax(a[:, col] > 0)) for col in range(120, 280)]
+    assert max(first) - min(first) >= 10
+    assert a[200, 200] == 1                  # the middle stays whole

@@ -78,6 +78,8 @@ class ModelConfig:
     start_mid: float = 0.3       # middle scales start sampling at this fraction of their trained start
     start_fine: float = 0.5      # the finest scale starts sampling at this fraction of its trained start
     copy_weight: float = 0.8     # weight of the pasted content on x0 in copy mode
+    copy_wiggle: float = 0.3     # copy mode: the paste starts up to this fraction of its depth further in (varying)
+    copy_hold: float = 0.3       # copy mode: weight of the original on x0 where the paste is not whole, coarse scales
     tile: int = 512              # scales larger than this are sampled in overlapping tiles, pixels (0 = off)
     scope: str = "window"        # one model per window, or one per scene serving all its windows
     checkpoint_every: int = 250  # training steps between resumable checkpoints
@@ -121,7 +123,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "width": 160, "steps": 120_000, "batch": 32, "crop": 100_000, "lr_decay_every": 30_000,
         "lr_gamma": 0.5, "sample_stride": 1, "checkpoint_every": 5000, "scale_power": 0.0,
-        "chroma_radius": 0, "novelty": 1.0, "start_mid": 1.0, "start_fine": 1.0,
+        "chroma_radius": 0, "novelty": 1.0, "start_mid": 1.0, "start_fine": 1.0, "copy_hold": 0.0,
+        "copy_wiggle": 0.0,
     },
 }
 

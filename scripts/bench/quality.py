@@ -120,9 +120,44 @@ def measure(output: Path, aoi: Path, config) -> list[dict]:
             valid = validity_mask(src, ew.window, before)
         roi = roi_labels(ew, Affine(*plan.transform[:6])) > 0
         figures.append({**realism(after, before, roi, valid, plan.rgb),
-                        "window": [int(ew.window.height), int(ew.window.width)],
+                        "window": [int(ew.window.height), int(ew.window.width)], "index": ew.index,
                         "before": before, "after": after, "roi": roi})
     return figures
+
+
+def donor_share(fig: dict, case: str, config) -> float:
+    """Copy mode: how much of the donor shows, from 0 (the source unchanged) to 1 (the output
+    equals the donor), weighted by the paste's weight (:func:`copy_ramp`: 0 on the ROI's rim,
+    1 in its core), on the band mean blurred by 2 px so that texture does not count, only what
+    material lies there: 1 - sum w|output - donor| / sum w|source - donor|."""
+    import rasterio
+    from scipy.ndimage import gaussian_filter
+
+    from rs_geo_edit.editors.sinddm import copy_ramp
+    from rs_geo_edit.imaging import resize
+    from rs_geo_edit.pipeline.orchestrator import window_seed
+
+    place, side = CASES[case]
+    side = 180 if side == "polygon" else side
+    donor_place = {"forest": "mixed", "snow": "road", "road": "snow", "mixed": "forest"}[place]
+    row, col = PLACES[donor_place]
+    roi = fig["roi"]
+    with rasterio.open(SCENE) as src:
+        r0 = min(max(0, row - side // 2), src.height - side)
+        c0 = min(max(0, col - side // 2), src.width - side)
+        donor = src.read(window=((r0, r0 + side), (c0, c0 + side))).astype(np.float32)
+    rows, cols = np.nonzero(roi)
+    placed = np.zeros_like(fig["before"], dtype=np.float32)
+    placed[:, rows.min():rows.max() + 1, cols.min():cols.max() + 1] = resize(
+        donor, (rows.max() + 1 - rows.min(), cols.max() + 1 - cols.min()), "lanczos")
+    band = config.blend.band_px
+    weight = copy_ramp(roi, band, 2 * band, config.model.copy_wiggle, window_seed(config.seed, fig["index"]))
+
+    def smooth(img):
+        return gaussian_filter(img[:3].mean(axis=0), 2)
+
+    d, s, o = smooth(placed), smooth(fig["before"]), smooth(fig["after"])
+    return float(1 - (weight * np.abs(o - d)).sum() / max((weight * np.abs(s - d)).sum(), 1e-9))
 
 
 def save_crops(fig: dict, path: Path, zoom: int = 2, max_side: int = 320) -> None:
@@ -187,7 +222,7 @@ def main(argv=None) -> int:
         args.crops.mkdir(parents=True, exist_ok=True)
     rows = []
     print(f"{'case':<12} {'mode':<10} {'window':>9} {'lum':>6} {'':4} {'colour':>6} {'':4} {'seam':>5} {'':4} "
-          f"{'train':>6} {'sample':>6} {'total':>6}  {'reedit':>6}")
+          f"{'train':>6} {'sample':>6} {'total':>6}  {'reedit':>6}  {'donor':>5}")
     for case in args.cases:
         for mode in args.modes:
             if mode == "copy" and CASES[case][0] == "four":
@@ -217,7 +252,8 @@ def main(argv=None) -> int:
                 name = case if len(figures) == 1 else f"{case}#{k}"
                 if args.crops:
                     save_crops(fig, args.crops / f"{name}-{mode}.png")
-                row = {"case": name, "mode": mode, "scope": args.scope, "window": fig["window"],
+                share = donor_share(fig, case, config) if mode == "copy" else float("nan")
+                row = {"case": name, "mode": mode, "scope": args.scope, "window": fig["window"], "donor": share,
                        "luminance": fig["luminance"], "colour": fig["colour"], "seam": fig["seam"],
                        "train_s": round(train_s, 1), "trainings": len(editor.models),
                        "sample_s": stats.get("sample_s"), "total_s": round(total, 1), "reedit_s": round(reedit, 1),
@@ -227,7 +263,7 @@ def main(argv=None) -> int:
                       f"{fig['luminance']:6.2f} {verdict('luminance', fig['luminance']):4} "
                       f"{fig['colour']:6.2f} {verdict('colour', fig['colour']):4} "
                       f"{fig['seam']:5.2f} {verdict('seam', fig['seam']):4} "
-                      f"{train_s:6.1f} {stats.get('sample_s', 0):6.1f} {total:6.1f}  {reedit:6.1f}",
+                      f"{train_s:6.1f} {stats.get('sample_s', 0):6.1f} {total:6.1f}  {reedit:6.1f}  {share:5.2f}",
                       flush=True)
             if len(figures) > 1:
                 print(f"{case}: {len(editor.models)} training(s), {train_s:.1f} s training, {total:.1f} s in all")

@@ -17,6 +17,7 @@ Modes:
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Optional
@@ -37,36 +38,62 @@ class CopyHook:
     """Content copy: pasted content replaces up to ``weight`` of the predicted clean image inside
     the target ROIs at every scale but the finest, which then harmonises it. The paste starts a
     little inside the ROI and fades in (see :func:`copy_ramp`), so the ROI's edge is generated in
-    agreement with the surroundings rather than cut along the ROI's outline."""
+    agreement with the surroundings rather than cut along the ROI's outline. With ``hold`` the
+    original (the window's own image at that scale) replaces up to that much of the prediction
+    where the paste is not whole, in proportion to what it lacks (all of it on the inset the
+    paste leaves free, less and less over its ramp), on the coarser half of the scales, where the
+    layout is decided: the model neither carries the pasted material out to the outline nor ends
+    it along a hard line where the hold would stop (docs/quality.md: seam ratios 1.58 -> 0.92 and
+    1.11 -> 0.98 where the donor's material lay along a whole side). Held at every scale, the
+    donor faded in small ROIs; held on the inset alone, its material ended along a straight line
+    a band inside the outline."""
 
     reads_finest = False   # the sampler may run the finest scale on the box of changed pixels
+    HOLD_SCALES = 0.5      # the hold acts on the coarsest half of the scales (docs/quality.md)
 
-    def __init__(self, contents: list, masks: list, weight: float):
+    def __init__(self, contents: list, masks: list, weight: float, originals: list | None = None,
+                 holds: list | None = None, hold: float = 0.0):
         self.contents, self.masks, self.weight = contents, masks, weight
-        self.finest = len(contents) - 1
+        n = len(contents)
+        self.originals, self.holds, self.hold = originals or [None] * n, holds or [None] * n, hold
+        self.finest = n - 1
 
     @classmethod
-    def build(cls, request, sizes, weight: float, band_px: float, device) -> "CopyHook":
+    def build(cls, request, sizes, weight: float, band_px: float, device, hold: float = 0.0,
+              wiggle: float = 0.0) -> "CopyHook":
         """From the request's copy content (present whenever the pipeline asks for copy);
-        ``band_px`` is the transition band, which sets the paste's inset and ramp."""
+        ``band_px`` is the transition band, which sets the paste's inset and ramp, ``hold`` and
+        ``wiggle`` as above and in :func:`copy_ramp`."""
         import torch
 
-        ramp = copy_ramp(request.copy_mask & request.roi, band_px, 2 * band_px)
-        contents, masks = [], []
-        for size in sizes:
-            mask = ramp if tuple(size) == ramp.shape else np.clip(resize(ramp, size, "area"), 0.0, 1.0)
-            contents.append(torch.from_numpy(resize(request.copy_source, size, "lanczos"))[None].to(device))
-            masks.append(torch.from_numpy(mask.astype(np.float32))[None, None].to(device))
-        return cls(contents, masks, weight)
+        def tensor(array, dims):
+            return torch.from_numpy(np.ascontiguousarray(array, np.float32))[dims].to(device)
+
+        target = request.copy_mask & request.roi
+        ramp = copy_ramp(target, band_px, 2 * band_px, wiggle, int(request.seed))
+        lacking = np.where(target, 1.0 - ramp, 0.0).astype(np.float32)   # where the paste is not whole
+        n = len(sizes)
+        contents, masks, originals, holds = [None] * n, [None] * n, [None] * n, [None] * n
+        for s, size in enumerate(sizes[:-1]):   # the finest scale is left to the model
+            contents[s] = tensor(resize(request.copy_source, size, "lanczos"), None)
+            masks[s] = tensor(np.clip(resize(ramp, size, "area"), 0.0, 1.0), (None, None))
+            if hold > 0 and s < cls.HOLD_SCALES * (n - 1):
+                originals[s] = tensor(np.clip(resize(request.image, size, "lanczos"), -1, 1), None)
+                holds[s] = tensor(np.clip(resize(lacking, size, "area"), 0.0, 1.0), (None, None))
+        return cls(contents, masks, weight, originals, holds, hold)
 
     def __call__(self, x0, scale: int, t: int):
         if scale == self.finest:
             return x0
         m = self.masks[scale] * self.weight
-        return m * self.contents[scale] + (1 - m) * x0
+        out = m * self.contents[scale] + (1 - m) * x0
+        if self.holds[scale] is not None:
+            h = self.holds[scale] * self.hold
+            out = h * self.originals[scale] + (1 - h) * out
+        return out
 
 
-def copy_ramp(target: np.ndarray, inset_px: float, ramp_px: float) -> np.ndarray:
+def copy_ramp(target: np.ndarray, inset_px: float, ramp_px: float, wiggle: float = 0.0, seed: int = 0) -> np.ndarray:
     """The paste's weight in [0, 1]: 0 outside ``target`` and within ``inset_px`` of its edge,
     then rising linearly with the distance inside over ``ramp_px`` pixels, 1 beyond. The inset
     is at most a quarter of the target's depth and the ramp at most half, so a small ROI keeps a
@@ -77,7 +104,14 @@ def copy_ramp(target: np.ndarray, inset_px: float, ramp_px: float) -> np.ndarray
     from the edge alone, 1.2-5). With a band-wide inset the model generates the ROI's rim as a
     continuation of the surroundings, as in ``regenerate``, and the pasted material begins
     further in, along an outline the model draws (seam 0.94-1.09 in seven of the bench's nine
-    cases)."""
+    cases).
+
+    With ``wiggle`` the paste starts further in by up to that fraction of the depth its whole
+    core reaches beyond the inset and ramp (none in a 64 px square, 5 px in 128, 31 px in
+    300), varying smoothly along the outline (:func:`wander`, drawn from ``seed``): a square donor
+    pasted into a square ROI otherwise ends along a straight line parallel to each side, which
+    shows at 1x on ROIs of 300 px and more where the donor's material differs from the
+    surroundings (forest pasted against snow)."""
     from scipy.ndimage import distance_transform_edt
 
     if not target.any():
@@ -86,7 +120,24 @@ def copy_ramp(target: np.ndarray, inset_px: float, ramp_px: float) -> np.ndarray
     depth = float(inside.max())
     inset = min(float(inset_px), depth / 4)
     ramp = max(1.0, min(float(ramp_px), depth / 2))
+    core = depth - inset - ramp   # how deep the whole paste reaches: the wiggle takes from it
+    if wiggle > 0 and core >= 1:
+        inside = inside - wiggle * core * wander(target.shape, depth / 4, seed)
     return np.clip((inside - inset) / ramp, 0.0, 1.0).astype(np.float32)
+
+
+def wander(shape: tuple[int, int], scale: float, seed: int) -> np.ndarray:
+    """A smooth random field in [0, 1] (about 0.5 on average) whose features are ``scale`` px
+    across, drawn on a grid of that spacing and upsampled, so a large window costs no more than
+    its own float32 copy."""
+    from scipy.ndimage import gaussian_filter
+
+    step = max(1.0, float(scale) / 2)
+    grid = (int(math.ceil(shape[0] / step)) + 3, int(math.ceil(shape[1] / step)) + 3)
+    coarse = gaussian_filter(np.random.default_rng(seed).standard_normal(grid), 1.0, mode="wrap")
+    coarse = np.clip(0.5 + coarse / (4 * max(float(coarse.std()), 1e-12)), 0.0, 1.0).astype(np.float32)
+    fine = resize(coarse, (int(round(grid[0] * step)), int(round(grid[1] * step))), "bicubic")
+    return np.clip(fine[:shape[0], :shape[1]], 0.0, 1.0)
 
 
 def chain(*hooks):
@@ -288,7 +339,8 @@ class SinDDMEditor:
         pyramid.images = []
         copy_hook = guide = None
         if self.config.mode == "copy" or (self.config.mode == "text" and request.copy_source is not None):
-            copy_hook = CopyHook.build(request, sizes, cfg.copy_weight, self._band_px(request), self.device)
+            copy_hook = CopyHook.build(request, sizes, cfg.copy_weight, self._band_px(request), self.device,
+                                       cfg.copy_hold, cfg.copy_wiggle)
         if self.config.mode == "text":
             guide = self._guidance(request, sizes, schedule)
         generator = torch.Generator().manual_seed(int(request.seed))
