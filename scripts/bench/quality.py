@@ -6,8 +6,10 @@ a 128 px square at each place, one row per window; with ``--scope scene`` one mo
 real library call (``edit_scene``, fast preset unless --set overrides it), then measures, on the
 written GeoTIFF against the source:
   luminance and colour detail ratios (eval/metrics.py), seam ratio (eval/seams.py),
-  seconds: train + sample + write (a cached re-edit is timed with --reedit).
-and prints them against the targets. --crops DIR writes before/after crops at 2x zoom per case.
+  seconds: train + sample + write (a cached re-edit is timed with --reedit),
+  donor (copy mode): how much of the pasted material shows, 0 (the source) to 1 (the donor),
+and prints them against the targets (donor has none: it tells a paste that fades from one that
+shows). --crops DIR writes before/after crops at 2x zoom per case.
 
 Targets (fast preset, 2 threads): luminance in [0.8, 1.2], colour <= 1.3, seam <= 1.1;
 <= 180 s for ROIs up to 128 px, <= 480 s for 450 px; cached re-edit <= 20 s for 128 px.
