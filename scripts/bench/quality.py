@@ -8,6 +8,7 @@ written GeoTIFF against the source:
   luminance and colour detail ratios (eval/metrics.py), seam ratio (eval/seams.py),
   seconds: train + sample + write (a cached re-edit is timed with --reedit),
   donor (copy mode): how much of the pasted material shows, 0 (the source) to 1 (the donor),
+  src lum: the luminance figure of the unedited scene itself (its ROI against its ring),
 and prints them against the targets (donor has none: it tells a paste that fades from one that
 shows). --crops DIR writes before/after crops at 2x zoom per case.
 
@@ -121,7 +122,8 @@ def measure(output: Path, aoi: Path, config) -> list[dict]:
             after = read_window(out, ew.window).astype(np.float64)
             valid = validity_mask(src, ew.window, before)
         roi = roi_labels(ew, Affine(*plan.transform[:6])) > 0
-        figures.append({**realism(after, before, roi, valid, plan.rgb),
+        itself = realism(before, before, roi, valid, plan.rgb)   # the scene's own ROI against its ring
+        figures.append({**realism(after, before, roi, valid, plan.rgb), "source_luminance": itself["luminance"],
                         "window": [int(ew.window.height), int(ew.window.width)], "index": ew.index,
                         "before": before, "after": after, "roi": roi})
     return figures
@@ -224,7 +226,7 @@ def main(argv=None) -> int:
         args.crops.mkdir(parents=True, exist_ok=True)
     rows = []
     print(f"{'case':<12} {'mode':<10} {'window':>9} {'lum':>6} {'':4} {'colour':>6} {'':4} {'seam':>5} {'':4} "
-          f"{'train':>6} {'sample':>6} {'total':>6}  {'reedit':>6}  {'donor':>5}")
+          f"{'train':>6} {'sample':>6} {'total':>6}  {'reedit':>6}  {'donor':>5}  {'src lum':>6}")
     for case in args.cases:
         for mode in args.modes:
             if mode == "copy" and CASES[case][0] == "four":
@@ -257,6 +259,7 @@ def main(argv=None) -> int:
                 share = donor_share(fig, case, config) if mode == "copy" else float("nan")
                 row = {"case": name, "mode": mode, "scope": args.scope, "window": fig["window"], "donor": share,
                        "luminance": fig["luminance"], "colour": fig["colour"], "seam": fig["seam"],
+                       "source_luminance": fig["source_luminance"],
                        "train_s": round(train_s, 1), "trainings": len(editor.models),
                        "sample_s": stats.get("sample_s"), "total_s": round(total, 1), "reedit_s": round(reedit, 1),
                        "overrides": args.set}
@@ -265,7 +268,8 @@ def main(argv=None) -> int:
                       f"{fig['luminance']:6.2f} {verdict('luminance', fig['luminance']):4} "
                       f"{fig['colour']:6.2f} {verdict('colour', fig['colour']):4} "
                       f"{fig['seam']:5.2f} {verdict('seam', fig['seam']):4} "
-                      f"{train_s:6.1f} {stats.get('sample_s', 0):6.1f} {total:6.1f}  {reedit:6.1f}  {share:5.2f}",
+                      f"{train_s:6.1f} {stats.get('sample_s', 0):6.1f} {total:6.1f}  {reedit:6.1f}  {share:5.2f}"
+                      f"  {fig['source_luminance']:6.2f}",
                       flush=True)
             if len(figures) > 1:
                 print(f"{case}: {len(editor.models)} training(s), {train_s:.1f} s training, {total:.1f} s in all")
