@@ -326,3 +326,20 @@ def test_copy_paste_outline_wanders_inwards_by_seed():
     first = [int(np.argmax(a[:, col] > 0)) for col in range(120, 280)]
     assert max(first) - min(first) >= 10
     assert a[200, 200] == 1                  # the middle stays whole
+
+
+def test_rim_hold_without_a_paste_keeps_the_core_free():
+    from types import SimpleNamespace
+
+    from rs_geo_edit.editors.sinddm import CopyHook
+
+    roi = np.zeros((96, 96), bool)
+    roi[8:88, 8:88] = True
+    request = SimpleNamespace(roi=roi, image=np.full((3, 96, 96), -0.5, np.float32))
+    hook = CopyHook.rim_only(request, [(48, 48), (96, 96)], 8, "cpu", hold=0.3)
+    x0 = torch.full((1, 3, 48, 48), 0.25)
+    out = hook(x0, 0, 10)[0, 0]
+    assert out[5, 24] == pytest.approx(0.7 * 0.25 + 0.3 * -0.5, abs=0.01)   # the rim, pulled to the original
+    assert out[24, 24] == 0.25 and out[1, 1] == 0.25                       # the core and the outside, free
+    fine = torch.full((1, 3, 96, 96), 0.25)
+    assert torch.equal(hook(fine, 1, 10), fine)

@@ -80,6 +80,7 @@ class ModelConfig:
     copy_weight: float = 0.8     # weight of the pasted content on x0 in copy mode
     copy_wiggle: float = 0.3     # copy mode: the paste starts up to this fraction of its depth further in (varying)
     copy_hold: float = 0.3       # copy mode: weight of the original on x0 where the paste is not whole, coarse scales
+    rim_hold: float = 0.0        # regenerate: weight of the original on x0 over the ROI's rim (experiment)
     tile: int = 512              # scales larger than this are sampled in overlapping tiles, pixels (0 = off)
     scope: str = "window"        # one model per window, or one per scene serving all its windows
     checkpoint_every: int = 250  # training steps between resumable checkpoints

@@ -82,11 +82,30 @@ class CopyHook:
                 holds[s] = tensor(np.clip(resize(lacking, size, "area"), 0.0, 1.0), (None, None))
         return cls(contents, masks, weight, originals, holds, hold)
 
+    @classmethod
+    def rim_only(cls, request, sizes, band_px: float, device, hold: float) -> "CopyHook":
+        """The hold without a paste, for ``regenerate``: the original held on the ROI's rim
+        (all of it within a band of the outline, fading over two more) at every scale but the
+        finest. An experiment that the bench reaches with ``--set rim_hold=...``: it continues
+        a smooth field as smooth, closer to the scene than the default (docs/quality.md, "The
+        scene against its own target")."""
+        import torch
+
+        lacking = np.where(request.roi, 1.0 - copy_ramp(request.roi, band_px, 2 * band_px), 0.0).astype(np.float32)
+        n = len(sizes)
+        originals, holds = [None] * n, [None] * n
+        for s, size in enumerate(sizes[:-1]):
+            originals[s] = torch.from_numpy(np.clip(resize(request.image, size, "lanczos"), -1, 1))[None].to(device)
+            holds[s] = torch.from_numpy(np.clip(resize(lacking, size, "area"), 0.0, 1.0))[None, None].to(device)
+        return cls([None] * n, [None] * n, 0.0, originals, holds, hold)
+
     def __call__(self, x0, scale: int, t: int):
         if scale == self.finest:
             return x0
-        m = self.masks[scale] * self.weight
-        out = m * self.contents[scale] + (1 - m) * x0
+        out = x0
+        if self.contents[scale] is not None:
+            m = self.masks[scale] * self.weight
+            out = m * self.contents[scale] + (1 - m) * x0
         if self.holds[scale] is not None:
             h = self.holds[scale] * self.hold
             out = h * self.originals[scale] + (1 - h) * out
@@ -341,6 +360,8 @@ class SinDDMEditor:
         if self.config.mode == "copy" or (self.config.mode == "text" and request.copy_source is not None):
             copy_hook = CopyHook.build(request, sizes, cfg.copy_weight, self._band_px(request), self.device,
                                        cfg.copy_hold, cfg.copy_wiggle)
+        elif self.config.mode == "regenerate" and cfg.rim_hold > 0:
+            copy_hook = CopyHook.rim_only(request, sizes, self._band_px(request), self.device, cfg.rim_hold)
         if self.config.mode == "text":
             guide = self._guidance(request, sizes, schedule)
         generator = torch.Generator().manual_seed(int(request.seed))
