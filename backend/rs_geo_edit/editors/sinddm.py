@@ -126,7 +126,7 @@ def copy_ramp(target: np.ndarray, inset_px: float, ramp_px: float, wiggle: float
     cases).
 
     With ``wiggle`` the paste starts further in by up to that fraction of the depth its whole
-    core reaches beyond the inset and ramp (none in a 64 px square, 5 px in 128, 31 px in
+    core reaches beyond the inset and ramp (2 px in a 64 px square, 5 px in 128, 31 px in
     300), varying smoothly along the outline (:func:`wander`, drawn from ``seed``): a square donor
     pasted into a square ROI otherwise ends along a straight line parallel to each side, which
     shows at 1x on ROIs of 300 px and more where the donor's material differs from the
