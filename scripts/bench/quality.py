@@ -166,13 +166,23 @@ def donor_share(fig: dict, case: str, config) -> float:
 
 def save_crops(fig: dict, path: Path, zoom: int = 2, max_side: int = 320) -> None:
     """Before | after around the ROI, at ``zoom`` x (nearest neighbour), with the ROI outline
-    left out so the edge is judged on the pixels alone."""
-    from PIL import Image
-
+    left out so the edge is judged on the pixels alone. Where that crop shows only the ROI's
+    middle, the whole ROI with a 40 px margin is also written at 1x (``*-full.png``): its
+    edges are where a square would show."""
     roi = fig["roi"]
     rows, cols = np.nonzero(roi)
     cy, cx = (rows.min() + rows.max()) // 2, (cols.min() + cols.max()) // 2
-    half = min(max_side // zoom // 2 * 2, max(np.ptp(rows), np.ptp(cols)) // 2 + 40)
+    whole = max(np.ptp(rows), np.ptp(cols)) // 2 + 40
+    half = min(max_side // zoom // 2 * 2, whole)
+    _save_pair(fig, path, cy, cx, half, zoom)
+    if half < whole:
+        _save_pair(fig, path.with_name(path.stem + "-full.png"), cy, cx, whole, 1)
+
+
+def _save_pair(fig: dict, path: Path, cy: int, cx: int, half: int, zoom: int) -> None:
+    from PIL import Image
+
+    roi = fig["roi"]
     r0, c0 = max(0, cy - half), max(0, cx - half)
     r1, c1 = min(roi.shape[0], cy + half), min(roi.shape[1], cx + half)
     tiles = []
