@@ -64,22 +64,15 @@ class CopyHook:
         """From the request's copy content (present whenever the pipeline asks for copy);
         ``band_px`` is the transition band, which sets the paste's inset and ramp, ``hold`` and
         ``wiggle`` as above and in :func:`copy_ramp`."""
-        import torch
-
-        def tensor(array, dims):
-            return torch.from_numpy(np.ascontiguousarray(array, np.float32))[dims].to(device)
-
         target = request.copy_mask & request.roi
         ramp = copy_ramp(target, band_px, 2 * band_px, wiggle, int(request.seed))
-        lacking = np.where(target, 1.0 - ramp, 0.0).astype(np.float32)   # where the paste is not whole
         n = len(sizes)
-        contents, masks, originals, holds = [None] * n, [None] * n, [None] * n, [None] * n
+        contents, masks = [None] * n, [None] * n
         for s, size in enumerate(sizes[:-1]):   # the finest scale is left to the model
-            contents[s] = tensor(resize(request.copy_source, size, "lanczos"), None)
-            masks[s] = tensor(np.clip(resize(ramp, size, "area"), 0.0, 1.0), (None, None))
-            if hold > 0 and s < cls.HOLD_SCALES * (n - 1):
-                originals[s] = tensor(np.clip(resize(request.image, size, "lanczos"), -1, 1), None)
-                holds[s] = tensor(np.clip(resize(lacking, size, "area"), 0.0, 1.0), (None, None))
+            contents[s] = _tensor(resize(request.copy_source, size, "lanczos"), device)
+            masks[s] = _tensor(np.clip(resize(ramp, size, "area"), 0.0, 1.0)[None], device)
+        originals, holds = _held(request.image, np.where(target, 1.0 - ramp, 0.0), sizes,
+                                 cls.HOLD_SCALES * (n - 1) if hold > 0 else 0, device)
         return cls(contents, masks, weight, originals, holds, hold)
 
     @classmethod
@@ -89,14 +82,9 @@ class CopyHook:
         finest. An experiment that the bench reaches with ``--set rim_hold=...``: it continues
         a smooth field as smooth, closer to the scene than the default (docs/quality.md, "The
         scene against its own target")."""
-        import torch
-
-        lacking = np.where(request.roi, 1.0 - copy_ramp(request.roi, band_px, 2 * band_px), 0.0).astype(np.float32)
         n = len(sizes)
-        originals, holds = [None] * n, [None] * n
-        for s, size in enumerate(sizes[:-1]):
-            originals[s] = torch.from_numpy(np.clip(resize(request.image, size, "lanczos"), -1, 1))[None].to(device)
-            holds[s] = torch.from_numpy(np.clip(resize(lacking, size, "area"), 0.0, 1.0))[None, None].to(device)
+        lacking = np.where(request.roi, 1.0 - copy_ramp(request.roi, band_px, 2 * band_px), 0.0)
+        originals, holds = _held(request.image, lacking, sizes, n - 1, device)
         return cls([None] * n, [None] * n, 0.0, originals, holds, hold)
 
     def __call__(self, x0, scale: int, t: int):
@@ -110,6 +98,24 @@ class CopyHook:
             h = self.holds[scale] * self.hold
             out = h * self.originals[scale] + (1 - h) * out
         return out
+
+
+def _tensor(array: np.ndarray, device):
+    """(C, H, W) float32 array -> (1, C, H, W) tensor on ``device``."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array, np.float32))[None].to(device)
+
+
+def _held(image: np.ndarray, lacking: np.ndarray, sizes, below: float, device) -> tuple[list, list]:
+    """The original and the hold's weight map (``lacking``, window-sized) at every scale below
+    ``below``; None at the others."""
+    originals, holds = [None] * len(sizes), [None] * len(sizes)
+    for s, size in enumerate(sizes):
+        if s < below:
+            originals[s] = _tensor(np.clip(resize(image, size, "lanczos"), -1, 1), device)
+            holds[s] = _tensor(np.clip(resize(lacking.astype(np.float32), size, "area"), 0.0, 1.0)[None], device)
+    return originals, holds
 
 
 def copy_ramp(target: np.ndarray, inset_px: float, ramp_px: float, wiggle: float = 0.0, seed: int = 0) -> np.ndarray:
