@@ -84,19 +84,23 @@ def write_aoi(case: str, path: Path) -> None:
                      crs=crs).to_file(path, driver="GPKG")
 
 
+def donor_square(case: str, height: int, width: int) -> tuple[int, int, int]:
+    """Copy mode's donor for ``case``: (top row, left col, side) of a square of the ROI's size
+    at another place of the scene (``height`` x ``width`` px)."""
+    place, side = CASES[case]
+    side = 180 if side == "polygon" else side
+    row, col = PLACES[{"forest": "mixed", "snow": "road", "road": "snow", "mixed": "forest"}[place]]
+    return min(max(0, row - side // 2), height - side), min(max(0, col - side // 2), width - side), side
+
+
 def write_copy_source(case: str, path: Path) -> None:
     """Copy mode's source: a square of the ROI's size from another place of the scene."""
     import geopandas as gpd
     import rasterio
     from shapely.geometry import box
 
-    place, side = CASES[case]
-    side = 180 if side == "polygon" else side
-    donor = {"forest": "mixed", "snow": "road", "road": "snow", "mixed": "forest"}[place]
-    row, col = PLACES[donor]
     with rasterio.open(SCENE) as src:
-        r0 = min(max(0, row - side // 2), src.height - side)
-        c0 = min(max(0, col - side // 2), src.width - side)
+        r0, c0, side = donor_square(case, src.height, src.width)
         geom = box(*(src.transform * (c0, r0 + side)), *(src.transform * (c0 + side, r0)))
         crs = src.crs
     target = gpd.read_file(path)
@@ -141,14 +145,9 @@ def donor_share(fig: dict, case: str, config) -> float:
     from rs_geo_edit.imaging import resize
     from rs_geo_edit.pipeline.orchestrator import window_seed
 
-    place, side = CASES[case]
-    side = 180 if side == "polygon" else side
-    donor_place = {"forest": "mixed", "snow": "road", "road": "snow", "mixed": "forest"}[place]
-    row, col = PLACES[donor_place]
     roi = fig["roi"]
     with rasterio.open(SCENE) as src:
-        r0 = min(max(0, row - side // 2), src.height - side)
-        c0 = min(max(0, col - side // 2), src.width - side)
+        r0, c0, side = donor_square(case, src.height, src.width)
         donor = src.read(window=((r0, r0 + side), (c0, c0 + side))).astype(np.float32)
     rows, cols = np.nonzero(roi)
     placed = np.zeros_like(fig["before"], dtype=np.float32)
