@@ -121,6 +121,34 @@ def test_detail_match_calms_a_busier_texture_and_leaves_a_calmer_one_alone():
     assert np.array_equal(out, blend_window(source, calm, roi, valid, plain)[0])
 
 
+def test_restore_grain_raises_a_calmer_paste_to_the_donors_detail_and_no_further():
+    """Copy mode's grain: a paste that came out smoother than its donor gets its detail back
+    where the paste shows, up to the gain limit; where the paste weight is 0 nothing changes;
+    a paste as busy as its donor or busier is returned as it is."""
+    from scipy.ndimage import gaussian_filter
+
+    from rs_geo_edit.blend import _octave_energy, restore_grain
+    from rs_geo_edit.editors.sinddm import copy_ramp
+
+    donor = _scene(5, size=160)
+    target = np.zeros((160, 160), bool)
+    target[30:130, 30:130] = True
+    weight = copy_ramp(target, 8, 16)
+    calm = gaussian_filter(donor, (0, 1.0, 1.0)).astype(np.float32)
+    out, gains = restore_grain(calm, donor, weight, 1.5)
+    core = weight >= 0.5
+    before, after, wanted = (_octave_energy(a.mean(axis=0), core) for a in (calm, out, donor))
+    assert gains[0] > 1.2 and all(1.0 <= g <= 1.5 for g in gains)
+    assert after[0] > before[0] * 1.15 and after[0] <= wanted[0] * 1.05
+    assert np.array_equal(out[:, weight == 0], calm[:, weight == 0])
+    limited, low = restore_grain(calm, donor, weight, 1.1)
+    assert max(low) == 1.1 and _octave_energy(limited.mean(axis=0), core)[0] < after[0]
+    same, ones = restore_grain(donor, calm, weight, 1.5)       # busier than its "donor"
+    assert ones == [1.0] * 4 and same is donor
+    off, ones = restore_grain(calm, donor, weight, 1.0)         # switched off
+    assert ones == [1.0] * 4 and off is calm
+
+
 def test_distances_and_chroma_smoothing_in_strips_equal_the_whole_image(monkeypatch):
     """The strip-wise paths that bound a large window's memory give the whole-image values:
     distances exactly up to their limit (and above it beyond), chroma smoothing bit for bit."""

@@ -209,6 +209,8 @@ def test_copy_mode_pastes_source_content(tmp_path):
     assert proc.returncode == 0, proc.stderr
     edited = rasterio.open(out).read()[:, 45:65, 89:109].astype(float)
     assert edited.mean() > 110, "the bright source content should dominate the target ROI"
+    grain = json.loads((tmp_path / "copy.json").read_text())["editor"]["windows"][0]["copy_grain"]
+    assert len(grain) == 4 and all(1.0 <= g <= 1.5 for g in grain)
     proc = _run_cli(scene, "--aoi", tmp_path / "aoi.gpkg", "-o", tmp_path / "x.tif", "--mode", "copy",
                     "--copy-from", tmp_path / "nothing.gpkg", *TINY)
     assert proc.returncode == 2 and "does not exist" in proc.stderr

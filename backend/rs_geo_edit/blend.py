@@ -130,19 +130,48 @@ def match_detail(edited: np.ndarray, source: np.ndarray, roi: np.ndarray, valid:
     scene = _octave_energy(source[bands].mean(axis=0), ring)
     gains = [float(np.clip(s / e, DETAIL_GAIN_MIN, DETAIL_GAIN_MAX)) if e > 1e-9 else 1.0
              for e, s in zip(own, scene)]
+    return scale_octaves(edited, bands, gains, alpha), [round(g, 4) for g in gains]
+
+
+def scale_octaves(image: np.ndarray, bands: list[int], gains: list[float], alpha: np.ndarray) -> np.ndarray:
+    """``image`` (bands, rows, cols) with each octave of ``DETAIL_SIGMAS`` detail of ``bands``
+    scaled by its gain, weighted by ``alpha`` (0: unchanged, 1: the full gain); clipped to
+    [-1, 1]. The image itself when every gain is 1."""
     if all(g == 1.0 for g in gains):
-        return edited, gains
+        return image
     # sum_k (g_k - 1) (G_k - G_k+1) x with G_0 = identity, as weights of the blurs G_k x
     weights = [gains[0] - 1.0] + [gains[k] - gains[k - 1] for k in range(1, len(gains))] + [1.0 - gains[-1]]
-    out = edited.copy()
+    out = image.copy()
     for b in bands:
-        change = edited[b] * weights[0]
+        change = image[b] * weights[0]
         for sigma, w in zip(DETAIL_SIGMAS, weights[1:]):
             if w != 0.0:
-                change += w * _blur(edited[b], sigma)
+                change += w * _blur(image[b], sigma)
         out[b] += alpha * change
         np.clip(out[b], -1.0, 1.0, out=out[b])
-    return out, [round(g, 4) for g in gains]
+    return out
+
+
+def restore_grain(edited: np.ndarray, donor: np.ndarray, weight: np.ndarray, gain_max: float) -> tuple[np.ndarray, list[float]]:
+    """Copy mode's grain: where the pasted content shows (``weight``, the paste's weight per
+    pixel), the generated texture takes the donor's own detail, octave by octave, when it came
+    out calmer. Per octave, the mean |detail| of the luminance (band mean) of ``edited`` where
+    the paste is at least half is compared with ``donor``'s there, and the octave is raised by
+    their ratio, clamped to [1, ``gain_max``], weighted by ``weight``: a paste never gets more
+    detail than the donor has, nothing is calmed (``match_detail`` does that against the
+    surroundings), and the ROI's rim, where the paste fades out, is left as generated. Measured
+    with the realism bench (docs/quality.md): the model draws a pasted texture calmer than the
+    donor (forest into the mixed place: 0.80 of its ring in the paste's core, the donor 0.97).
+    Arrays are window-sized, in the same units; returns the result and the gains, finest
+    octave first."""
+    gains = [1.0] * len(DETAIL_SIGMAS)
+    core = weight >= 0.5
+    if gain_max <= 1.0 or core.sum() < 16:
+        return edited, gains
+    own = _octave_energy(edited.mean(axis=0), core)
+    wanted = _octave_energy(donor.mean(axis=0), core)
+    gains = [float(np.clip(d / e, 1.0, gain_max)) if e > 1e-9 else 1.0 for e, d in zip(own, wanted)]
+    return scale_octaves(edited, list(range(edited.shape[0])), gains, weight), [round(g, 4) for g in gains]
 
 
 def _gauss_pyramid(x: np.ndarray, levels: int) -> list[np.ndarray]:

@@ -80,6 +80,7 @@ class ModelConfig:
     copy_weight: float = 0.8     # weight of the pasted content on x0 in copy mode
     copy_wiggle: float = 0.3     # copy mode: the paste starts up to this fraction of its depth further in (varying)
     copy_hold: float = 0.3       # copy mode: weight of the original on x0 where the paste is not whole, coarse scales
+    copy_grain: float = 1.5      # copy mode: the paste's detail may be raised up to this x, to the donor's (1 = off)
     rim_hold: float = 0.0        # regenerate: weight of the original on x0 over the ROI's rim (experiment)
     tile: int = 512              # scales larger than this are sampled in overlapping tiles, pixels (0 = off)
     scope: str = "window"        # one model per window, or one per scene serving all its windows
@@ -125,7 +126,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "width": 160, "steps": 120_000, "batch": 32, "crop": 100_000, "lr_decay_every": 30_000,
         "lr_gamma": 0.5, "sample_stride": 1, "checkpoint_every": 5000, "scale_power": 0.0,
         "chroma_radius": 0, "novelty": 1.0, "start_mid": 1.0, "start_fine": 1.0, "copy_hold": 0.0,
-        "copy_wiggle": 0.0,
+        "copy_wiggle": 0.0, "copy_grain": 1.0,
     },
 }
 

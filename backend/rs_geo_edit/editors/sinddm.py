@@ -24,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..blend import outside_distance
+from ..blend import outside_distance, restore_grain
 from ..config import EditConfig
 from ..errors import IncompatibleOptions
 from ..imaging import crop_around, one_malloc_arena, resize, return_freed_memory, smooth_chroma
@@ -57,6 +57,7 @@ class CopyHook:
         n = len(contents)
         self.originals, self.holds, self.hold = originals or [None] * n, holds or [None] * n, hold
         self.finest = n - 1
+        self.ramp = None   # the paste's weight at the window's size (set by build)
 
     @classmethod
     def build(cls, request, sizes, weight: float, band_px: float, device, hold: float = 0.0,
@@ -73,7 +74,9 @@ class CopyHook:
             masks[s] = _tensor(np.clip(resize(ramp, size, "area"), 0.0, 1.0)[None], device)
         originals, holds = _held(request.image, np.where(target, 1.0 - ramp, 0.0), sizes,
                                  cls.HOLD_SCALES * (n - 1) if hold > 0 else 0, device)
-        return cls(contents, masks, weight, originals, holds, hold)
+        hook = cls(contents, masks, weight, originals, holds, hold)
+        hook.ramp = ramp
+        return hook
 
     @classmethod
     def rim_only(cls, request, sizes, band_px: float, device, hold: float) -> "CopyHook":
@@ -387,6 +390,10 @@ class SinDDMEditor:
         self.last_guidance = guide
         result = out[0].float().cpu().numpy()
         del out
+        if copy_hook is not None and copy_hook.ramp is not None and cfg.copy_grain > 1:
+            box = (slice(None), slice(top, bottom), slice(left, right))
+            donor = np.where(request.copy_mask[box[1:]], request.copy_source[box], result)
+            result, stats["copy_grain"] = restore_grain(result, donor, copy_hook.ramp[box[1:]], cfg.copy_grain)
         if cfg.chroma_radius > 0:
             # on the box of generated pixels grown by the filter's reach (two box filters), not
             # the whole window: its float64 copies were a large ROI's peak memory
