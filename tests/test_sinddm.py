@@ -330,18 +330,45 @@ def test_copy_paste_outline_wanders_inwards_by_seed():
     assert a[200, 200] == 1                  # the middle stays whole
 
 
-def test_rim_hold_without_a_paste_keeps_the_core_free():
+def test_large_middle_scales_start_later_and_only_where_nothing_is_pasted():
     from types import SimpleNamespace
 
-    from rs_geo_edit.editors.sinddm import CopyHook
+    from rs_geo_edit.config import make_config
+    from rs_geo_edit.editors.sinddm import SinDDMEditor
+    from rs_geo_edit.model.diffusion import large_scales
 
-    roi = np.zeros((96, 96), bool)
-    roi[8:88, 8:88] = True
-    request = SimpleNamespace(roi=roi, image=np.full((3, 96, 96), -0.5, np.float32))
-    hook = CopyHook.rim_only(request, [(48, 48), (96, 96)], 8, "cpu", hold=0.3)
-    x0 = torch.full((1, 3, 48, 48), 0.25)
-    out = hook(x0, 0, 10)[0, 0]
-    assert out[5, 24] == pytest.approx(0.7 * 0.25 + 0.3 * -0.5, abs=0.01)   # the rim, pulled to the original
-    assert out[24, 24] == 0.25 and out[1, 1] == 0.25                       # the core and the outside, free
-    fine = torch.full((1, 3, 96, 96), 0.25)
-    assert torch.equal(hook(fine, 1, 10), fine)
+    small, large = pyramid_spec(256, 256).sizes, pyramid_spec(600, 600).sizes
+    assert not any(large_scales(small, 300))
+    flags = large_scales(large, 300)
+    assert flags == [min(size) >= 300 for size in large[:-1]] + [False] and sum(flags) == 2
+    assert not flags[0] and not any(large_scales(large, 0))
+    assert large_scales(large, 1) == [False] + [True] * (len(large) - 2) + [False]   # every middle scale
+    trained = Schedule.build(100, [0.0] + [0.04] * (len(large) - 1), detail_factor=10.0)
+    started = trained.started_at(0.3, 0.5, flags, 0.6)
+    for s, (t, flag) in enumerate(zip(trained.t_start[1:-1], flags[1:-1]), start=1):
+        assert started.t_start[s] == max(1, round(t * (0.6 if flag else 0.3)))
+    assert started.t_start[-1] == max(1, round(trained.t_start[-1] * 0.5))
+    # the editor flags them for regenerate, never where content is pasted, and not in `paper`
+    request = SimpleNamespace(copy_source=None)
+    assert sum(SinDDMEditor(make_config("fast", mode="regenerate"))._large_scales(request, large)) == 2
+    assert not any(SinDDMEditor(make_config("fast", mode="copy"))._large_scales(request, large))
+    assert not any(SinDDMEditor(make_config("paper", mode="regenerate"))._large_scales(request, large))
+
+
+def test_rim_hold_keeps_the_original_on_the_rim_of_every_scale_but_the_finest():
+    from rs_geo_edit.editors.sinddm import _keep_pyramid
+
+    roi = np.zeros((200, 200), bool)
+    roi[40:160, 30:170] = True
+    sizes = [(50, 50), (100, 100), (200, 200)]
+    held, final = _keep_pyramid(roi, 8, sizes, rim_hold=0.3)
+    free, free_final = _keep_pyramid(roi, 8, sizes)
+    assert np.array_equal(final, free_final) and np.array_equal(held[-1], free[-1])   # the finest: as without
+    mid = held[1]                                # 100 px: window rows 40-48 are the rim, 48-72 its fade
+    assert mid[21, 50] == pytest.approx(0.3) and 0 < mid[27, 50] < 0.3 and mid[40, 50] == 0
+    assert free[1][21, 50] == 0 and mid[50, 50] == 0                       # the core stays free
+    outside = np.ones((100, 100), bool)
+    outside[20:80, 15:85] = False
+    assert np.array_equal(mid[outside], free[1][outside])                  # the band outside: as without
+    assert held[0][11, 25] == pytest.approx(0.3) and free[0][11, 25] == 0      # the coarsest scale too
+    assert all(np.array_equal(a, b) for a, b in zip(_keep_pyramid(roi, 8, sizes, 0.0)[0], free))

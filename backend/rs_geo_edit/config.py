@@ -81,7 +81,9 @@ class ModelConfig:
     copy_wiggle: float = 0.3     # copy mode: the paste starts up to this fraction of its depth further in (varying)
     copy_hold: float = 0.3       # copy mode: weight of the original on x0 where the paste is not whole, coarse scales
     copy_grain: float = 1.5      # copy mode: the paste's detail may be raised up to this x, to the donor's (1 = off)
-    rim_hold: float = 0.0        # regenerate: weight of the original on x0 over the ROI's rim (experiment)
+    large_px: int = 300          # middle scales this large (short side, px) are "large" (0 = none)
+    start_large: float = 0.6     # large middle scales start sampling at this fraction of their trained start
+    rim_hold: float = 0.3        # regenerate/text, windows with large scales: weight of the original on x0 over the ROI's rim
     tile: int = 512              # scales larger than this are sampled in overlapping tiles, pixels (0 = off)
     scope: str = "window"        # one model per window, or one per scene serving all its windows
     checkpoint_every: int = 250  # training steps between resumable checkpoints
@@ -126,7 +128,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "width": 160, "steps": 120_000, "batch": 32, "crop": 100_000, "lr_decay_every": 30_000,
         "lr_gamma": 0.5, "sample_stride": 1, "checkpoint_every": 5000, "scale_power": 0.0,
         "chroma_radius": 0, "novelty": 1.0, "start_mid": 1.0, "start_fine": 1.0, "copy_hold": 0.0,
-        "copy_wiggle": 0.0, "copy_grain": 1.0,
+        "copy_wiggle": 0.0, "copy_grain": 1.0, "large_px": 0, "rim_hold": 0.0,
     },
 }
 
@@ -207,8 +209,8 @@ class EditConfig:
             raise IncompatibleOptions("`clip_views` and `guide_every` must be >= 1, `momentum` within [0, 1]")
         if self.model.sample_stride < 1:
             raise IncompatibleOptions("`sample_stride` must be >= 1")
-        if not (0 < self.model.start_mid <= 1 and 0 < self.model.start_fine <= 1):
-            raise IncompatibleOptions("`start_mid` and `start_fine` must be within (0, 1]")
+        if not (0 < self.model.start_mid <= 1 and 0 < self.model.start_fine <= 1 and 0 < self.model.start_large <= 1):
+            raise IncompatibleOptions("`start_mid`, `start_fine` and `start_large` must be within (0, 1]")
         if self.model.scope not in MODEL_SCOPES:
             raise IncompatibleOptions(f"`model_scope` {self.model.scope!r} is not one of {', '.join(MODEL_SCOPES)}")
         if 0 < self.model.tile < MIN_TILE:

@@ -78,18 +78,6 @@ class CopyHook:
         hook.ramp = ramp
         return hook
 
-    @classmethod
-    def rim_only(cls, request, sizes, band_px: float, device, hold: float) -> "CopyHook":
-        """The hold without a paste, for ``regenerate``: the original held on the ROI's rim
-        (all of it within a band of the outline, fading over two more) at every scale but the
-        finest. An experiment that the bench reaches with ``--set rim_hold=...``: it continues
-        a smooth field as smooth, closer to the scene than the default (docs/quality.md, "The
-        scene against its own target")."""
-        n = len(sizes)
-        lacking = np.where(request.roi, 1.0 - copy_ramp(request.roi, band_px, 2 * band_px), 0.0)
-        originals, holds = _held(request.image, lacking, sizes, n - 1, device)
-        return cls([None] * n, [None] * n, 0.0, originals, holds, hold)
-
     def __call__(self, x0, scale: int, t: int):
         if scale == self.finest:
             return x0
@@ -183,10 +171,13 @@ def chain(*hooks):
     return hook
 
 
-def _keep_pyramid(roi: np.ndarray, band_px: float, sizes) -> tuple[list[np.ndarray], np.ndarray]:
+def _keep_pyramid(roi: np.ndarray, band_px: float, sizes, rim_hold: float = 0.0) -> tuple[list[np.ndarray], np.ndarray]:
     """The sampler's keep masks (see ``diffusion.Constraint``): per scale, 0 inside the ROI,
     rising linearly to 1 across ``band_px`` pixels (of the window) outside it, area-resized to
-    the scale; and the last step's mask, True only beyond the band."""
+    the scale; and the last step's mask, True only beyond the band. With ``rim_hold``, every
+    scale but the finest also keeps that much of the original on the ROI's rim: all of it within
+    ``band_px`` of the outline, fading to nothing over two more bands (docs/quality.md, "Large
+    ROIs")."""
     dist = outside_distance(roi, max(band_px, 1.0))   # read only up to the band
     final = dist > band_px
     if band_px > 0:   # in place: at native resolution each float64 temporary is a window's worth
@@ -194,8 +185,21 @@ def _keep_pyramid(roi: np.ndarray, band_px: float, sizes) -> tuple[list[np.ndarr
     else:
         keep = (~roi).astype(np.float32)
     del dist
-    per_scale = [keep if tuple(size) == keep.shape else np.clip(resize(keep, size, "area"), 0.0, 1.0)
-                 for size in sizes]
+    coarse = keep
+    if rim_hold > 0 and band_px > 0 and roi.any():
+        rows, cols = crop_around(roi, 1)   # on the ROI's box: its depth, up to three bands
+        box = roi[rows, cols]
+        rim = outside_distance(~box, 3 * band_px)
+        np.clip(np.subtract(3 * band_px, rim, out=rim) / (2 * band_px), 0.0, 1.0, out=rim)
+        rim[~box] = 0.0
+        coarse = keep.copy()
+        np.maximum(coarse[rows, cols], (rim_hold * rim).astype(np.float32), out=coarse[rows, cols])
+        del rim, box
+    last = len(sizes) - 1
+    per_scale = []
+    for s, size in enumerate(sizes):
+        mask = keep if s == last else coarse
+        per_scale.append(mask if tuple(size) == mask.shape else np.clip(resize(mask, size, "area"), 0.0, 1.0))
     return per_scale, final
 
 
@@ -341,7 +345,8 @@ class SinDDMEditor:
         started = time.perf_counter()
         return_freed_memory()   # training's pyramid and temporaries
         cfg = self.config.model
-        schedule = schedule.started_at(cfg.start_mid, cfg.start_fine)
+        large = self._large_scales(request, pyramid.spec.sizes)
+        schedule = schedule.started_at(cfg.start_mid, cfg.start_fine, large, cfg.start_large)
         stats["t_start_sampled"] = schedule.t_start
         result = self.sample(net, pyramid, schedule, request, progress.sub("sample", 0.85, 1.0), stats, offset)
         stats["sample_s"] = round(time.perf_counter() - started, 2)
@@ -357,7 +362,10 @@ class SinDDMEditor:
 
         cfg = self.config.model
         sizes = list(pyramid.spec.sizes)
-        keep, final = _keep_pyramid(request.roi, self._band_px(request), sizes)
+        rim_hold = cfg.rim_hold if any(self._large_scales(request, sizes)) else 0.0
+        keep, final = _keep_pyramid(request.roi, self._band_px(request), sizes, rim_hold)
+        if rim_hold > 0:
+            stats["rim_hold"] = rim_hold
         # the sampler frees each scale's original and mask once it is done with it: the pyramid
         # and the lists made here hand over their references (the finest is the request's image)
         constraint = Constraint(keep=[torch.from_numpy(k)[None, None] for k in keep],
@@ -366,11 +374,9 @@ class SinDDMEditor:
         del keep
         pyramid.images = []
         copy_hook = guide = None
-        if self.config.mode == "copy" or (self.config.mode == "text" and request.copy_source is not None):
+        if self._pastes(request):
             copy_hook = CopyHook.build(request, sizes, cfg.copy_weight, self._band_px(request), self.device,
                                        cfg.copy_hold, cfg.copy_wiggle)
-        elif self.config.mode == "regenerate" and cfg.rim_hold > 0:
-            copy_hook = CopyHook.rim_only(request, sizes, self._band_px(request), self.device, cfg.rim_hold)
         if self.config.mode == "text":
             guide = self._guidance(request, sizes, schedule)
         generator = torch.Generator().manual_seed(int(request.seed))
@@ -406,6 +412,19 @@ class SinDDMEditor:
         if (top, bottom, left, right) == (0, final.shape[0], 0, final.shape[1]):
             return result
         return EditedBox(result, slice(top, bottom), slice(left, right))
+
+    def _pastes(self, request) -> bool:
+        """Whether the request pastes content (copy mode, or text mode given a copy source)."""
+        return self.config.mode == "copy" or (self.config.mode == "text" and request.copy_source is not None)
+
+    def _large_scales(self, request, sizes) -> list[bool]:
+        """The window's large middle scales (:func:`~..model.diffusion.large_scales`), which
+        start later and, with ``rim_hold``, come with the original held on the ROI's rim; none
+        when content is pasted: the donor brings the layout there, and its own hold covers the
+        coarser half of the scales only (a later start there raised mixed-450's seam to 1.14)."""
+        from ..model.diffusion import large_scales
+
+        return [False] * len(sizes) if self._pastes(request) else large_scales(sizes, self.config.model.large_px)
 
     def _band_px(self, request) -> float:
         """The transition band in window pixels at the working resolution (the blend band,

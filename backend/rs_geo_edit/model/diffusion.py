@@ -76,19 +76,35 @@ class Schedule:
             t_start.append(int(max(1, above[0])) if above.size else timesteps)
         return cls(torch.tensor(abar, dtype=torch.float32), torch.tensor(gammas, dtype=torch.float32), t_start)
 
-    def started_at(self, mid: float, fine: float) -> "Schedule":
+    def started_at(self, mid: float, fine: float, large: Optional[list[bool]] = None,
+                   start_large: float = 1.0) -> "Schedule":
         """The schedule with each finer scale's start moved down to a fraction of the trained
         one: ``fine`` for the finest scale, ``mid`` for those between it and the coarsest (whose
-        start ``novelty`` sets). Trained starts put a scale's noise at ``detail_factor`` times
-        its blur error, so sampling from them re-invents the layout at every scale; a lower
-        start refines the scale below instead (docs/quality.md). 1 and 1 are the trained starts."""
+        start ``novelty`` sets), ``start_large`` for the middle scales flagged in ``large`` (one
+        flag per scale, see :func:`large_scales`). Trained starts put a scale's noise at
+        ``detail_factor`` times its blur error, so sampling from them re-invents the layout at
+        every scale; a lower start refines the scale below instead (docs/quality.md). 1 and 1
+        are the trained starts."""
         last = len(self.t_start) - 1
-        starts = [t if s == 0 else max(1, round(t * (fine if s == last else mid)))
-                  for s, t in enumerate(self.t_start)]
+        large = large or [False] * len(self.t_start)
+
+        def fraction(s: int) -> float:
+            return fine if s == last else start_large if large[s] else mid
+
+        starts = [t if s == 0 else max(1, round(t * fraction(s))) for s, t in enumerate(self.t_start)]
         return Schedule(self.abar, self.gammas, starts)
 
     def to(self, device) -> "Schedule":
         return Schedule(self.abar.to(device), self.gammas.to(device), self.t_start)
+
+
+def large_scales(sizes, large_px: int) -> list[bool]:
+    """Per scale: a middle scale (neither the coarsest nor the finest) whose short side is at
+    least ``large_px`` (0: none is). Such scales exist in windows of about 1.41 x ``large_px``
+    and more; there a layout refined from the coarsest scale's few dozen pixels is a fog of
+    8-30 px blotches, so the sampler lets them draw their own (docs/quality.md, "Large ROIs")."""
+    last = len(sizes) - 1
+    return [0 < s < last and large_px > 0 and min(size) >= large_px for s, size in enumerate(sizes)]
 
 
 def _bcast(values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
