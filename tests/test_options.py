@@ -119,6 +119,19 @@ def test_cli_refuses_a_bound_in_one_line(tmp_path):
     assert EditOptions(steps=200_000).steps == 200_000
 
 
+@pytest.mark.parametrize("key", ["start_mid", "start_fine", "start_large"])
+@pytest.mark.parametrize("value", [0.0, 1.5])
+def test_sampling_starts_outside_zero_to_one_are_refused_by_name(key, value):
+    """The sampling starts are fractions of the trained start; the model parameter without an
+    option (start_large, reached through the library's overrides) is checked like the others."""
+    from rs_geo_edit.config import make_config
+
+    with pytest.raises(IncompatibleOptions, match=r"start_large.*within \(0, 1\]") as caught:
+        make_config("fast", model_overrides={key: value})
+    assert key in str(caught.value)
+    assert getattr(make_config("fast", model_overrides={key: 1.0}).model, key) == 1.0   # the bound itself is allowed
+
+
 def test_errors_name_options_in_each_entry_points_words():
     error = IncompatibleOptions("`max_side` 16 is too small: use 32 or more")
     assert str(error) == "max_side 16 is too small: use 32 or more"

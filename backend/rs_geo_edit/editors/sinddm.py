@@ -52,12 +52,12 @@ class CopyHook:
     HOLD_SCALES = 0.5      # the hold acts on the coarsest half of the scales (docs/quality.md)
 
     def __init__(self, contents: list, masks: list, weight: float, originals: list | None = None,
-                 holds: list | None = None, hold: float = 0.0):
+                 holds: list | None = None, hold: float = 0.0, ramp: np.ndarray | None = None):
         self.contents, self.masks, self.weight = contents, masks, weight
         n = len(contents)
         self.originals, self.holds, self.hold = originals or [None] * n, holds or [None] * n, hold
         self.finest = n - 1
-        self.ramp = None   # the paste's weight at the window's size (set by build)
+        self.ramp = ramp   # the paste's weight at the window's size, for restore_grain
 
     @classmethod
     def build(cls, request, sizes, weight: float, band_px: float, device, hold: float = 0.0,
@@ -74,9 +74,7 @@ class CopyHook:
             masks[s] = _tensor(np.clip(resize(ramp, size, "area"), 0.0, 1.0)[None], device)
         originals, holds = _held(request.image, np.where(target, 1.0 - ramp, 0.0), sizes,
                                  cls.HOLD_SCALES * (n - 1) if hold > 0 else 0, device)
-        hook = cls(contents, masks, weight, originals, holds, hold)
-        hook.ramp = ramp
-        return hook
+        return cls(contents, masks, weight, originals, holds, hold, ramp)
 
     def __call__(self, x0, scale: int, t: int):
         if scale == self.finest:
