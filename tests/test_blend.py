@@ -127,8 +127,8 @@ def test_restore_grain_raises_a_calmer_paste_to_the_donors_detail_and_no_further
     a paste as busy as its donor or busier is returned as it is."""
     from scipy.ndimage import gaussian_filter
 
-    from rs_geo_edit.blend import _octave_energy, restore_grain
-    from rs_geo_edit.editors.sinddm import copy_ramp
+    from rs_geo_edit.blend import octave_energy
+    from rs_geo_edit.editors.copy import copy_ramp, restore_grain
 
     donor = _scene(5, size=160)
     target = np.zeros((160, 160), bool)
@@ -137,12 +137,12 @@ def test_restore_grain_raises_a_calmer_paste_to_the_donors_detail_and_no_further
     calm = gaussian_filter(donor, (0, 1.0, 1.0)).astype(np.float32)
     out, gains = restore_grain(calm, donor, weight, 1.5)
     core = weight >= 0.5
-    before, after, wanted = (_octave_energy(a.mean(axis=0), core) for a in (calm, out, donor))
+    before, after, wanted = (octave_energy(a.mean(axis=0), core) for a in (calm, out, donor))
     assert gains[0] > 1.2 and all(1.0 <= g <= 1.5 for g in gains)
     assert after[0] > before[0] * 1.15 and after[0] <= wanted[0] * 1.05
     assert np.array_equal(out[:, weight == 0], calm[:, weight == 0])
     limited, low = restore_grain(calm, donor, weight, 1.1)
-    assert max(low) == 1.1 and _octave_energy(limited.mean(axis=0), core)[0] < after[0]
+    assert max(low) == 1.1 and octave_energy(limited.mean(axis=0), core)[0] < after[0]
     same, ones = restore_grain(donor, calm, weight, 1.5)       # busier than its "donor"
     assert ones == [1.0] * 4 and same is donor
     off, ones = restore_grain(calm, donor, weight, 1.0)         # switched off

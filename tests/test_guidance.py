@@ -67,7 +67,7 @@ def test_missing_weights_name_the_file(tmp_path, monkeypatch):
 
 def _trained_window():
     from conftest import texture
-    from rs_geo_edit.model.diffusion import Schedule
+    from rs_geo_edit.model.schedule import Schedule
     from rs_geo_edit.model.trainer import train
     from rs_geo_edit.model.net import SinDDMNet
     from rs_geo_edit.model.pyramid import build_pyramid
@@ -85,7 +85,7 @@ def _trained_window():
 
 
 def test_guidance_raises_clip_cosine_inside_roi_only(tiny_clip):
-    from rs_geo_edit.model.diffusion import Constraint, sample
+    from rs_geo_edit.model.sampler import KeepOriginal, Sampler
     from rs_geo_edit.model.pyramid import mask_pyramid
 
     net, pyr, sched = _trained_window()
@@ -94,12 +94,12 @@ def test_guidance_raises_clip_cosine_inside_roi_only(tiny_clip):
     roi[20:60, 24:64] = True
     masks = mask_pyramid(roi, sizes)
     text = ensemble_embedding(tiny_clip, template_phrasings("a red tiled roof"))
-    constraint = Constraint(keep=[torch.from_numpy((~m).astype(np.float32))[None, None] for m in masks],
-                            originals=[torch.from_numpy(i)[None] for i in pyr.images])
+    constraint = KeepOriginal(keep=[torch.from_numpy((~m).astype(np.float32))[None, None] for m in masks],
+                              originals=[torch.from_numpy(i)[None] for i in pyr.images])
 
     def run(hook):
-        return sample(net, sched, sizes, 3, device=torch.device("cpu"), generator=torch.Generator().manual_seed(4),
-                      stride=2, constraint=constraint, x0_hook=hook)
+        return Sampler(net, sched, sizes, 3, device=torch.device("cpu"), stride=2).run(
+            torch.Generator().manual_seed(4), constraint, [hook] if hook is not None else [])
 
     def cosine(x):
         crop = (x[:, :, 20:60, 24:64] + 1) / 2

@@ -19,7 +19,8 @@ from rs_geo_edit.blend import outside_distance
 from rs_geo_edit.config import ModelConfig
 from rs_geo_edit.eval import patch_swd
 from rs_geo_edit.geo.raster import Normaliser
-from rs_geo_edit.model.diffusion import Schedule, sample
+from rs_geo_edit.model.sampler import Sampler
+from rs_geo_edit.model.schedule import Schedule
 from rs_geo_edit.model.net import SinDDMNet, parameter_count
 from rs_geo_edit.model.pyramid import build_pyramid, pyramid_spec
 from rs_geo_edit.model.trainer import TrainState, train
@@ -82,8 +83,8 @@ def test_training_loss_falls_and_samples_have_source_statistics():
                   ema_decay=0.99, device=torch.device("cpu"), generator=torch.Generator().manual_seed(1))
     first, last = np.mean(state.losses[:40]), np.mean(state.losses[-40:])
     assert last < 0.8 * first, (first, last)
-    out = sample(ema, sched, list(pyr.spec.sizes), 3, device=torch.device("cpu"),
-                 generator=torch.Generator().manual_seed(0), stride=2)[0].numpy()
+    out = Sampler(ema, sched, list(pyr.spec.sizes), 3, device=torch.device("cpu"), stride=2).run(
+        torch.Generator().manual_seed(0))[0].numpy()
     assert out.shape == image.shape
     rng = np.random.default_rng(0)
     noise = (rng.standard_normal(image.shape) * image.std(axis=(1, 2), keepdims=True)
@@ -260,8 +261,6 @@ def test_cache_evicts_least_recently_used(tmp_path):
 
 
 def test_sampling_starts_move_finer_scales_only():
-    from rs_geo_edit.model.diffusion import Schedule
-
     trained = Schedule.build(100, [0.0, 0.05, 0.04, 0.03], detail_factor=10.0)
     started = trained.started_at(0.3, 0.5)
     assert started.t_start[0] == trained.t_start[0]
@@ -273,7 +272,7 @@ def test_sampling_starts_move_finer_scales_only():
 
 
 def test_copy_paste_starts_inside_the_roi_and_fades_in():
-    from rs_geo_edit.editors.sinddm import copy_ramp
+    from rs_geo_edit.editors.copy import copy_ramp
 
     target = np.zeros((200, 200), bool)
     target[20:180, 20:180] = True            # 160 px: deep enough for the whole inset and ramp
@@ -292,7 +291,7 @@ def test_copy_paste_starts_inside_the_roi_and_fades_in():
 def test_copy_hold_keeps_the_original_where_the_paste_is_not_whole_at_coarse_scales():
     from types import SimpleNamespace
 
-    from rs_geo_edit.editors.sinddm import CopyHook
+    from rs_geo_edit.editors.copy import CopyPaste
 
     roi = np.zeros((96, 96), bool)
     roi[8:88, 8:88] = True                   # 80 px, band 8: inset 8, ramp 16, a pasted core 24 px deep
@@ -301,8 +300,8 @@ def test_copy_hold_keeps_the_original_where_the_paste_is_not_whole_at_coarse_sca
                               copy_source=np.full((3, 96, 96), 0.5, np.float32))
     sizes = [(48, 48), (96, 96)]
     x0 = torch.zeros(1, 3, 48, 48)
-    held = CopyHook.build(request, sizes, 0.8, 8, "cpu", hold=0.3)(x0, 0, 10)[0, 0]
-    free = CopyHook.build(request, sizes, 0.8, 8, "cpu")(x0, 0, 10)[0, 0]
+    held = CopyPaste.build(request, sizes, 0.8, 8, "cpu", hold=0.3)(x0, 0, 10)[0, 0]
+    free = CopyPaste.build(request, sizes, 0.8, 8, "cpu")(x0, 0, 10)[0, 0]
     # the coarse scale's rim (just inside the outline) is pulled to the original, the core to the
     # donor alone, and the ramp between them to both
     assert held[5, 24] == pytest.approx(0.3 * -0.5, abs=0.01) and free[5, 24] == pytest.approx(0, abs=0.01)
@@ -311,11 +310,11 @@ def test_copy_hold_keeps_the_original_where_the_paste_is_not_whole_at_coarse_sca
     # outside the ROI neither touches the model's prediction, and the finest scale is the model's own
     assert held[1, 1] == 0 and free[1, 1] == 0
     fine = torch.zeros(1, 3, 96, 96)
-    assert torch.equal(CopyHook.build(request, sizes, 0.8, 8, "cpu", hold=0.3)(fine, 1, 10), fine)
+    assert torch.equal(CopyPaste.build(request, sizes, 0.8, 8, "cpu", hold=0.3)(fine, 1, 10), fine)
 
 
 def test_copy_paste_outline_wanders_inwards_by_seed():
-    from rs_geo_edit.editors.sinddm import copy_ramp
+    from rs_geo_edit.editors.copy import copy_ramp
 
     target = np.zeros((400, 400), bool)
     target[50:350, 50:350] = True            # 300 px: depth 150, the paste starts 16-47 px in
@@ -335,7 +334,7 @@ def test_large_middle_scales_start_later_and_only_where_nothing_is_pasted():
 
     from rs_geo_edit.config import make_config
     from rs_geo_edit.editors.sinddm import SinDDMEditor
-    from rs_geo_edit.model.diffusion import large_scales
+    from rs_geo_edit.model.schedule import large_scales
 
     small, large = pyramid_spec(256, 256).sizes, pyramid_spec(600, 600).sizes
     assert not any(large_scales(small, 300))

@@ -19,7 +19,9 @@ from torch import nn
 from conftest import pixel_box, write_aoi, write_scene
 from rs_geo_edit.config import make_config
 from rs_geo_edit.errors import IncompatibleOptions
-from rs_geo_edit.model.diffusion import Constraint, Schedule, TiledDenoiser, sample, tile_grid
+from rs_geo_edit.model.sampler import KeepOriginal, Sampler
+from rs_geo_edit.model.schedule import Schedule
+from rs_geo_edit.model.tiling import TiledDenoiser, tile_grid
 from rs_geo_edit.model.net import SinDDMNet, receptive_radius
 
 torch.set_num_threads(1)
@@ -51,12 +53,27 @@ def _setup(seed=0, free=(0.25, 0.75)):
         k = torch.ones(1, 1, h, w)
         k[..., int(a * h): int(b * h), int(a * w): int(b * w)] = 0
         keep.append(k)
-    return net, schedule, Constraint(keep=keep, originals=originals, final=keep[-1])
+    return net, schedule, KeepOriginal(keep=keep, originals=originals, final=keep[-1])
 
 
-def _sample(net, schedule, constraint, **kw):
-    return sample(net, schedule, SIZES, 3, device=torch.device("cpu"), generator=torch.Generator().manual_seed(11),
-                  constraint=constraint, novelty=0.6, **kw)
+def _sample(net, schedule, keep, stages=(), **kw):
+    return Sampler(net, schedule, SIZES, 3, device=torch.device("cpu"), novelty=0.6, **kw).run(
+        torch.Generator().manual_seed(11), keep, stages)
+
+
+class Identity:
+    """A sampler stage that changes nothing and reads every scale."""
+
+    reads_finest = True
+
+    def __call__(self, x0, s, t):
+        return x0
+
+
+class Blind(Identity):
+    """An identity stage that leaves the finest scale alone."""
+
+    reads_finest = False
 
 
 def test_one_tile_covering_the_image_equals_untiled():
@@ -221,9 +238,9 @@ def test_cli_edit_with_small_tiles_matches_untiled(tmp_path):
 
 @pytest.fixture
 def narrow_bands(monkeypatch):
-    import rs_geo_edit.model.diffusion as diffusion
+    import rs_geo_edit.model.rows as rows
 
-    monkeypatch.setattr(diffusion, "ROW_BAND", 16)
+    monkeypatch.setattr(rows, "ROW_BAND", 16)
 
 
 def test_banded_sampling_repeats_exactly_and_tiles_as_untiled(narrow_bands):
@@ -238,23 +255,23 @@ def test_banded_sampling_repeats_exactly_and_tiles_as_untiled(narrow_bands):
     assert untiled[0][:, free].std() > 0.05                # the free square was generated
 
 
-def test_an_identity_hook_a_bool_final_mask_and_released_constraints_change_nothing(narrow_bands):
+def test_an_identity_stage_a_bool_final_mask_and_released_masks_change_nothing(narrow_bands):
     net, schedule, constraint = _setup()
     plain = _sample(net, schedule, constraint, tile=0)
-    # with a hook, the clean estimate is held whole and handed to it; the same arithmetic follows
-    assert torch.equal(_sample(net, schedule, constraint, tile=0, x0_hook=lambda x0, s, t: x0), plain)
-    # without a hook, tiled predictions are handed out band by band as their tiles finish (the
+    # with a stage, the clean estimate is held whole and handed to it; the same arithmetic follows
+    assert torch.equal(_sample(net, schedule, constraint, tile=0, stages=[Identity()]), plain)
+    # without a stage, tiled predictions are handed out band by band as their tiles finish (the
     # rows above are advanced before the tiles below run); with one, they are fused whole first
     tiled = _sample(net, schedule, constraint, tile=48, overlap=40)
-    assert torch.equal(_sample(net, schedule, constraint, tile=48, overlap=40, x0_hook=lambda x0, s, t: x0), tiled)
-    as_bool = Constraint(keep=list(constraint.keep), originals=list(constraint.originals),
+    assert torch.equal(_sample(net, schedule, constraint, tile=48, overlap=40, stages=[Identity()]), tiled)
+    as_bool = KeepOriginal(keep=list(constraint.keep), originals=list(constraint.originals),
                          final=constraint.final == 1, release=True)
     assert torch.equal(_sample(net, schedule, as_bool, tile=0), plain)
     assert as_bool.keep == [None] * len(SIZES) and as_bool.originals == [None] * len(SIZES)
 
 
 def test_row_upsampler_matches_bilinear_interpolation():
-    from rs_geo_edit.model.diffusion import RowUpsampler, row_bands
+    from rs_geo_edit.model.rows import RowUpsampler, row_bands
 
     image = torch.rand(1, 3, 37, 53, generator=torch.Generator().manual_seed(2))
     for size in [(52, 75), (37, 53), (200, 90)]:
@@ -266,7 +283,7 @@ def test_row_upsampler_matches_bilinear_interpolation():
 
 
 def test_band_noise_is_the_same_each_time_and_new_in_every_band(narrow_bands):
-    from rs_geo_edit.model.diffusion import BandNoise, row_bands
+    from rs_geo_edit.model.rows import BandNoise, row_bands
 
     noise = BandNoise((1, 3, 40, 24), seed=9, device=torch.device("cpu"))
     bands = row_bands(40)
@@ -282,7 +299,7 @@ def test_a_large_scale_holds_no_blurry_copy_and_trains_as_if_it_did(monkeypatch)
     """Scales above HELD_BLUR_PIXELS keep no upsampled copy of the scale below: the error and
     every training crop are upsampled on demand, equal to the held copy to float rounding."""
     import rs_geo_edit.model.pyramid as pyramid
-    from rs_geo_edit.model.diffusion import training_batch
+    from rs_geo_edit.model.training import training_batch
 
     rng = np.random.default_rng(0)
     image = rng.uniform(-1, 1, (3, 150, 130)).astype(np.float32)
@@ -310,16 +327,16 @@ def test_the_finest_scale_runs_on_the_box_it_changes_with_the_same_result(narrow
     """A tiled finest scale is sampled on the box of its free and band pixels widened by the net's
     reach (the rest is the original): x, masks and temporaries follow the ROI, and the result is
     the whole image's bit for bit (bands of rows and noise read from the whole image's)."""
-    import rs_geo_edit.model.diffusion as diffusion
+    import rs_geo_edit.model.sampler as sampler
 
     seen = []
 
-    class Seen(diffusion.TiledDenoiser):
+    class Seen(sampler.TiledDenoiser):
         def __init__(self, net, size, *args, **kwargs):
             seen.append(tuple(size))
             super().__init__(net, size, *args, **kwargs)
 
-    monkeypatch.setattr(diffusion, "TiledDenoiser", Seen)
+    monkeypatch.setattr(sampler, "TiledDenoiser", Seen)
     net, schedule, constraint = _setup(free=(0.3, 0.55))
     whole = _sample(net, schedule, constraint, tile=48, overlap=40, crop=False)
     assert seen[-1] == (96, 96)
@@ -329,15 +346,11 @@ def test_the_finest_scale_runs_on_the_box_it_changes_with_the_same_result(narrow
     assert seen[-1] == (2 * halo + 52 - 28,) * 2    # rows and columns 28..51 are free; plus the reach
     assert torch.equal(boxed, whole)
 
-    def blind(x0, s, t):
-        return x0
-
-    blind.reads_finest = False
     seen.clear()
-    assert torch.equal(_sample(net, schedule, constraint, tile=48, overlap=40, x0_hook=blind), whole)
+    assert torch.equal(_sample(net, schedule, constraint, tile=48, overlap=40, stages=[Blind()]), whole)
     assert seen[-1] != (96, 96)
-    seen.clear()   # a hook that reads the finest scale gets it whole
-    assert torch.equal(_sample(net, schedule, constraint, tile=48, overlap=40, x0_hook=lambda x0, s, t: x0), whole)
+    seen.clear()   # a stage that reads the finest scale gets it whole
+    assert torch.equal(_sample(net, schedule, constraint, tile=48, overlap=40, stages=[Identity()]), whole)
     assert seen[-1] == (96, 96)
 
     # every tiled scale above the coarsest runs on its box: the middle one's outside is the original
@@ -348,13 +361,13 @@ def test_the_finest_scale_runs_on_the_box_it_changes_with_the_same_result(narrow
     seen.clear()
     assert torch.equal(_sample(net, schedule, constraint, tile=40, overlap=34), whole)
     assert seen == [(24, 24), (41, 41), (51, 51)]
-    seen.clear()   # with a hook that reads every scale, none is cropped
-    assert torch.equal(_sample(net, schedule, constraint, tile=40, overlap=34, x0_hook=blind), whole)
+    seen.clear()   # with a stage that leaves the finest alone, only the finest is cropped
+    assert torch.equal(_sample(net, schedule, constraint, tile=40, overlap=34, stages=[Blind()]), whole)
     assert seen == [(24, 24), (48, 48), (51, 51)]
 
 
 def test_row_bands_of_a_box_end_where_the_larger_images_bands_end(narrow_bands):
-    from rs_geo_edit.model.diffusion import row_bands
+    from rs_geo_edit.model.rows import row_bands
 
     edges = [(r[2].start, r[2].stop) for r in row_bands(40, offset=21)]
     assert edges == [(0, 11), (11, 27), (27, 40)]      # rows 21..32, 32..48, 48..61 of the image

@@ -94,7 +94,7 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
     return gaussian_filter(image, sigma, mode="nearest", truncate=4.0)
 
 
-def _octave_energy(image: np.ndarray, region: np.ndarray) -> list[float]:
+def octave_energy(image: np.ndarray, region: np.ndarray) -> list[float]:
     """Mean |band-pass| of a (rows, cols) image over ``region``, per octave of ``DETAIL_SIGMAS``."""
     out, previous = [], image
     for sigma in DETAIL_SIGMAS:
@@ -126,8 +126,8 @@ def match_detail(edited: np.ndarray, source: np.ndarray, roi: np.ndarray, valid:
     bands = _edited_bands(edited, source, roi)
     if inside.sum() < 16 or ring.sum() < 16 or not bands:
         return edited, gains
-    own = _octave_energy(edited[bands].mean(axis=0), inside)
-    scene = _octave_energy(source[bands].mean(axis=0), ring)
+    own = octave_energy(edited[bands].mean(axis=0), inside)
+    scene = octave_energy(source[bands].mean(axis=0), ring)
     gains = [float(np.clip(s / e, DETAIL_GAIN_MIN, DETAIL_GAIN_MAX)) if e > 1e-9 else 1.0
              for e, s in zip(own, scene)]
     return scale_octaves(edited, bands, gains, alpha), [round(g, 4) for g in gains]
@@ -150,28 +150,6 @@ def scale_octaves(image: np.ndarray, bands: list[int], gains: list[float], alpha
         out[b] += alpha * change
         np.clip(out[b], -1.0, 1.0, out=out[b])
     return out
-
-
-def restore_grain(edited: np.ndarray, donor: np.ndarray, weight: np.ndarray, gain_max: float) -> tuple[np.ndarray, list[float]]:
-    """Copy mode's grain: where the pasted content shows (``weight``, the paste's weight per
-    pixel), the generated texture takes the donor's own detail, octave by octave, when it came
-    out calmer. Per octave, the mean |detail| of the luminance (band mean) of ``edited`` where
-    the paste is at least half is compared with ``donor``'s there, and the octave is raised by
-    their ratio, clamped to [1, ``gain_max``], weighted by ``weight``: a paste never gets more
-    detail than the donor has, nothing is calmed (``match_detail`` does that against the
-    surroundings), and the ROI's rim, where the paste fades out, is left as generated. Measured
-    with the realism bench (docs/quality.md): the model draws a pasted texture calmer than the
-    donor (forest into the mixed place: 0.80 of its ring in the paste's core, the donor 0.97).
-    Arrays are window-sized, in the same units; returns the result and the gains, finest
-    octave first."""
-    gains = [1.0] * len(DETAIL_SIGMAS)
-    core = weight >= 0.5
-    if gain_max <= 1.0 or core.sum() < 16:
-        return edited, gains
-    own = _octave_energy(edited.mean(axis=0), core)
-    wanted = _octave_energy(donor.mean(axis=0), core)
-    gains = [float(np.clip(d / e, 1.0, gain_max)) if e > 1e-9 else 1.0 for e, d in zip(own, wanted)]
-    return scale_octaves(edited, list(range(edited.shape[0])), gains, weight), [round(g, 4) for g in gains]
 
 
 def _gauss_pyramid(x: np.ndarray, levels: int) -> list[np.ndarray]:

@@ -141,7 +141,7 @@ def donor_share(fig: dict, case: str, config) -> float:
     import rasterio
     from scipy.ndimage import gaussian_filter
 
-    from rs_geo_edit.editors.sinddm import copy_ramp
+    from rs_geo_edit.editors.copy import copy_ramp
     from rs_geo_edit.imaging import resize
     from rs_geo_edit.pipeline.orchestrator import window_seed
 

@@ -134,7 +134,7 @@ def seam_crop(before: np.ndarray, after: np.ndarray, roi: np.ndarray, tile: int,
     """Before | after at ``zoom`` x around the tile overlap nearest the ROI's centre."""
     from PIL import Image
 
-    from rs_geo_edit.model.diffusion import tile_grid
+    from rs_geo_edit.model.tiling import tile_grid
 
     rows, cols = np.nonzero(roi)
     cy, cx = (rows.min() + rows.max()) // 2, (cols.min() + cols.max()) // 2

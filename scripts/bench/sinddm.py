@@ -48,7 +48,8 @@ def window_image():
 
 
 def step_costs(image, valid, model_cfg, batch, label, scale_batch=1):
-    from rs_geo_edit.model.diffusion import Schedule, training_batch
+    from rs_geo_edit.model.schedule import Schedule
+    from rs_geo_edit.model.training import training_batch
     from rs_geo_edit.model.net import SinDDMNet
     from rs_geo_edit.model.pyramid import build_pyramid
 
@@ -80,7 +81,8 @@ def step_costs(image, valid, model_cfg, batch, label, scale_batch=1):
 
 def quality_curve(image, valid, model_cfg, checkpoints, label):
     from rs_geo_edit.eval import patch_swd
-    from rs_geo_edit.model.diffusion import Schedule, sample
+    from rs_geo_edit.model.sampler import Sampler
+    from rs_geo_edit.model.schedule import Schedule
     from rs_geo_edit.model.net import SinDDMNet
     from rs_geo_edit.model.pyramid import build_pyramid
     from rs_geo_edit.model.trainer import TrainState, train
@@ -108,8 +110,8 @@ def quality_curve(image, valid, model_cfg, checkpoints, label):
                       optimizer_state=opt_state.get("s"), on_step=keep)
         wall += time.perf_counter() - t0
         t1 = time.perf_counter()
-        out = sample(ema, sched, list(pyr.spec.sizes), image.shape[0], device=torch.device("cpu"),
-                     generator=torch.Generator().manual_seed(0), stride=model_cfg.sample_stride)[0].numpy()
+        out = Sampler(ema, sched, list(pyr.spec.sizes), image.shape[0], device=torch.device("cpu"),
+                      stride=model_cfg.sample_stride).run(torch.Generator().manual_seed(0))[0].numpy()
         sample_s = time.perf_counter() - t1
         swd = np.mean([patch_swd(out, image, seed=k) for k in range(3)])
         loss = np.mean(state.losses[-50:])

@@ -17,166 +17,30 @@ Modes:
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from ..blend import outside_distance, restore_grain
 from ..config import EditConfig
 from ..errors import IncompatibleOptions
-from ..imaging import crop_around, one_malloc_arena, resize, return_freed_memory, smooth_chroma
+from ..imaging import crop_around, distance_to, one_malloc_arena, resize, return_freed_memory, smooth_chroma
 from ..model.cache import ModelCache, scene_key
 from ..model.pyramid import Pyramid, build_pyramid, mask_pyramid
 from ..progress import StageReporter
 from . import EditedBox, resolve_device
-
-
-class CopyHook:
-    """Content copy: pasted content replaces up to ``weight`` of the predicted clean image inside
-    the target ROIs at every scale but the finest, which then harmonises it. The paste starts a
-    little inside the ROI and fades in (see :func:`copy_ramp`), so the ROI's edge is generated in
-    agreement with the surroundings rather than cut along the ROI's outline. With ``hold`` the
-    original (the window's own image at that scale) replaces up to that much of the prediction
-    where the paste is not whole, in proportion to what it lacks (all of it on the inset the
-    paste leaves free, less and less over its ramp), on the coarser half of the scales, where the
-    layout is decided: the model neither carries the pasted material out to the outline nor ends
-    it along a hard line where the hold would stop (docs/quality.md: seam ratios 1.58 -> 0.92 and
-    1.11 -> 0.98 where the donor's material lay along a whole side). Held at every scale, the
-    donor faded in small ROIs; held on the inset alone, its material ended along a straight line
-    a band inside the outline."""
-
-    reads_finest = False   # the sampler may run the finest scale on the box of changed pixels
-    HOLD_SCALES = 0.5      # the hold acts on the coarsest half of the scales (docs/quality.md)
-
-    def __init__(self, contents: list, masks: list, weight: float, originals: list | None = None,
-                 holds: list | None = None, hold: float = 0.0, ramp: np.ndarray | None = None):
-        self.contents, self.masks, self.weight = contents, masks, weight
-        n = len(contents)
-        self.originals, self.holds, self.hold = originals or [None] * n, holds or [None] * n, hold
-        self.finest = n - 1
-        self.ramp = ramp   # the paste's weight at the window's size, for restore_grain
-
-    @classmethod
-    def build(cls, request, sizes, weight: float, band_px: float, device, hold: float = 0.0,
-              wiggle: float = 0.0) -> "CopyHook":
-        """From the request's copy content (present whenever the pipeline asks for copy);
-        ``band_px`` is the transition band, which sets the paste's inset and ramp, ``hold`` and
-        ``wiggle`` as above and in :func:`copy_ramp`."""
-        target = request.copy_mask & request.roi
-        ramp = copy_ramp(target, band_px, 2 * band_px, wiggle, int(request.seed))
-        n = len(sizes)
-        contents, masks = [None] * n, [None] * n
-        for s, size in enumerate(sizes[:-1]):   # the finest scale is left to the model
-            contents[s] = _tensor(resize(request.copy_source, size, "lanczos"), device)
-            masks[s] = _tensor(np.clip(resize(ramp, size, "area"), 0.0, 1.0)[None], device)
-        originals, holds = _held(request.image, np.where(target, 1.0 - ramp, 0.0), sizes,
-                                 cls.HOLD_SCALES * (n - 1) if hold > 0 else 0, device)
-        return cls(contents, masks, weight, originals, holds, hold, ramp)
-
-    def __call__(self, x0, scale: int, t: int):
-        if scale == self.finest:
-            return x0
-        out = x0
-        if self.contents[scale] is not None:
-            m = self.masks[scale] * self.weight
-            out = m * self.contents[scale] + (1 - m) * x0
-        if self.holds[scale] is not None:
-            h = self.holds[scale] * self.hold
-            out = h * self.originals[scale] + (1 - h) * out
-        return out
-
-
-def _tensor(array: np.ndarray, device):
-    """(C, H, W) float32 array -> (1, C, H, W) tensor on ``device``."""
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(array, np.float32))[None].to(device)
-
-
-def _held(image: np.ndarray, lacking: np.ndarray, sizes, below: float, device) -> tuple[list, list]:
-    """The original and the hold's weight map (``lacking``, window-sized) at every scale below
-    ``below``; None at the others."""
-    originals, holds = [None] * len(sizes), [None] * len(sizes)
-    for s, size in enumerate(sizes):
-        if s < below:
-            originals[s] = _tensor(np.clip(resize(image, size, "lanczos"), -1, 1), device)
-            holds[s] = _tensor(np.clip(resize(lacking.astype(np.float32), size, "area"), 0.0, 1.0)[None], device)
-    return originals, holds
-
-
-def copy_ramp(target: np.ndarray, inset_px: float, ramp_px: float, wiggle: float = 0.0, seed: int = 0) -> np.ndarray:
-    """The paste's weight in [0, 1]: 0 outside ``target`` and within ``inset_px`` of its edge,
-    then rising linearly with the distance inside over ``ramp_px`` pixels, 1 beyond. The inset
-    is at most a quarter of the target's depth and the ramp at most half, so a small ROI keeps a
-    core of pasted content.
-
-    Measured with the realism bench (docs/quality.md): a paste reaching the ROI's edge, even at
-    a low weight, leaves the outline as a straight material edge (seam ratios of 2-5; a ramp
-    from the edge alone, 1.2-5). With a band-wide inset the model generates the ROI's rim as a
-    continuation of the surroundings, as in ``regenerate``, and the pasted material begins
-    further in, along an outline the model draws (seam 0.94-1.09 in seven of the bench's nine
-    cases).
-
-    With ``wiggle`` the paste starts further in by up to that fraction of the depth its whole
-    core reaches beyond the inset and ramp (2 px in a 64 px square, 5 px in 128, 31 px in
-    300), varying smoothly along the outline (:func:`wander`, drawn from ``seed``): a square donor
-    pasted into a square ROI otherwise ends along a straight line parallel to each side, which
-    shows at 1x on ROIs of 300 px and more where the donor's material differs from the
-    surroundings (forest pasted against snow)."""
-    from scipy.ndimage import distance_transform_edt
-
-    if not target.any():
-        return np.zeros(target.shape, np.float32)
-    inside = distance_transform_edt(target)
-    depth = float(inside.max())
-    inset = min(float(inset_px), depth / 4)
-    ramp = max(1.0, min(float(ramp_px), depth / 2))
-    core = depth - inset - ramp   # how deep the whole paste reaches: the wiggle takes from it
-    if wiggle > 0 and core >= 1:
-        inside = inside - wiggle * core * wander(target.shape, depth / 4, seed)
-    return np.clip((inside - inset) / ramp, 0.0, 1.0).astype(np.float32)
-
-
-def wander(shape: tuple[int, int], scale: float, seed: int) -> np.ndarray:
-    """A smooth random field in [0, 1] (about 0.5 on average) whose features are ``scale`` px
-    across, drawn on a grid of that spacing and upsampled, so a large window costs no more than
-    its own float32 copy."""
-    from scipy.ndimage import gaussian_filter
-
-    step = max(1.0, float(scale) / 2)
-    grid = (int(math.ceil(shape[0] / step)) + 3, int(math.ceil(shape[1] / step)) + 3)
-    coarse = gaussian_filter(np.random.default_rng(seed).standard_normal(grid), 1.0, mode="wrap")
-    coarse = np.clip(0.5 + coarse / (4 * max(float(coarse.std()), 1e-12)), 0.0, 1.0).astype(np.float32)
-    fine = resize(coarse, (int(round(grid[0] * step)), int(round(grid[1] * step))), "bicubic")
-    return np.clip(fine[:shape[0], :shape[1]], 0.0, 1.0)
-
-
-def chain(*hooks):
-    """One hook applying several in order (content copy, then CLIP guidance)."""
-    active = [h for h in hooks if h is not None]
-    if not active:
-        return None
-
-    def hook(x0, scale, t):
-        for h in active:
-            x0 = h(x0, scale, t)
-        return x0
-
-    hook.reads_finest = any(getattr(h, "reads_finest", True) for h in active)
-    return hook
+from .copy import CopyPaste, restore_grain
 
 
 def _keep_pyramid(roi: np.ndarray, band_px: float, sizes, rim_hold: float = 0.0) -> tuple[list[np.ndarray], np.ndarray]:
-    """The sampler's keep masks (see ``diffusion.Constraint``): per scale, 0 inside the ROI,
+    """The sampler's keep masks (see ``model.sampler.KeepOriginal``): per scale, 0 inside the ROI,
     rising linearly to 1 across ``band_px`` pixels (of the window) outside it, area-resized to
     the scale; and the last step's mask, True only beyond the band. With ``rim_hold``, every
     scale but the finest also keeps that much of the original on the ROI's rim: all of it within
     ``band_px`` of the outline, fading to nothing over two more bands (docs/quality.md, "Large
     ROIs")."""
-    dist = outside_distance(roi, max(band_px, 1.0))   # read only up to the band
+    dist = distance_to(roi, max(band_px, 1.0))   # read only up to the band
     final = dist > band_px
     if band_px > 0:   # in place: at native resolution each float64 temporary is a window's worth
         keep = np.clip(np.divide(dist, band_px, out=dist), 0.0, 1.0, out=dist).astype(np.float32)
@@ -187,7 +51,7 @@ def _keep_pyramid(roi: np.ndarray, band_px: float, sizes, rim_hold: float = 0.0)
     if rim_hold > 0 and band_px > 0 and roi.any():
         rows, cols = crop_around(roi, 1)   # on the ROI's box: its depth, up to three bands
         box = roi[rows, cols]
-        rim = outside_distance(~box, 3 * band_px)
+        rim = distance_to(~box, 3 * band_px)
         np.clip(np.subtract(3 * band_px, rim, out=rim) / (2 * band_px), 0.0, 1.0, out=rim)
         rim[~box] = 0.0
         coarse = keep.copy()
@@ -259,7 +123,7 @@ class SinDDMEditor:
     # ------------------------------------------------------------------------------- training
 
     def _pyramid(self, image: np.ndarray, valid: np.ndarray):
-        from ..model.diffusion import Schedule
+        from ..model.schedule import Schedule
 
         cfg = self.config.model
         pyramid = build_pyramid(image, valid, cfg.scale_factor)
@@ -356,7 +220,7 @@ class SinDDMEditor:
                scale_offset: int = 0) -> "np.ndarray | EditedBox":
         import torch
 
-        from ..model.diffusion import Constraint, sample
+        from ..model.sampler import KeepOriginal, Sampler
 
         cfg = self.config.model
         sizes = list(pyramid.spec.sizes)
@@ -366,15 +230,15 @@ class SinDDMEditor:
             stats["rim_hold"] = rim_hold
         # the sampler frees each scale's original and mask once it is done with it: the pyramid
         # and the lists made here hand over their references (the finest is the request's image)
-        constraint = Constraint(keep=[torch.from_numpy(k)[None, None] for k in keep],
-                                originals=[torch.from_numpy(img)[None] for img in pyramid.images],
-                                final=torch.from_numpy(final)[None, None], release=True)
+        kept = KeepOriginal(keep=[torch.from_numpy(k)[None, None] for k in keep],
+                            originals=[torch.from_numpy(img)[None] for img in pyramid.images],
+                            final=torch.from_numpy(final)[None, None], release=True)
         del keep
         pyramid.images = []
-        copy_hook = guide = None
+        paste = guide = None
         if self._pastes(request):
-            copy_hook = CopyHook.build(request, sizes, cfg.copy_weight, self._band_px(request), self.device,
-                                       cfg.copy_hold, cfg.copy_wiggle)
+            paste = CopyPaste.build(request, sizes, cfg.copy_weight, self._band_px(request), self.device,
+                                    cfg.copy_hold, cfg.copy_wiggle)
         if self.config.mode == "text":
             guide = self._guidance(request, sizes, schedule)
         generator = torch.Generator().manual_seed(int(request.seed))
@@ -384,20 +248,20 @@ class SinDDMEditor:
 
         # a large window's finest scale is sampled on the box of the pixels it changes, and only
         # that box comes back (the rest is the request's image)
-        out, (top, bottom, left, right) = sample(
-            net, schedule, sizes, request.image.shape[0], device=self.device, generator=generator,
-            stride=cfg.sample_stride, constraint=constraint, novelty=cfg.novelty, x0_hook=chain(copy_hook, guide),
-            tile=cfg.tile, scale_offset=scale_offset, return_box=True, on_step=on_step)
+        sampler = Sampler(net, schedule, sizes, request.image.shape[0], device=self.device, stride=cfg.sample_stride,
+                          novelty=cfg.novelty, tile=cfg.tile, scale_offset=scale_offset)
+        out, (top, bottom, left, right) = sampler.run(generator, kept, [st for st in (paste, guide) if st is not None],
+                                                      return_box=True, on_step=on_step)
         if guide is not None:
             stats["guidance"] = {"steps": guide.stats.steps, "first_score": guide.stats.scores[0] if guide.stats.scores
                                  else None, "last_score": guide.stats.scores[-1] if guide.stats.scores else None}
         self.last_guidance = guide
         result = out[0].float().cpu().numpy()
         del out
-        if copy_hook is not None and copy_hook.ramp is not None and cfg.copy_grain > 1:
+        if paste is not None and paste.ramp is not None and cfg.copy_grain > 1:
             box = (slice(None), slice(top, bottom), slice(left, right))
             donor = np.where(request.copy_mask[box[1:]], request.copy_source[box], result)
-            result, stats["copy_grain"] = restore_grain(result, donor, copy_hook.ramp[box[1:]], cfg.copy_grain)
+            result, stats["copy_grain"] = restore_grain(result, donor, paste.ramp[box[1:]], cfg.copy_grain)
         if cfg.chroma_radius > 0:
             # on the box of generated pixels grown by the filter's reach (two box filters), not
             # the whole window: its float64 copies were a large ROI's peak memory
@@ -416,11 +280,11 @@ class SinDDMEditor:
         return self.config.mode == "copy" or (self.config.mode == "text" and request.copy_source is not None)
 
     def _large_scales(self, request, sizes) -> list[bool]:
-        """The window's large middle scales (:func:`~..model.diffusion.large_scales`), which
+        """The window's large middle scales (:func:`~..model.schedule.large_scales`), which
         start later and, with ``rim_hold``, come with the original held on the ROI's rim; none
         when content is pasted: the donor brings the layout there, and its own hold covers the
         coarser half of the scales only (a later start there raised mixed-450's seam to 1.14)."""
-        from ..model.diffusion import large_scales
+        from ..model.schedule import large_scales
 
         return [False] * len(sizes) if self._pastes(request) else large_scales(sizes, self.config.model.large_px)
 

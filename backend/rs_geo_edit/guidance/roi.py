@@ -34,7 +34,10 @@ class GuidanceStats:
 
 
 class ClipGuidance:
-    """Callable hook ``(x0, scale, t) -> x0`` for :func:`rs_geo_edit.model.diffusion.sample`."""
+    """A sampler stage ``(x0, scale, t) -> x0`` (``model.sampler.Stage``): CLIP guidance of
+    each ROI towards its prompt, on the whole image of every scale."""
+
+    reads_finest = True
 
     def __init__(self, clip, roi_masks: list[list[np.ndarray]], embeddings: list, rgb: list[int], *,
                  t_start_finest: int, strength: float = 0.3, views: int = 4, every: int = 1,

@@ -69,6 +69,14 @@ class SinDDMNet(nn.Module):
         return self.out(x)
 
 
+def precision(device: torch.device) -> tuple[bool, torch.dtype]:
+    """(autocast enabled, dtype) of the denoiser on ``device``: mixed precision on CUDA
+    (bfloat16 where supported, else float16), full precision on the CPU."""
+    amp = device.type == "cuda"
+    return amp, torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+
+
+
 def receptive_radius(net: nn.Module) -> int:
     """How far, in pixels, an output pixel sees on each side: the sum of every convolution's
     reach. Exact for SinDDMNet, whose convolutions are chained (a residual's 1x1 adds nothing);

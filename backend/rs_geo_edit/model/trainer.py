@@ -24,9 +24,10 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from .diffusion import Schedule, noise_loss, precision, training_batch
-from .net import SinDDMNet
+from .net import SinDDMNet, precision
 from .pyramid import Pyramid
+from .schedule import Schedule
+from .training import noise_loss, training_batch
 
 
 @dataclass
@@ -77,7 +78,7 @@ def train(net: torch.nn.Module, ema: torch.nn.Module, pyramid: Pyramid | Sequenc
 
     ``generator`` (a CPU generator) draws scales, crops, timesteps and noise, so training is
     reproducible and a resumed run continues the same sequence when its state is restored.
-    ``scale_power`` weights the scales drawn (see ``diffusion.scale_probabilities``).
+    ``scale_power`` weights the scales drawn (see ``training.scale_probabilities``).
     ``on_step(state, optimizer_state)`` is called after every step (progress, checkpoints,
     cancellation); ``optimizer_state`` is what ``optimizer_state=`` takes back to resume.
     """
