@@ -20,11 +20,11 @@ from qgis.PyQt.QtWidgets import QApplication
 from . import layers
 from .backend import BackendSettings, ConnectTask, LocalBackend
 from .client import BackendClient, BackendError
-from .entities import Job
+from .entities import Job, LocalFiles, is_remote_job
 from .installer import DEFAULT_PACKAGE, InstallSpec, InstallTask, default_folder, default_python
 from .jobs import EditTask
 from .maptool import PolygonTool, add_polygon
-from .remote import LocalFiles, RemoteEditTask, is_remote_job
+from .remote import RemoteEditTask
 from .rois import rois_geojson
 from .settings import backend_client, flag, set_setting, setting
 
