@@ -1,4 +1,5 @@
-"""Plugin settings (QgsSettings under rs_geo_edit/) and the choices offered to users."""
+"""Where the plugin's settings live in QGIS (QgsSettings under rs_geo_edit/), QGIS's proxy for
+the backend, and the choices offered to users."""
 
 from __future__ import annotations
 
@@ -13,6 +14,17 @@ from .client import BackendClient
 SETTINGS = "rs_geo_edit"
 MODES = ("text", "regenerate", "copy")
 PRESETS = ("fast", "paper")
+
+
+class QgsSettingsStore:
+    """The store of ``preferences.Preferences`` and ``remote_jobs.RemoteJobs`` in QGIS: QgsSettings
+    under ``rs_geo_edit/``, read afresh each time so every plugin instance sees the same values."""
+
+    def value(self, key: str, default=""):
+        return QgsSettings().value(f"{SETTINGS}/{key}", default)
+
+    def setValue(self, key: str, value) -> None:  # noqa: N802 (QgsSettings's name)
+        QgsSettings().setValue(f"{SETTINGS}/{key}", value)
 
 
 def setting(key: str, default=""):
