@@ -27,18 +27,6 @@ class QgsSettingsStore:
         QgsSettings().setValue(f"{SETTINGS}/{key}", value)
 
 
-def setting(key: str, default=""):
-    return QgsSettings().value(f"{SETTINGS}/{key}", default)
-
-
-def set_setting(key: str, value) -> None:
-    QgsSettings().setValue(f"{SETTINGS}/{key}", value)
-
-
-def flag(key: str, default: bool = False) -> bool:
-    return setting(key, "true" if default else "false") in (True, "true")
-
-
 def proxy_for(url: str) -> Optional[str]:
     """The HTTP proxy that QGIS is set to use for ``url`` (Settings > Options > Network) as
     ``http://[user:password@]host:port``, so that a remote backend is reached the way QGIS reaches
