@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -20,29 +19,10 @@ from qgis.core import QgsTask
 from .client import BackendClient, BackendError
 from .entities import Job
 from .installer import default_folder, venv_executable
+from .preferences import BackendSettings
 from .settings import backend_client
 
 START_WAIT = 120.0  # seconds: a first start imports torch and probes the device
-
-
-@dataclass(frozen=True)
-class BackendSettings:
-    url: str = "http://127.0.0.1:8765"
-    token: str = ""
-    executable: str = "rs-geo-edit"
-    autostart: bool = False
-    remote: bool = False    # a server that cannot read this machine's files: the windows are uploaded
-
-    @property
-    def starts_local(self) -> bool:
-        return self.autostart and not self.remote
-
-    @property
-    def port(self) -> int:
-        try:
-            return int(self.url.rstrip("/").rsplit(":", 1)[-1])
-        except ValueError:
-            raise BackendError(f"backend URL {self.url!r} has no port: use e.g. http://127.0.0.1:8765") from None
 
 
 def find_executable(name: str) -> Optional[str]:

@@ -1,28 +1,40 @@
-"""The dock: widgets only. It shows what the controller hands it and exposes its buttons; it makes
-no requests, starts no tasks and touches no project layers."""
+"""The dock: widgets only, and the only module that touches them. It says what the analyst asks
+for through intent signals (``runRequested``, ...), hands out its forms' values and shows what it
+is given through intent-named methods (``show_stage``, ``show_backend_error``, ...); it makes no
+requests, starts no tasks and touches no project layers."""
 
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 from typing import Iterable, Optional
 
 from qgis.core import QgsMapLayerProxyModel
 from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                                 QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton,
-                                 QScrollArea, QSpinBox, QVBoxLayout, QWidget)
+from qgis.PyQt.QtCore import Qt, QUrl, pyqtSignal
+from qgis.PyQt.QtGui import QDesktopServices
+from qgis.PyQt.QtWidgets import (QApplication, QCheckBox, QComboBox, QDockWidget, QFormLayout, QGroupBox,
+                                 QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit,
+                                 QProgressBar, QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget)
 
-from .backend import BackendSettings
-from .entities import Job
-from .installer import InstallSpec
+from .entities import EditForm, InstallSpec, Job
+from .preferences import BackendSettings
 from .settings import MODES, PRESETS
 
 JOB_ID = Qt.UserRole
 JOB_LOADABLE = Qt.UserRole + 1
+HELP_FILE = Path(__file__).with_name("help.html")
 
 
 class EditDock(QDockWidget):
+    drawRequested = pyqtSignal()
+    runRequested = pyqtSignal()
+    cancelRequested = pyqtSignal()
+    connectRequested = pyqtSignal()
+    loadRequested = pyqtSignal()
+    diagnosticsRequested = pyqtSignal()
+    installRequested = pyqtSignal()
+
     def __init__(self, parent=None):
         super().__init__("rs-geo-edit", parent)
         self.setObjectName("RsGeoEditDock")
@@ -46,6 +58,13 @@ class EditDock(QDockWidget):
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         scroll.setWidget(root)
         self.setWidget(scroll)
+        for button, intent in ((self.draw, self.drawRequested), (self.run_button, self.runRequested),
+                               (self.cancel_button, self.cancelRequested),
+                               (self.connect_button, self.connectRequested), (self.load_button, self.loadRequested),
+                               (self.diagnostics_button, self.diagnosticsRequested),
+                               (self.install_button, self.installRequested)):
+            button.clicked.connect(lambda _=False, intent=intent: intent.emit())
+        self.help_button.clicked.connect(self.open_help)
 
     # ---------------------------------------------------------------------------------- layout
     def _edit_form(self) -> QFormLayout:
@@ -160,6 +179,15 @@ class EditDock(QDockWidget):
         return box
 
     # ---------------------------------------------------------------------------------- values
+    def edit_form(self) -> EditForm:
+        return EditForm(raster=self.raster.currentLayer(), drawn=self.roi_source.currentIndex() == 0,
+                        roi_layer=self.roi_layer_combo.currentLayer(), selected_only=self.selected_only.isChecked(),
+                        prompt=self.prompt.text().strip(), mode=self.mode.currentText(),
+                        preset=self.preset.currentText(), seed=self.seed.value())
+
+    def choose_drawn_rois(self) -> None:
+        self.roi_source.setCurrentIndex(0)
+
     def backend_settings(self) -> BackendSettings:
         return BackendSettings(url=self.url.text().strip(), token=self.token.text().strip(),
                                executable=self.exe.text().strip(), autostart=self.autostart.isChecked(),
@@ -191,10 +219,55 @@ class EditDock(QDockWidget):
         self.install_pip_args.setText(" ".join(spec.pip_args))
         self.install_system.setChecked(spec.system_site_packages)
 
-    # ---------------------------------------------------------------------------------- state
+    # ---------------------------------------------------------------------------------- backend
+    def set_connecting(self, connecting: bool, starting_local: bool = False) -> None:
+        self.connect_button.setEnabled(not connecting)
+        if connecting:
+            self.health.setText("starting the local backend ..." if starting_local else "connecting ...")
+
+    def show_backend_error(self, error: str) -> None:
+        self.health.setText(f"backend unavailable: {error}")
+
+    def show_backend_address(self, url: str, token: str) -> None:
+        """The backend that answered (a started local one picks its own token)."""
+        self.url.setText(url)
+        self.token.setText(token)
+
+    def backend_status(self) -> str:
+        return self.health.text()
+
+    def put_on_clipboard(self, text: str) -> None:
+        QApplication.clipboard().setText(text)
+
+    def open_help(self) -> None:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(HELP_FILE)))
+
+    # ---------------------------------------------------------------------------------- install
+    def set_installing(self, installing: bool) -> None:
+        """Installing starts on a clear log; the button waits for the end."""
+        self.install_button.setEnabled(not installing)
+        if installing:
+            self.install_log.clear()
+
+    def append_install_log(self, line: str) -> None:
+        self.install_log.appendPlainText(line)
+
+    def show_install_failed(self, error: str) -> None:
+        self.install_log.appendPlainText(f"failed: {error}")
+
+    def show_installed(self, executable: str) -> None:
+        """The new backend becomes the one to start."""
+        self.install_log.appendPlainText(f"installed {executable}; starting it")
+        self.exe.setText(executable)
+        self.autostart.setChecked(True)
+
+    # ---------------------------------------------------------------------------------- edit
     def set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+
+    def show_stage(self, text: str) -> None:
+        self.stage.setText(text)
 
     def show_job_progress(self, job: Optional[Job]) -> None:
         if job is None:
@@ -203,6 +276,15 @@ class EditDock(QDockWidget):
         eta = f", ETA {job.eta_s:.0f} s" if job.eta_s else ""
         self.stage.setText(f"{job.stage}: {job.message}{eta}")
 
+    def show_job_ended(self, state: str, error: str = "") -> None:
+        """``state``: done, cancelled or failed (with its ``error``)."""
+        if state == "done":
+            self.progress.setValue(100)
+            self.stage.setText("done")
+        else:
+            self.stage.setText("cancelled" if state == "cancelled" else f"failed: {error}")
+
+    # ---------------------------------------------------------------------------------- jobs
     def show_health(self, info: dict) -> None:
         device = info.get("cuda_name") or info.get("device")
         weights = ", ".join(info.get("clip_weights") or []) or "none"

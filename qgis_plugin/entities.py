@@ -1,5 +1,6 @@
-"""Small data types shared by the plugin's layers: a job as the service reports it, and one
-editing option as the backend's options schema (options_schema.json) declares it."""
+"""Small data types shared by the plugin's layers: a job as the service reports it, one editing
+option as the backend's options schema (options_schema.json) declares it, what the dock's forms
+hold, and where a remote job's files are on this machine. Qt-free."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, Optional
 
 TERMINAL = ("done", "failed", "cancelled")
 SCHEMA_FILE = Path(__file__).with_name("options_schema.json")
+DEFAULT_PACKAGE = "rs-geo-edit"
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,48 @@ class OptionSpec:
         return cls(name=data["name"], type=data["type"], default=data.get("default"), minimum=data.get("minimum"),
                    maximum=data.get("maximum"), choices=tuple(choices) if choices else None,
                    help=data.get("help") or "", group=data.get("group") or "advanced")
+
+
+def is_remote_job(job: Job) -> bool:
+    """Whether ``job`` edited uploaded windows (its result is written by the client)."""
+    return bool(job.request.get("windows"))
+
+
+@dataclass(frozen=True)
+class LocalFiles:
+    """Where a remote job's scene is and where its output goes, on this machine."""
+
+    scene: str
+    output: str
+
+
+@dataclass(frozen=True)
+class InstallSpec:
+    """``package``: a name for pip (``rs-geo-edit``), a wheel file or a source folder;
+    ``pip_args``: extra arguments for ``pip install`` (e.g. ``--no-deps``, ``--index-url URL``);
+    ``system_site_packages``: let the environment see the interpreter's packages (e.g. a torch
+    already installed with CUDA)."""
+
+    folder: Path
+    python: str
+    package: str = DEFAULT_PACKAGE
+    pip_args: tuple = field(default_factory=tuple)
+    system_site_packages: bool = False
+
+
+@dataclass(frozen=True)
+class EditForm:
+    """The dock's edit form as the analyst left it: ``raster`` and ``roi_layer`` are map layers
+    (or None), ``drawn`` says the ROIs are the drawn ones, ``prompt`` is stripped."""
+
+    raster: Any = None
+    drawn: bool = True
+    roi_layer: Any = None
+    selected_only: bool = False
+    prompt: str = ""
+    mode: str = "text"
+    preset: str = "fast"
+    seed: int = 0
 
 
 def load_option_specs(path: Path = SCHEMA_FILE) -> list[OptionSpec]:

@@ -12,33 +12,19 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from qgis.core import QgsApplication, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-DEFAULT_PACKAGE = "rs-geo-edit"
+from .entities import DEFAULT_PACKAGE, InstallSpec
+
 MIN_PYTHON = (3, 10)
 
 
 class InstallError(Exception):
     """A step of the installation failed; the message says which and what to do."""
-
-
-@dataclass(frozen=True)
-class InstallSpec:
-    """``package``: a name for pip (``rs-geo-edit``), a wheel file or a source folder;
-    ``pip_args``: extra arguments for ``pip install`` (e.g. ``--no-deps``, ``--index-url URL``);
-    ``system_site_packages``: let the environment see the interpreter's packages (e.g. a torch
-    already installed with CUDA)."""
-
-    folder: Path
-    python: str
-    package: str = DEFAULT_PACKAGE
-    pip_args: tuple = field(default_factory=tuple)
-    system_site_packages: bool = False
 
 
 def default_python() -> str:

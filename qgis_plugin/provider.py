@@ -19,7 +19,8 @@ from .jobs import follow_job
 from .remote import RemoteEdit
 from .layers import source_path
 from .rois import features_geojson
-from .settings import MODES, PRESETS, backend_client, flag, setting
+from .preferences import Preferences
+from .settings import MODES, PRESETS, QgsSettingsStore, backend_client
 
 # Options the algorithm's own parameters (or Processing itself) already decide.
 FIXED = {"scene", "aoi", "prompt", "mode", "preset", "seed", "output", "layer", "prompt_field", "copy_from",
@@ -131,7 +132,8 @@ class EditAlgorithm(QgsProcessingAlgorithm):
                    "preset": self.presets[self.parameterAsEnum(parameters, self.PRESET, context)],
                    "seed": self.parameterAsInt(parameters, self.SEED, context),
                    "output": self.parameterAsOutputLayer(parameters, self.OUTPUT, context), "options": options}
-        client = backend_client(setting("url", "http://127.0.0.1:8765"), setting("token", ""))
+        settings = Preferences(QgsSettingsStore()).backend()
+        client = backend_client(settings.url, settings.token)
 
         def report(job):
             if not feedback.isCanceled():
@@ -140,7 +142,7 @@ class EditAlgorithm(QgsProcessingAlgorithm):
                 feedback.setProgressText(f"{job.stage}: {job.message}")
 
         try:
-            if flag("remote"):  # the dock's "Runs on: remote server": only the windows travel
+            if settings.remote:  # the dock's "Runs on: remote server": only the windows travel
                 if request["mode"] == "copy":
                     raise QgsProcessingException("copy mode needs the whole scene: run it on a local backend")
                 job = RemoteEdit(client, request, overwrite=True, report=report).run(feedback.isCanceled)

@@ -23,19 +23,11 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .client import BackendClient, BackendError
-from .entities import Job
+from .entities import Job, LocalFiles
 from .jobs import EditTask, follow_job
 
 # Shares of the progress bar: uploading, the remote job's own progress, then downloading and writing.
 UPLOAD_END, JOB_END = 0.1, 0.9
-
-
-@dataclasses.dataclass(frozen=True)
-class LocalFiles:
-    """Where a remote job's scene is and where its output goes, on this machine."""
-
-    scene: str
-    output: str
 
 
 def scene_grid(path: str) -> dict:
@@ -258,7 +250,3 @@ class RemoteEditTask(EditTask):
             self.error = self.job.error or "the remote job failed"
         return self.job.state == "done" and not self.detached
 
-
-def is_remote_job(job: Job) -> bool:
-    """Whether ``job`` edited uploaded windows (its result is written by the client)."""
-    return bool(job.request.get("windows"))

@@ -1,4 +1,5 @@
-"""Plugin settings (QgsSettings under rs_geo_edit/) and the choices offered to users."""
+"""Where the plugin's settings live in QGIS (QgsSettings under rs_geo_edit/), QGIS's proxy for
+the backend, and the choices offered to users."""
 
 from __future__ import annotations
 
@@ -15,16 +16,15 @@ MODES = ("text", "regenerate", "copy")
 PRESETS = ("fast", "paper")
 
 
-def setting(key: str, default=""):
-    return QgsSettings().value(f"{SETTINGS}/{key}", default)
+class QgsSettingsStore:
+    """The store of ``preferences.Preferences`` and ``remote_jobs.RemoteJobs`` in QGIS: QgsSettings
+    under ``rs_geo_edit/``, read afresh each time so every plugin instance sees the same values."""
 
+    def value(self, key: str, default=""):
+        return QgsSettings().value(f"{SETTINGS}/{key}", default)
 
-def set_setting(key: str, value) -> None:
-    QgsSettings().setValue(f"{SETTINGS}/{key}", value)
-
-
-def flag(key: str, default: bool = False) -> bool:
-    return setting(key, "true" if default else "false") in (True, "true")
+    def setValue(self, key: str, value) -> None:  # noqa: N802 (QgsSettings's name)
+        QgsSettings().setValue(f"{SETTINGS}/{key}", value)
 
 
 def proxy_for(url: str) -> Optional[str]:
