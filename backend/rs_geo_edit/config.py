@@ -58,35 +58,70 @@ class OutputConfig:
 
 @dataclass
 class ModelConfig:
-    """SinDDM training and sampling parameters (see ``model/``)."""
+    """SinDDM training and sampling parameters (see ``model/``), and copy mode's paste. The
+    defaults are a CPU-sized model sampled as the SinDDM reference does, with every later
+    sampling idea off; the presets (:data:`PRESETS`) set what they change. Every field is an
+    option (``options.py``) bounded by :data:`MODEL_LIMITS`."""
 
+    # training (the model cache's key, model/cache.py)
     width: int = 48              # widest block; blocks are width/2, width, width, width/2
     timesteps: int = 100         # diffusion steps of the cosine schedule
     steps: int = 1000            # training steps
     batch: int = 4               # images (crops) per training step
     crop: int = 48               # scales larger than this are trained on random crops, pixels
     lr: float = 1e-3             # Adam learning rate
-    lr_decay_every: int = 400    # steps between learning-rate decays
-    lr_gamma: float = 0.5        # learning-rate decay factor
-    ema: float = 0.995           # EMA decay of the weights used for sampling
-    sample_stride: int = 2       # sample every n-th timestep (1 = the full chain)
-    scale_factor: float = 1.411  # pyramid scale factor (refitted to the window)
+    lr_decay_every: int = 400    # steps between learning-rate decays (by model.trainer.LR_GAMMA)
     detail_factor: float = 10.0  # finer scales start where noise = this x their blur error
-    scale_power: float = 2.0     # training draws scale s with weight (s + 1) ** scale_power (0 = uniform)
-    chroma_radius: int = 2       # guided chroma smoothing of the generated pixels, pixels (0 = off)
-    novelty: float = 0.6         # coarsest chain starts at this fraction of the noise (1 = pure noise)
-    start_mid: float = 0.3       # middle scales start sampling at this fraction of their trained start
-    start_fine: float = 0.5      # the finest scale starts sampling at this fraction of its trained start
-    copy_weight: float = 0.8     # weight of the pasted content on x0 in copy mode
-    copy_wiggle: float = 0.3     # copy mode: the paste starts up to this fraction of its depth further in (varying)
-    copy_hold: float = 0.3       # copy mode: weight of the original on x0 where the paste is not whole, coarse scales
-    copy_grain: float = 1.5      # copy mode: the paste's detail may be raised up to this x, to the donor's (1 = off)
-    large_px: int = 300          # middle scales this large (short side, px) are "large" (0 = none)
-    start_large: float = 0.6     # large middle scales start sampling at this fraction of their trained start
-    rim_hold: float = 0.3        # regenerate/text, windows with large scales: weight of the original on x0 over the ROI's rim
-    tile: int = 512              # scales larger than this are sampled in overlapping tiles, pixels (0 = off)
-    scope: str = "window"        # one model per window, or one per scene serving all its windows
+    scale_power: float = 0.0     # training draws scale s with weight (s + 1) ** scale_power (0 = uniform)
     checkpoint_every: int = 250  # training steps between resumable checkpoints
+    scope: str = "window"        # one model per window, or one per scene serving all its windows
+    # sampling
+    sample_stride: int = 2       # sample every n-th timestep (1 = the full chain)
+    novelty: float = 1.0         # coarsest chain starts at this fraction of the noise (1 = pure noise)
+    start_mid: float = 1.0       # middle scales start sampling at this fraction of their trained start
+    start_fine: float = 1.0      # the finest scale starts sampling at this fraction of its trained start
+    large_px: int = 0            # middle scales this large (short side, px) are "large" (0 = none)
+    start_large: float = 0.6     # large middle scales start sampling at this fraction of their trained start
+    rim_hold: float = 0.0        # regenerate/text, windows with large scales: weight of the original on x0 over the ROI's rim
+    tile: int = 512              # scales larger than this are sampled in overlapping tiles, pixels (0 = off)
+    chroma_radius: int = 0       # guided chroma smoothing of the generated pixels, pixels (0 = off)
+    # copy mode's paste (editors/copy.py)
+    copy_weight: float = 0.8     # weight of the pasted content on x0
+    copy_wiggle: float = 0.0     # the paste starts up to this fraction of its depth further in (varying)
+    copy_hold: float = 0.0       # weight of the original on x0 where the paste is not whole, coarse scales
+    copy_grain: float = 1.0      # the paste's detail may be raised up to this x, to the donor's (1 = off)
+
+    def check(self) -> None:
+        """Every field within its :data:`MODEL_LIMITS`; raises IncompatibleOptions naming it."""
+        for name, (low, high) in MODEL_LIMITS.items():
+            check_range(name, getattr(self, name), low, high)
+
+
+# The bounds of each model setting, declared once: make_config checks every value against them,
+# model overrides and the benches' settings included, and the options schema takes them from here.
+MODEL_LIMITS: dict[str, tuple[float, float]] = {
+    "width": (8, 512), "timesteps": (2, 10_000), "steps": (1, 1_000_000), "batch": (1, 1024),
+    "crop": (8, 1_000_000), "lr": (1e-7, 1.0), "lr_decay_every": (1, 10_000_000), "detail_factor": (0.01, 1000.0),
+    "scale_power": (0.0, 8.0), "checkpoint_every": (1, 10_000_000), "sample_stride": (1, 1000),
+    "novelty": (0.05, 1.0), "start_mid": (0.01, 1.0), "start_fine": (0.01, 1.0), "large_px": (0, 16_384),
+    "start_large": (0.01, 1.0), "rim_hold": (0.0, 1.0), "tile": (0, 16_384), "chroma_radius": (0, 16),
+    "copy_weight": (0.0, 1.0), "copy_wiggle": (0.0, 1.0), "copy_hold": (0.0, 1.0), "copy_grain": (1.0, 4.0),
+}
+
+
+# Former model settings that no preset changed, now constants of the model layer
+# (model.trainer.EMA_DECAY and LR_GAMMA, model.pyramid.SCALE_FACTOR).
+FROZEN_MODEL_KEYS = ("ema", "lr_gamma", "scale_factor")
+
+
+def check_range(name: str, value, low, high) -> None:
+    """Raise IncompatibleOptions naming ``name`` when ``value`` is outside [low, high]."""
+    if low is not None and value < low or high is not None and value > high:
+        raise IncompatibleOptions(f"`{name}` {value} is out of range: use {format_number(low)} to {format_number(high)}")
+
+
+def format_number(value) -> str:
+    return "?" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclass
@@ -118,17 +153,21 @@ class InstructConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # CPU: a narrow net, 48 px crops, a short schedule and strided sampling; training weighted to
-    # the fine scales, chroma smoothing, a coarse layout kept from the original and finer scales
-    # that refine the scale below rather than re-invent it (docs/quality.md).
-    "fast": {},
-    # The reference hyperparameters of the SinDDM paper, for a GPU, with its uniform scale draw
-    # and chains from pure noise.
+    # CPU: the defaults' narrow net, 48 px crops, short schedule and strided sampling, with
+    # training weighted to the fine scales, chroma smoothing, a coarse layout kept from the
+    # original, finer scales that refine the scale below rather than re-invent it, large scales
+    # that draw their own layout with the ROI's rim held, and copy mode's hold, wandering outline
+    # and grain (docs/quality.md).
+    "fast": {
+        "scale_power": 2.0, "chroma_radius": 2, "novelty": 0.6, "start_mid": 0.3, "start_fine": 0.5,
+        "large_px": 300, "rim_hold": 0.3, "copy_wiggle": 0.3, "copy_hold": 0.3,
+        "copy_grain": 1.5,
+    },
+    # The reference hyperparameters of the SinDDM paper, for a GPU: its uniform scale draw and
+    # chains from pure noise are the defaults.
     "paper": {
         "width": 160, "steps": 120_000, "batch": 32, "crop": 100_000, "lr_decay_every": 30_000,
-        "lr_gamma": 0.5, "sample_stride": 1, "checkpoint_every": 5000, "scale_power": 0.0,
-        "chroma_radius": 0, "novelty": 1.0, "start_mid": 1.0, "start_fine": 1.0, "copy_hold": 0.0,
-        "copy_wiggle": 0.0, "copy_grain": 1.0, "large_px": 0, "rim_hold": 0.0,
+        "sample_stride": 1, "checkpoint_every": 5000,
     },
 }
 
@@ -181,7 +220,7 @@ class EditConfig:
     windows: WindowConfig = field(default_factory=WindowConfig)
     blend: BlendConfig = field(default_factory=BlendConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(**PRESETS["fast"]))
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     instruct: InstructConfig = field(default_factory=InstructConfig)
 
@@ -201,16 +240,11 @@ class EditConfig:
             raise IncompatibleOptions("`feather` must be >= 0 pixels")
         if self.rgb_bands is not None and len(self.rgb_bands) != 3:
             raise IncompatibleOptions("`rgb_bands` takes three 1-based band numbers, e.g. 3,2,1")
-        if self.model.width < 8 or self.model.width % 2:
-            raise IncompatibleOptions("`width` must be an even number >= 8")
-        if self.model.steps < 1 or self.model.batch < 1 or self.model.crop < 8:
-            raise IncompatibleOptions("`steps` and `batch` must be >= 1 and `crop` >= 8")
+        self.model.check()
+        if self.model.width % 2:
+            raise IncompatibleOptions(f"`width` {self.model.width} must be an even number")
         if self.guidance.views < 1 or self.guidance.every < 1 or not 0 <= self.guidance.momentum <= 1:
             raise IncompatibleOptions("`clip_views` and `guide_every` must be >= 1, `momentum` within [0, 1]")
-        if self.model.sample_stride < 1:
-            raise IncompatibleOptions("`sample_stride` must be >= 1")
-        if not (0 < self.model.start_mid <= 1 and 0 < self.model.start_fine <= 1 and 0 < self.model.start_large <= 1):
-            raise IncompatibleOptions("`start_mid`, `start_fine` and `start_large` must be within (0, 1]")
         if self.model.scope not in MODEL_SCOPES:
             raise IncompatibleOptions(f"`model_scope` {self.model.scope!r} is not one of {', '.join(MODEL_SCOPES)}")
         if 0 < self.model.tile < MIN_TILE:
@@ -230,6 +264,8 @@ class EditConfig:
 def config_from_dict(data: dict[str, Any]) -> EditConfig:
     """Rebuild an :class:`EditConfig` from :meth:`EditConfig.to_dict` (e.g. in another process)."""
     data = dict(data)
+    if isinstance(data.get("model"), dict):   # records written when these were settings hold the constants' values
+        data["model"] = {k: v for k, v in data["model"].items() if k not in FROZEN_MODEL_KEYS}
     nested = {"windows": WindowConfig, "blend": BlendConfig, "output": OutputConfig, "model": ModelConfig,
               "guidance": GuidanceConfig, "instruct": InstructConfig}
     for key, cls in nested.items():

@@ -16,8 +16,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union, get_args, get_origin, get_type_hints
 
-from .config import (BLEND_MODES, ENGINES, MODEL_SCOPES, MODES, PRESETS, BlendConfig, EditConfig, GuidanceConfig,
-                     InstructConfig, ModelConfig, OutputConfig, WindowConfig, make_config)
+from .config import (BLEND_MODES, ENGINES, MODEL_LIMITS, MODEL_SCOPES, MODES, PRESETS, BlendConfig, EditConfig,
+                     GuidanceConfig, InstructConfig, ModelConfig, OutputConfig, WindowConfig, check_range, format_number, make_config)
 from .errors import IncompatibleOptions
 
 COMPRESSIONS = ("deflate", "lzw", "zstd", "lzma", "packbits", "none")  # lossless: untouched pixels stay exact
@@ -37,6 +37,12 @@ def option(default: Any, help: str, *, minimum: Optional[float] = None, maximum:
 
 def _default(cls, name: str) -> Any:
     return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
+def _limits(name: str) -> dict[str, float]:
+    """A model option's bounds, as ``config.MODEL_LIMITS`` declares them."""
+    low, high = MODEL_LIMITS[name]
+    return {"minimum": low, "maximum": high}
 
 
 @dataclass
@@ -94,48 +100,70 @@ class EditOptions:
                                       shown="$RS_GEO_EDIT_CACHE or ~/.cache/rs-geo-edit")
     cache_max_gb: float = option(_default(EditConfig, "cache_max_gb"), "Cache size cap, GB; least recently used "
                                  "models go first.", minimum=0.0, maximum=100_000.0)
-    steps: Optional[int] = option(None, "Training steps (paper: 120000; more steps, finer detail).", minimum=1,
-                                  maximum=1_000_000, shown="the preset's")
-    width: Optional[int] = option(None, "Denoiser width, an even number (e.g. 48 or 160).", minimum=8, maximum=512,
+    steps: Optional[int] = option(None, "Training steps (paper: 120000; more steps, finer detail).", **_limits("steps"), shown="the preset's")
+    width: Optional[int] = option(None, "Denoiser width, an even number (e.g. 48 or 160).", **_limits("width"),
                                   even=True, shown="the preset's")
-    batch: Optional[int] = option(None, "Training batch size, crops per step.", minimum=1, maximum=1024,
+    batch: Optional[int] = option(None, "Training batch size, crops per step.", **_limits("batch"),
                                   shown="the preset's")
     crop: Optional[int] = option(None, "Training crop size, pixels; scales larger than this train on random crops.",
-                                 minimum=8, maximum=1_000_000, shown="the preset's")
-    lr: Optional[float] = option(None, "Learning rate (e.g. 0.001).", minimum=1e-7, maximum=1.0,
+                                 **_limits("crop"), shown="the preset's")
+    lr: Optional[float] = option(None, "Learning rate (e.g. 0.001).", **_limits("lr"),
                                  shown="the preset's")
-    timesteps: Optional[int] = option(None, "Diffusion timesteps per scale.", minimum=2, maximum=10_000,
+    timesteps: Optional[int] = option(None, "Diffusion timesteps per scale.", **_limits("timesteps"),
                                       shown="the preset's")
-    sample_stride: Optional[int] = option(None, "Sample every n-th timestep (1 = the full chain).", minimum=1,
-                                          maximum=1000, shown="the preset's")
+    sample_stride: Optional[int] = option(None, "Sample every n-th timestep (1 = the full chain).", **_limits("sample_stride"), shown="the preset's")
     detail_factor: Optional[float] = option(None, "Finer scales start where the noise is this x their blur error.",
-                                            minimum=0.01, maximum=1000.0, shown="the preset's")
+                                            **_limits("detail_factor"), shown="the preset's")
     scale_power: Optional[float] = option(None, "Training draws scale s (0 = coarsest) with weight (s + 1) to this "
                                           "power: 0 is uniform (paper), 2 gives the fine scales most steps (fast).",
-                                          minimum=0.0, maximum=8.0, shown="the preset's")
+                                          **_limits("scale_power"), shown="the preset's")
     novelty: Optional[float] = option(None, "How new the ROI's layout is: 1 starts the coarsest chain from pure "
                                       "noise (paper); 0.6 (fast) from the original noised to 60 %, so the ROI keeps "
-                                      "its coarse layout and continues its surroundings.", minimum=0.05, maximum=1.0,
+                                      "its coarse layout and continues its surroundings.", **_limits("novelty"),
                                       shown="the preset's")
     tile: Optional[int] = option(None, "Scales larger than this are sampled in overlapping tiles of at most this "
                                  "many pixels a side, fused at every step, so memory follows the tile and not the "
-                                 "ROI (0 = whole scales at once; e.g. 1024 on a GPU).", minimum=0, maximum=16_384,
+                                 "ROI (0 = whole scales at once; e.g. 1024 on a GPU).", **_limits("tile"),
                                  shown="512")
     start_mid: Optional[float] = option(None, "Sampling: the middle scales start at this fraction of their "
                                         "trained start, so they refine the coarser result rather than re-invent "
-                                        "it (1 = the trained start, paper; 0.3 fast).", minimum=0.01, maximum=1.0,
+                                        "it (1 = the trained start, paper; 0.3 fast).", **_limits("start_mid"),
                                         shown="the preset's")
     start_fine: Optional[float] = option(None, "Sampling: the finest scale starts at this fraction of its trained "
                                          "start (1 = the trained start, paper; 0.5 fast; lower keeps more of the "
-                                         "coarser result, higher adds more new detail).", minimum=0.01,
-                                         maximum=1.0, shown="the preset's")
+                                         "coarser result, higher adds more new detail).", **_limits("start_fine"), shown="the preset's")
+    lr_decay_every: Optional[int] = option(None, "Training steps between halvings of the learning rate (paper: "
+                                           "30000).", **_limits("lr_decay_every"), shown="the preset's")
+    checkpoint_every: Optional[int] = option(None, "Training steps between resumable checkpoints.",
+                                             **_limits("checkpoint_every"), shown="the preset's")
+    large_px: Optional[int] = option(None, "Sampling: middle scales whose short side has at least this many pixels "
+                                     "draw their own layout, starting at start_large (0 = none, paper; 300 fast).",
+                                     **_limits("large_px"), shown="the preset's")
+    start_large: Optional[float] = option(None, "Sampling: the large middle scales (large_px) start at this fraction "
+                                          "of their trained start (0.6 fast).", **_limits("start_large"),
+                                          shown="the preset's")
+    rim_hold: Optional[float] = option(None, "Sampling, windows with large scales: weight of the original kept on "
+                                       "the ROI's rim, so the layout drawn there continues the surroundings (0 = off, "
+                                       "paper; 0.3 fast).", **_limits("rim_hold"), shown="the preset's")
+    copy_weight: Optional[float] = option(None, "Copy mode: weight of the pasted content on the clean estimate at "
+                                          "the coarser scales.", **_limits("copy_weight"), shown="the preset's")
+    copy_wiggle: Optional[float] = option(None, "Copy mode: the paste starts up to this fraction of its depth further "
+                                          "inside the ROI, varying along the outline, so a square donor does not end "
+                                          "along straight lines (0 = off, paper; 0.3 fast).", **_limits("copy_wiggle"),
+                                          shown="the preset's")
+    copy_hold: Optional[float] = option(None, "Copy mode: weight of the original where the paste is not whole, at "
+                                        "the coarser half of the scales, so the donor is not carried out to the "
+                                        "outline (0 = off, paper; 0.3 fast).", **_limits("copy_hold"),
+                                        shown="the preset's")
+    copy_grain: Optional[float] = option(None, "Copy mode: the paste's fine detail may be raised up to this factor, "
+                                         "never beyond the donor's (1 = off, paper; 1.5 fast).",
+                                         **_limits("copy_grain"), shown="the preset's")
     model_scope: str = option(_default(ModelConfig, "scope"), "One model per window, or one per scene: trained "
                               "once, with twice the steps, on all the scene's windows, it serves every ROI (many "
                               "ROIs, one training; e.g. scene for fifty ROIs of one orthomosaic).",
                               choices=MODEL_SCOPES)
     chroma_radius: Optional[int] = option(None, "Guided smoothing of the colour of generated pixels, radius in "
-                                          "pixels (0 = off): removes single-pixel colour speckle.", minimum=0,
-                                          maximum=16, shown="the preset's")
+                                          "pixels (0 = off): removes single-pixel colour speckle.", **_limits("chroma_radius"), shown="the preset's")
     color_match: bool = option(_default(BlendConfig, "color_match"), "Give the ROI the per-band mean and spread of "
                                "the context ring around it before blending.")
     detail_match: bool = option(_default(BlendConfig, "detail_match"), "Grain matching: calm a generated texture "
@@ -210,7 +238,10 @@ class EditOptions:
                  "timesteps": self.timesteps, "sample_stride": self.sample_stride, "detail_factor": self.detail_factor,
                  "scale_power": self.scale_power, "novelty": self.novelty, "chroma_radius": self.chroma_radius,
                  "tile": self.tile, "scope": self.model_scope, "start_mid": self.start_mid,
-                 "start_fine": self.start_fine}
+                 "start_fine": self.start_fine, "lr_decay_every": self.lr_decay_every,
+                 "checkpoint_every": self.checkpoint_every, "large_px": self.large_px, "start_large": self.start_large,
+                 "rim_hold": self.rim_hold, "copy_weight": self.copy_weight, "copy_wiggle": self.copy_wiggle,
+                 "copy_hold": self.copy_hold, "copy_grain": self.copy_grain}
         guidance = GuidanceConfig(clip=self.clip, strength=self.strength, views=self.clip_views, every=self.guide_every,
                                   momentum=self.momentum, ensemble=self.ensemble, synonyms=self.synonyms,
                                   llm_endpoint=self.llm_endpoint, llm_model=self.llm_model)
@@ -277,8 +308,7 @@ class OptionSpec:
             raise IncompatibleOptions(f"{name} must be text, not {value!r}")
         if self.choices is not None and value not in self.choices:
             raise IncompatibleOptions(f"{name} {value!r} is not one of {', '.join(self.choices)}")
-        if self.minimum is not None and value < self.minimum or self.maximum is not None and value > self.maximum:
-            raise IncompatibleOptions(f"{name} {value} is out of range: use {_num(self.minimum)} to {_num(self.maximum)}")
+        check_range(self.name, value, self.minimum, self.maximum)
         if self.even and value % 2:
             raise IncompatibleOptions(f"{name} {value} must be an even number")
         return value
@@ -295,14 +325,10 @@ class OptionSpec:
         if self.choices is not None:
             parts.append(f"One of: {', '.join(self.choices)}.")
         if self.minimum is not None:
-            parts.append(f"Range {_num(self.minimum)} to {_num(self.maximum)}{' (even)' if self.even else ''}.")
+            parts.append(f"Range {format_number(self.minimum)} to {format_number(self.maximum)}{' (even)' if self.even else ''}.")
         if self.shown:
             parts.append(f"Default: {self.shown}.")
         return " ".join(parts)
-
-
-def _num(value: Optional[float]) -> str:
-    return "?" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _specs() -> tuple[OptionSpec, ...]:

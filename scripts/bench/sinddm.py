@@ -53,7 +53,7 @@ def step_costs(image, valid, model_cfg, batch, label, scale_batch=1):
     from rs_geo_edit.model.net import SinDDMNet
     from rs_geo_edit.model.pyramid import build_pyramid
 
-    pyr = build_pyramid(image, valid, model_cfg.scale_factor)
+    pyr = build_pyramid(image, valid)
     sched = Schedule.build(model_cfg.timesteps, pyr.recon_error, model_cfg.detail_factor)
     net = SinDDMNet(image.shape[0], model_cfg.width)
     opt = torch.optim.Adam(net.parameters())
@@ -85,9 +85,9 @@ def quality_curve(image, valid, model_cfg, checkpoints, label):
     from rs_geo_edit.model.schedule import Schedule
     from rs_geo_edit.model.net import SinDDMNet
     from rs_geo_edit.model.pyramid import build_pyramid
-    from rs_geo_edit.model.trainer import TrainState, train
+    from rs_geo_edit.model.trainer import EMA_DECAY, LR_GAMMA, TrainState, train
 
-    pyr = build_pyramid(image, valid, model_cfg.scale_factor)
+    pyr = build_pyramid(image, valid)
     sched = Schedule.build(model_cfg.timesteps, pyr.recon_error, model_cfg.detail_factor)
     torch.manual_seed(0)
     net = SinDDMNet(image.shape[0], model_cfg.width)
@@ -105,8 +105,8 @@ def quality_curve(image, valid, model_cfg, checkpoints, label):
     for steps in checkpoints:
         t0 = time.perf_counter()
         state = train(net, ema, pyr, sched, steps=steps, batch=model_cfg.batch, crop=model_cfg.crop,
-                      lr=model_cfg.lr, lr_decay_every=model_cfg.lr_decay_every, lr_gamma=model_cfg.lr_gamma,
-                      ema_decay=model_cfg.ema, device=torch.device("cpu"), generator=gen, state=state,
+                      lr=model_cfg.lr, lr_decay_every=model_cfg.lr_decay_every, lr_gamma=LR_GAMMA,
+                      ema_decay=EMA_DECAY, device=torch.device("cpu"), generator=gen, state=state,
                       optimizer_state=opt_state.get("s"), on_step=keep)
         wall += time.perf_counter() - t0
         t1 = time.perf_counter()

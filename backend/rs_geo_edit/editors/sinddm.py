@@ -126,8 +126,14 @@ class SinDDMEditor:
         from ..model.schedule import Schedule
 
         cfg = self.config.model
-        pyramid = build_pyramid(image, valid, cfg.scale_factor)
+        pyramid = build_pyramid(image, valid)
         return pyramid, Schedule.build(cfg.timesteps, pyramid.recon_error, cfg.detail_factor)
+
+    def _train_params(self) -> dict:
+        """The model settings and the training constants (the model cache's key reads both)."""
+        from ..model.trainer import fixed_params
+
+        return {**dataclasses.asdict(self.config.model), **fixed_params()}
 
     def _threads(self) -> None:
         import torch
@@ -145,7 +151,7 @@ class SinDDMEditor:
         if not self.shares_model or len(windows) < 2:
             return
         self._threads()
-        params = dataclasses.asdict(self.config.model)
+        params = self._train_params()
         # Measured on four 128 px ROIs: a scene model given one window's steps trailed the
         # per-window models (luminance 1.18-1.41, seam 1.16-1.50 against 1.08-1.12 and 1.08-1.25);
         # with twice the steps it came close on two windows of three (docs/quality.md).
@@ -189,7 +195,7 @@ class SinDDMEditor:
             offset = self.shared.offsets[index]
             return self.shared.net, sampling, schedule, {"cache_key": self.shared.key, "model_scope": "scene",
                                                          "scale_offset": offset, **stats}, offset
-        params = dataclasses.asdict(self.config.model)
+        params = self._train_params()
         key = scene_key([image], [valid], params)
         net, trained = load_or_train(self.cache, key, pyramid, schedule, params, device=self.device,
                                      progress=progress)

@@ -17,6 +17,8 @@ import torch
 
 from ..imaging import resize, row_strips
 
+SCALE_FACTOR = 1.411   # nominal factor between scales, refitted to the window
+
 COARSE_AREA = 3110.0
 COARSE_MIN, COARSE_MAX = 42, 55
 # A scale of more pixels holds no blurry copy: training upsamples the scale below for each crop it
@@ -35,7 +37,7 @@ class PyramidSpec:
         return len(self.sizes)
 
 
-def pyramid_spec(height: int, width: int, factor: float = 1.411) -> PyramidSpec:
+def pyramid_spec(height: int, width: int, factor: float = SCALE_FACTOR) -> PyramidSpec:
     """Scale sizes for a window of ``height`` x ``width`` pixels."""
     short, long = min(height, width), max(height, width)
     coarse_short = min(max(math.sqrt(COARSE_AREA * short / long), COARSE_MIN), COARSE_MAX)
@@ -65,7 +67,7 @@ class Pyramid:
     recon_error: list[float]       # RMS(blurry_s - image_s) over valid pixels; 0 for s = 0
 
 
-def build_pyramid(image: np.ndarray, valid: np.ndarray, factor: float = 1.411) -> Pyramid:
+def build_pyramid(image: np.ndarray, valid: np.ndarray, factor: float = SCALE_FACTOR) -> Pyramid:
     """Resize the window to every scale (Lanczos from the original each time)."""
     spec = pyramid_spec(image.shape[1], image.shape[2], factor)
     images, blurry, valids, errors = [], [], [], []

@@ -25,9 +25,12 @@ import numpy as np
 import torch
 
 from .net import SinDDMNet, precision
-from .pyramid import Pyramid
+from .pyramid import SCALE_FACTOR, Pyramid
 from .schedule import Schedule
 from .training import noise_loss, training_batch
+
+LR_GAMMA = 0.5       # the learning rate's decay factor, every ``lr_decay_every`` steps
+EMA_DECAY = 0.995    # EMA decay of the weights used for sampling
 
 
 @dataclass
@@ -46,14 +49,17 @@ class TrainSettings:
     crop: int
     lr: float
     lr_decay_every: int
-    lr_gamma: float
-    ema: float
     checkpoint_every: int
     scale_power: float
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "TrainSettings":
         return cls(**{f.name: params[f.name] for f in fields(cls)})
+
+
+def fixed_params() -> dict[str, float]:
+    """The training constants by the names the model cache's key gives them."""
+    return {"ema": EMA_DECAY, "lr_gamma": LR_GAMMA, "scale_factor": SCALE_FACTOR}
 
 
 def scale_offsets(pyramids: Sequence[Pyramid]) -> list[int]:
@@ -217,8 +223,8 @@ def load_or_train(cache, key: str, pyramid: Pyramid | Sequence[Pyramid], schedul
 
     try:
         state = train(net, ema, pyramid, schedule, steps=settings.steps, batch=settings.batch, crop=settings.crop,
-                      lr=settings.lr, lr_decay_every=settings.lr_decay_every, lr_gamma=settings.lr_gamma,
-                      ema_decay=settings.ema, device=device, generator=generator,
+                      lr=settings.lr, lr_decay_every=settings.lr_decay_every, lr_gamma=LR_GAMMA,
+                      ema_decay=EMA_DECAY, device=device, generator=generator,
                       scale_power=settings.scale_power, state=state,
                       optimizer_state=opt_state, on_step=on_step)
     except BaseException:
