@@ -139,7 +139,7 @@ def test_text_mode_end_to_end_exact_outside(tiny_clip, tmp_path):
     assert window["guidance"]["steps"] > 0
     assert result.record["editor"]["clip"]["arch"] == "rsge-tiny"
     from rs_geo_edit.config import EditConfig
-    from rs_geo_edit.eval.report import evaluate
+    from rs_geo_edit.evaluate import evaluate
 
     report = evaluate(tmp_path / "o.tif", scene, aoi, config, tiny_clip)
     row, = report["rois"]
