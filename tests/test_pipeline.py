@@ -176,8 +176,8 @@ class BoxInvertEditor(InvertEditor):
         self.margin = margin
 
     def edit(self, request, progress):
-        from rs_geo_edit.editors import EditedBox
         from rs_geo_edit.imaging import crop_around
+        from rs_geo_edit.pipeline.contract import EditedBox
 
         self.calls.append(request)
         rows, cols = crop_around(request.roi, self.margin)
@@ -212,7 +212,7 @@ class StrayBoxEditor(InvertEditor):
     """Returns a box whose pixels do not fit where it says they go (an engine's bug)."""
 
     def edit(self, request, progress):
-        from rs_geo_edit.editors import EditedBox
+        from rs_geo_edit.pipeline.contract import EditedBox
 
         return EditedBox(-request.image[:, :10, :10], slice(0, 10), slice(0, 12))
 
@@ -222,6 +222,46 @@ def test_an_edited_box_that_does_not_fit_is_refused_and_leaves_no_output(tmp_pat
     with pytest.raises(RuntimeError, match=r"editor returned a box of shape \(3, 10, 10\) at rows 0:10, columns 0:12"):
         edit_scene(rgb_scene, aoi, tmp_path / "o.tif", make_config(), editor=StrayBoxEditor())
     assert _listing(tmp_path) == ["a.gpkg", "rgb_utm.tif"]
+
+
+class PreparingEditor(InvertEditor):
+    """Says it shares a model and has ``prepare``, but not the rest of the scene-model protocol
+    (no ``shared``, no ``use_scene_model``): a plain editor to the pipeline."""
+
+    shares_model = True
+
+    def __init__(self):
+        super().__init__()
+        self.prepared = []
+
+    def prepare(self, windows, progress):
+        self.prepared.append((len(self.calls), [index for index, _, _ in windows]))
+
+
+class SceneModelInvertEditor(PreparingEditor):
+    """The whole scene-model protocol; it learns nothing and records what it was given."""
+
+    shared = None
+
+    def use_scene_model(self, key, offsets):
+        raise AssertionError("edit_scene never hands a scene model over")
+
+
+def test_only_a_scene_model_editor_is_asked_to_prepare(tmp_path, rgb_scene):
+    from rs_geo_edit.pipeline.contract import SceneModelEditor
+
+    aoi = write_aoi(tmp_path / "aoi.gpkg", [pixel_box(rgb_scene, 10, 10, 40, 40),
+                                            pixel_box(rgb_scene, 200, 200, 230, 230)])
+    plain, scene_model, window_scope = PreparingEditor(), SceneModelInvertEditor(), SceneModelInvertEditor()
+    window_scope.shares_model = False
+    assert not isinstance(plain, SceneModelEditor) and isinstance(scene_model, SceneModelEditor)
+    for name, editor in (("plain", plain), ("scene", scene_model), ("window", window_scope)):
+        result = edit_scene(rgb_scene, aoi, tmp_path / f"{name}.tif", make_config(), editor=editor)
+        assert len(editor.calls) == 2
+    windows = [w["index"] for w in result.record["windows"]]
+    assert len(windows) == 2
+    assert scene_model.prepared == [(0, windows)]   # once, with every window, before the first edit
+    assert plain.prepared == [] and window_scope.prepared == []
 
 
 def test_the_recorded_figures_are_those_of_the_written_file(tmp_path):

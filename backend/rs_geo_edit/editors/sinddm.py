@@ -31,7 +31,8 @@ from ..imaging import crop_around, one_malloc_arena, resize, return_freed_memory
 from ..model.cache import ModelCache, scene_key
 from ..model.pyramid import Pyramid, build_pyramid, mask_pyramid
 from ..progress import StageReporter
-from . import EditedBox, resolve_device
+from ..pipeline.contract import EditedBox
+from . import resolve_device
 
 
 class CopyHook:
