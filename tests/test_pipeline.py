@@ -8,9 +8,9 @@ import rasterio
 from rasterio.enums import ColorInterp
 
 from conftest import InvertEditor, pixel_box, write_aoi, write_scene
-from rs_geo_edit.blend import outside_distance
 from rs_geo_edit.config import BlendConfig, OutputConfig, WindowConfig, make_config
 from rs_geo_edit.errors import AOIError, OutputError, SceneError
+from rs_geo_edit.imaging import distance_to
 from rs_geo_edit.pipeline import edit_scene
 
 SCENES = {
@@ -53,7 +53,7 @@ def test_round_trip_invert_editor(tmp_path, name):
     if np.issubdtype(a.dtype, np.floating):
         valid &= np.all(np.isfinite(a), axis=0)
     roi = _roi_mask(scene, geoms)
-    band = outside_distance(roi) <= 6
+    band = distance_to(roi) <= 6
     same = np.all((a == b) | (np.isnan(a) & np.isnan(b)), axis=0)
     assert same[~band].all(), "pixels outside ROI + feather band must be bit-identical"
     assert same[~valid].all(), "nodata pixels must never change"
@@ -86,7 +86,7 @@ def test_reduced_resolution_window_still_exact_outside(tmp_path):
     assert editor.calls[0].image.shape[1:] == tuple(rec["windows"][0]["work_shape"])
     assert max(editor.calls[0].image.shape[1:]) == 128
     a, b = rasterio.open(scene).read(), rasterio.open(out).read()
-    far = outside_distance(_roi_mask(scene, geoms)) > 4
+    far = distance_to(_roi_mask(scene, geoms)) > 4
     assert np.array_equal(a[:, far], b[:, far])
     assert np.abs(b[:, 120:200, 140:260].astype(int) - (255 - a[:, 120:200, 140:260].astype(int))).mean() < 12
 
@@ -202,7 +202,7 @@ def test_an_edited_box_writes_what_the_whole_edited_window_writes(tmp_path, max_
     roi = np.zeros((160, 160), bool)
     roi[50:100, 60:110] = True
     assert np.abs(read["short"] - source)[:, roi].max() > 50          # the ROI itself was edited
-    band = (outside_distance(roi) > 8) & (outside_distance(roi) <= 16)
+    band = (distance_to(roi) > 8) & (distance_to(roi) <= 16)
     if max_side == 0:     # beyond the editor's box the window is the source (to the normalisation's rounding)
         assert np.abs(read["short"][:, band] - source[:, band]).max() <= 1
         assert np.abs(read["box"][:, band] - source[:, band]).max() > 50

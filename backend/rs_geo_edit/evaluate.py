@@ -52,9 +52,9 @@ def evaluate(output: str | Path, source: str | Path, aoi: str | Path, config, cl
     """Metrics of ``output`` against ``source`` over the ROIs of ``aoi`` (in ``config``'s terms)."""
     from affine import Affine
 
-    from .blend import outside_distance
     from .geo.raster import Normaliser, open_scene, read_window, validity_mask
     from .geo.windows import roi_labels
+    from .imaging import distance_to
     from .pipeline import plan_scene
 
     band_px = config.blend.band_px if band_px is None else band_px
@@ -73,7 +73,7 @@ def evaluate(output: str | Path, source: str | Path, aoi: str | Path, config, cl
             labels = roi_labels(ew, transform)
             norm = Normaliser.fit(before, valid)
             b_n, a_n = norm.forward(before, np.float64), norm.forward(after, np.float64)
-            grown = outside_distance(labels > 0, band_px) <= band_px
+            grown = distance_to(labels > 0, band_px) <= band_px
             fidelity = outside_fidelity(after, before, grown | ~valid)
             for k, roi in enumerate(ew.rois, start=1):
                 mask = (labels == k) & valid
