@@ -38,9 +38,9 @@ def test_exact_outside_band_and_seams_smaller_than_hard_paste(mode):
     edited = np.clip(_scene(1) * 0.5 + 0.4, -1, 1)
     roi, valid = _roi(), np.ones((128, 128), bool)
     out, alpha, _ = blend_window(source, edited, roi, valid, BlendConfig(mode=mode, band_px=12))
-    from rs_geo_edit.blend import outside_distance
+    from rs_geo_edit.imaging import distance_to
 
-    far = outside_distance(roi) > 12
+    far = distance_to(roi) > 12
     assert (alpha[far] == 0).all()
     assert np.array_equal(out[:, far], source[:, far])
     hard = np.where(roi[None], edited, source)
@@ -69,7 +69,7 @@ def test_nodata_pixels_get_alpha_zero():
 
 
 def test_color_match_gives_the_roi_the_statistics_of_its_surroundings():
-    from rs_geo_edit.blend import outside_distance
+    from rs_geo_edit.imaging import distance_to
 
     source = _scene(0)
     edited = np.clip(source * 0.8 + 0.25, -1, 1)  # washed out and brighter
@@ -78,7 +78,7 @@ def test_color_match_gives_the_roi_the_statistics_of_its_surroundings():
     out, _, info = blend_window(source, edited, roi, np.ones_like(roi), cfg)
     plain, _, _ = blend_window(source, edited, roi, np.ones_like(roi),
                                BlendConfig(mode="feather", band_px=8, detail_match=False))
-    dist = outside_distance(roi)
+    dist = distance_to(roi)
     ring = (dist > 8) & (dist <= 8 + cfg.ring_px)
     for b in range(3):
         assert out[b][roi].mean() == pytest.approx(source[b][ring].mean(), abs=1e-3)
@@ -92,8 +92,8 @@ def test_detail_match_calms_a_busier_texture_and_leaves_a_calmer_one_alone():
     """Grain matching: an ROI whose texture is busier than its ring (speckle on top of the
     scene's texture) comes out with less fine detail, closer to the ring's; an ROI calmer than
     its ring is written exactly as without matching; pixels beyond ROI + band are the source."""
-    from rs_geo_edit.blend import outside_distance
     from rs_geo_edit.eval.metrics import detail_ratios
+    from rs_geo_edit.imaging import distance_to
 
     source, roi = _scene(0, size=160), np.zeros((160, 160), bool)
     roi[50:110, 50:110] = True
@@ -110,7 +110,7 @@ def test_detail_match_calms_a_busier_texture_and_leaves_a_calmer_one_alone():
     after = detail_ratios(out, source, roi, valid)["luminance"]
     assert before > 1.5 and after < 0.8 * before and abs(after - 1.0) < abs(before - 1.0)
     assert info["detail_gains"][0] < 1.0 and "detail_gains" not in raw_info
-    far = outside_distance(roi) > 12
+    far = distance_to(roi) > 12
     assert np.array_equal(out[:, far], source[:, far])
     from scipy.ndimage import gaussian_filter
 

@@ -120,8 +120,8 @@ def test_guidance_raises_clip_cosine_inside_roi_only(tiny_clip):
 
 
 def test_text_mode_end_to_end_exact_outside(tiny_clip, tmp_path):
-    from rs_geo_edit.blend import outside_distance
     from rs_geo_edit.config import GuidanceConfig, make_config
+    from rs_geo_edit.imaging import distance_to
     from rs_geo_edit.pipeline import edit_scene, make_editor
 
     scene = write_scene(tmp_path / "s.tif", width=96, height=96, blocksize=32)
@@ -133,13 +133,13 @@ def test_text_mode_end_to_end_exact_outside(tiny_clip, tmp_path):
     a, b = rasterio.open(scene).read(), rasterio.open(tmp_path / "o.tif").read()
     roi = np.zeros((96, 96), bool)
     roi[30:62, 30:62] = True
-    far = outside_distance(roi) > 16
+    far = distance_to(roi) > 16
     assert np.array_equal(a[:, far], b[:, far])
     window = result.record["editor"]["windows"][0]
     assert window["guidance"]["steps"] > 0
     assert result.record["editor"]["clip"]["arch"] == "rsge-tiny"
     from rs_geo_edit.config import EditConfig
-    from rs_geo_edit.eval.report import evaluate
+    from rs_geo_edit.evaluate import evaluate
 
     report = evaluate(tmp_path / "o.tif", scene, aoi, config, tiny_clip)
     row, = report["rois"]

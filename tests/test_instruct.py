@@ -12,9 +12,9 @@ import rasterio
 from rasterio.enums import ColorInterp
 
 from conftest import pixel_box, write_aoi, write_scene
-from rs_geo_edit.blend import outside_distance
 from rs_geo_edit.config import BlendConfig, InstructConfig, WindowConfig, make_config
 from rs_geo_edit.errors import IncompatibleOptions, WeightsNotFound
+from rs_geo_edit.imaging import distance_to
 from rs_geo_edit.pipeline import edit_scene, make_editor
 
 CLI = [sys.executable, "-m", "rs_geo_edit.cli"]
@@ -55,7 +55,7 @@ def test_cli_edit_changes_only_the_roi(tmp_path, tiny_instruct):
     a, b = _read(scene), _read(out)
     roi = _roi(scene, geoms)
     same = np.all(a == b, axis=0)
-    assert same[outside_distance(roi) > 6].all(), "outside ROI + blend band must be bit-identical"
+    assert same[distance_to(roi) > 6].all(), "outside ROI + blend band must be bit-identical"
     assert (~same[roi]).mean() > 0.9, "the ROI must be edited"
     record = json.loads(out.with_suffix(".json").read_text())
     editor = record["editor"]
@@ -109,7 +109,7 @@ def test_window_larger_than_the_model_is_tiled_at_native_size(tmp_path, tiny_ins
     assert recorder.sizes and set(recorder.sizes) == {(32, 32)}, "every tile runs at the model's native size"
     a, b = _read(scene), _read(tmp_path / "out.tif")
     roi = _roi(scene, geoms)
-    assert np.all(a == b, axis=0)[outside_distance(roi) > 6].all()
+    assert np.all(a == b, axis=0)[distance_to(roi) > 6].all()
     assert (a != b).any(axis=0)[roi].mean() > 0.9
     # Tiles cover every pixel, overlap by at least the overlap, and merge with weights that rise
     # from the tile edges (a seam would be a weight jump).
@@ -154,7 +154,7 @@ def test_uint16_four_band_scene_through_the_rgb_mapping(tmp_path, tiny_instruct)
     assert np.array_equal(a[3], b[3]), "the near-infrared band keeps its source values"
     for band in range(3):
         assert (a[band] != b[band])[roi].mean() > 0.8, f"band {band + 1} goes through the model"
-    assert np.all(a == b, axis=0)[outside_distance(_roi(scene, geoms)) > 6].all()
+    assert np.all(a == b, axis=0)[distance_to(_roi(scene, geoms)) > 6].all()
     assert np.all(b[:, ~valid] == 0), "nodata stays nodata"
     # The model saw the red band first: RGB order from the colour interpretation, in [0, 1].
     tile = seen[0]
@@ -241,7 +241,7 @@ def test_service_jobs_choose_the_engine(tmp_path, tiny_instruct):
     assert record["editor"]["name"] == "instruct" and record["parameters"]["instruct"]["steps"] == 2
     a, b = _read(scene), _read(tmp_path / "out.tif")
     roi = _roi(scene, geoms)
-    assert np.all(a == b, axis=0)[outside_distance(roi) > 6].all() and (a != b).any(axis=0)[roi].mean() > 0.9
+    assert np.all(a == b, axis=0)[distance_to(roi) > 6].all() and (a != b).any(axis=0)[roi].mean() > 0.9
     assert failed["state"] == "failed" and "instruct weights 'nobody/nothing' not found" in failed["error"]
     assert not (tmp_path / "never.tif").exists()
 

@@ -14,12 +14,15 @@ PACKAGE = Path(rs_geo_edit.__file__).parent
 HEAVY = ("torch", "rasterio", "open_clip", "fiona", "pyogrio", "geopandas")
 
 # Each group may import only itself and groups to its right in this list; a group is a module
-# name or a package prefix. eval.report sits above the pipeline; the metrics of eval below it.
+# name or a package prefix (the longest prefix wins). The eval command (evaluate) sits above the
+# pipeline, the metrics of eval below it; the pipeline's contract sits below the editors, which
+# implement it.
 ORDER = [
     ("cli", "jobs", "batch", "pairs", "executors"),
-    ("api", "options", "eval.report"),
+    ("api", "options", "evaluate"),
     ("pipeline",),
     ("editors",),
+    ("pipeline.contract",),
     ("model", "guidance", "blend", "eval"),
     ("config",),
     ("geo", "imaging", "files", "progress", "errors"),

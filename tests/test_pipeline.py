@@ -8,9 +8,9 @@ import rasterio
 from rasterio.enums import ColorInterp
 
 from conftest import InvertEditor, pixel_box, write_aoi, write_scene
-from rs_geo_edit.blend import outside_distance
 from rs_geo_edit.config import BlendConfig, OutputConfig, WindowConfig, make_config
 from rs_geo_edit.errors import AOIError, OutputError, SceneError
+from rs_geo_edit.imaging import distance_to
 from rs_geo_edit.pipeline import edit_scene
 
 SCENES = {
@@ -53,7 +53,7 @@ def test_round_trip_invert_editor(tmp_path, name):
     if np.issubdtype(a.dtype, np.floating):
         valid &= np.all(np.isfinite(a), axis=0)
     roi = _roi_mask(scene, geoms)
-    band = outside_distance(roi) <= 6
+    band = distance_to(roi) <= 6
     same = np.all((a == b) | (np.isnan(a) & np.isnan(b)), axis=0)
     assert same[~band].all(), "pixels outside ROI + feather band must be bit-identical"
     assert same[~valid].all(), "nodata pixels must never change"
@@ -86,7 +86,7 @@ def test_reduced_resolution_window_still_exact_outside(tmp_path):
     assert editor.calls[0].image.shape[1:] == tuple(rec["windows"][0]["work_shape"])
     assert max(editor.calls[0].image.shape[1:]) == 128
     a, b = rasterio.open(scene).read(), rasterio.open(out).read()
-    far = outside_distance(_roi_mask(scene, geoms)) > 4
+    far = distance_to(_roi_mask(scene, geoms)) > 4
     assert np.array_equal(a[:, far], b[:, far])
     assert np.abs(b[:, 120:200, 140:260].astype(int) - (255 - a[:, 120:200, 140:260].astype(int))).mean() < 12
 
@@ -176,8 +176,8 @@ class BoxInvertEditor(InvertEditor):
         self.margin = margin
 
     def edit(self, request, progress):
-        from rs_geo_edit.editors import EditedBox
         from rs_geo_edit.imaging import crop_around
+        from rs_geo_edit.pipeline.contract import EditedBox
 
         self.calls.append(request)
         rows, cols = crop_around(request.roi, self.margin)
@@ -202,7 +202,7 @@ def test_an_edited_box_writes_what_the_whole_edited_window_writes(tmp_path, max_
     roi = np.zeros((160, 160), bool)
     roi[50:100, 60:110] = True
     assert np.abs(read["short"] - source)[:, roi].max() > 50          # the ROI itself was edited
-    band = (outside_distance(roi) > 8) & (outside_distance(roi) <= 16)
+    band = (distance_to(roi) > 8) & (distance_to(roi) <= 16)
     if max_side == 0:     # beyond the editor's box the window is the source (to the normalisation's rounding)
         assert np.abs(read["short"][:, band] - source[:, band]).max() <= 1
         assert np.abs(read["box"][:, band] - source[:, band]).max() > 50
@@ -212,7 +212,7 @@ class StrayBoxEditor(InvertEditor):
     """Returns a box whose pixels do not fit where it says they go (an engine's bug)."""
 
     def edit(self, request, progress):
-        from rs_geo_edit.editors import EditedBox
+        from rs_geo_edit.pipeline.contract import EditedBox
 
         return EditedBox(-request.image[:, :10, :10], slice(0, 10), slice(0, 12))
 
@@ -222,6 +222,46 @@ def test_an_edited_box_that_does_not_fit_is_refused_and_leaves_no_output(tmp_pat
     with pytest.raises(RuntimeError, match=r"editor returned a box of shape \(3, 10, 10\) at rows 0:10, columns 0:12"):
         edit_scene(rgb_scene, aoi, tmp_path / "o.tif", make_config(), editor=StrayBoxEditor())
     assert _listing(tmp_path) == ["a.gpkg", "rgb_utm.tif"]
+
+
+class PreparingEditor(InvertEditor):
+    """Says it shares a model and has ``prepare``, but not the rest of the scene-model protocol
+    (no ``shared``, no ``use_scene_model``): a plain editor to the pipeline."""
+
+    shares_model = True
+
+    def __init__(self):
+        super().__init__()
+        self.prepared = []
+
+    def prepare(self, windows, progress):
+        self.prepared.append((len(self.calls), [index for index, _, _ in windows]))
+
+
+class SceneModelInvertEditor(PreparingEditor):
+    """The whole scene-model protocol; it learns nothing and records what it was given."""
+
+    shared = None
+
+    def use_scene_model(self, key, offsets):
+        raise AssertionError("edit_scene never hands a scene model over")
+
+
+def test_only_a_scene_model_editor_is_asked_to_prepare(tmp_path, rgb_scene):
+    from rs_geo_edit.pipeline.contract import SceneModelEditor
+
+    aoi = write_aoi(tmp_path / "aoi.gpkg", [pixel_box(rgb_scene, 10, 10, 40, 40),
+                                            pixel_box(rgb_scene, 200, 200, 230, 230)])
+    plain, scene_model, window_scope = PreparingEditor(), SceneModelInvertEditor(), SceneModelInvertEditor()
+    window_scope.shares_model = False
+    assert not isinstance(plain, SceneModelEditor) and isinstance(scene_model, SceneModelEditor)
+    for name, editor in (("plain", plain), ("scene", scene_model), ("window", window_scope)):
+        result = edit_scene(rgb_scene, aoi, tmp_path / f"{name}.tif", make_config(), editor=editor)
+        assert len(editor.calls) == 2
+    windows = [w["index"] for w in result.record["windows"]]
+    assert len(windows) == 2
+    assert scene_model.prepared == [(0, windows)]   # once, with every window, before the first edit
+    assert plain.prepared == [] and window_scope.prepared == []
 
 
 def test_the_recorded_figures_are_those_of_the_written_file(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import rasterio
 
 from conftest import SAMPLE, pixel_box, write_aoi, write_scene
-from rs_geo_edit.blend import outside_distance
+from rs_geo_edit.imaging import distance_to
 
 CLI = [sys.executable, "-m", "rs_geo_edit.cli"]
 TINY = ["--steps", "60", "--width", "16", "--crop", "32", "--batch", "2", "--threads", "1", "--quiet"]
@@ -43,7 +43,7 @@ def test_sampler_band_gives_every_blend_mode_work_to_do(tmp_path):
         outs[blend] = rasterio.open(out).read()
     src = rasterio.open(scene).read()
     roi = _roi_mask(scene, aoi)
-    dist = outside_distance(roi)
+    dist = distance_to(roi)
     band = (dist > 0) & (dist <= 16)
     for name, data in outs.items():
         assert np.array_equal(data[:, dist > 16], src[:, dist > 16]), name      # exact beyond the band

@@ -15,8 +15,8 @@ import torch
 from rasterio.windows import Window
 
 from conftest import SAMPLE, pixel_box, write_aoi, write_scene
-from rs_geo_edit.blend import outside_distance
 from rs_geo_edit.config import ModelConfig
+from rs_geo_edit.imaging import distance_to
 from rs_geo_edit.eval import patch_swd
 from rs_geo_edit.geo.raster import Normaliser
 from rs_geo_edit.model.sampler import Sampler
@@ -173,7 +173,7 @@ def test_regenerate_end_to_end_cache_and_determinism(tmp_path):
     with rasterio.open(scene) as s:
         roi = geometry_mask(list(gpd.read_file(aoi).to_crs(s.crs).geometry), out_shape=(128, 128),
                             transform=s.transform, invert=True, all_touched=True)
-    far = outside_distance(roi) > 16
+    far = distance_to(roi) > 16
     assert np.array_equal(first[:, far], src[:, far])
     assert np.abs(first[:, roi].astype(int) - src[:, roi].astype(int)).mean() > 2
 

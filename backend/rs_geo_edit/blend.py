@@ -19,18 +19,12 @@ from .config import BlendConfig
 from .imaging import distance_to, fill_invalid, resize, row_strips
 
 
-def outside_distance(roi: np.ndarray, limit: float | None = None) -> np.ndarray:
-    """Euclidean distance (pixels) of every pixel to the nearest ROI pixel; 0 inside the ROI.
-    With ``limit``: exact up to it, above it beyond (``imaging.distance_to``)."""
-    return distance_to(roi, limit)
-
-
 def feather_alpha(roi: np.ndarray, band_px: int, valid: np.ndarray | None = None) -> np.ndarray:
     """1 inside the ROI, a cosine ramp to 0 over ``band_px`` pixels outside, 0 beyond and on
     invalid pixels."""
     alpha = roi.astype(np.float32)
     if band_px > 0:   # the ramp computed on the band's pixels only (in float64, then stored)
-        dist = outside_distance(roi, band_px)
+        dist = distance_to(roi, band_px)
         band = (dist <= band_px) & ~roi
         alpha[band] = 0.5 * (1.0 + np.cos(np.pi * dist[band] / (band_px + 1)))
         del dist, band
@@ -42,7 +36,7 @@ def feather_alpha(roi: np.ndarray, band_px: int, valid: np.ndarray | None = None
 def context_ring(roi: np.ndarray, valid: np.ndarray, band_px: int, ring_px: int) -> np.ndarray:
     """The valid pixels of the ``ring_px`` just outside the transition band: the source's context
     that colour and detail matching take their statistics from."""
-    dist = outside_distance(roi, band_px + ring_px)
+    dist = distance_to(roi, band_px + ring_px)
     return (dist > band_px) & (dist <= band_px + ring_px) & valid
 
 
@@ -250,7 +244,7 @@ def blend_window(source: np.ndarray, edited: np.ndarray, roi: np.ndarray, valid:
         blended = laplacian_blend(src, fill_invalid(edited, valid), inner)
         out = src + alpha * (blended - src)
     elif config.mode == "poisson":
-        region = outside_distance(roi, max(1, config.band_px)) <= max(1, config.band_px)
+        region = distance_to(roi, max(1, config.band_px)) <= max(1, config.band_px)
         out = poisson_blend(src, edited, region, valid)
         alpha = (region & valid).astype(np.float32)
     else:

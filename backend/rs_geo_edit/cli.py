@@ -394,7 +394,7 @@ def eval_command(
 
         from rich.table import Table
 
-        from .eval.report import evaluate
+        from .evaluate import evaluate
         from .files import atomic_path
 
         config = _edit_options(options).to_config()

@@ -8,10 +8,7 @@ A new engine: a module here with a class taking the ``EditConfig``, registered i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from importlib import import_module
-
-import numpy as np
 
 from ..config import ENGINES, EditConfig
 from ..errors import IncompatibleOptions
@@ -43,30 +40,3 @@ def resolve_device(name: str):
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise IncompatibleOptions(f"`device` {name}: only {torch.cuda.device_count()} CUDA device(s) present")
     return device
-
-
-@dataclass
-class EditedBox:
-    """An edit that changed only a box of the window: ``pixels`` (bands, rows, cols) are the box
-    at ``rows`` and ``cols`` of the window (working resolution), and the rest of the window is the
-    request's image unchanged. A large ROI's editor returns this instead of a copy of the whole
-    window, which at native resolution is hundreds of megabytes."""
-
-    pixels: np.ndarray
-    rows: slice
-    cols: slice
-
-    def on(self, image: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
-        """The edited window's ``rows`` and ``cols`` (float32): that part of ``image``, the
-        request's image, with the edited pixels that fall in it pasted."""
-        out = np.array(image[:, rows, cols], dtype=np.float32)
-        top, bottom = max(self.rows.start, rows.start), min(self.rows.stop, rows.stop)
-        left, right = max(self.cols.start, cols.start), min(self.cols.stop, cols.stop)
-        if top < bottom and left < right:
-            out[:, top - rows.start:bottom - rows.start, left - cols.start:right - cols.start] = \
-                self.pixels[:, top - self.rows.start:bottom - self.rows.start, left - self.cols.start:right - self.cols.start]
-        return out
-
-    def whole(self, image: np.ndarray) -> np.ndarray:
-        """The edited window: a copy of ``image`` with the box pasted."""
-        return self.on(image, slice(0, image.shape[1]), slice(0, image.shape[2]))

@@ -29,7 +29,8 @@ from ..imaging import crop_around, distance_to, one_malloc_arena, resize, return
 from ..model.cache import ModelCache, scene_key
 from ..model.pyramid import Pyramid, build_pyramid, mask_pyramid
 from ..progress import StageReporter
-from . import EditedBox, resolve_device
+from ..pipeline.contract import EditedBox
+from . import resolve_device
 from .copy import CopyPaste, restore_grain
 
 

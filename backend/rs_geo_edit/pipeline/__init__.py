@@ -1,7 +1,8 @@
 """The editing pipeline, cut along its seams.
 
-- ``contract``: :class:`EditRequest` and the :class:`Editor` protocol (windows in, edited
-  windows out): the seam between the pipeline and the editing engines.
+- ``contract``: :class:`EditRequest`, :class:`EditedBox` and the :class:`Editor` and
+  :class:`SceneModelEditor` protocols (windows in, edited windows out): the seam between the
+  pipeline and the editing engines, a layer below both so the engines can import it.
 - ``plan``: :func:`plan_scene`, the scene's facts, ROIs and edit windows (:func:`plan_grid` for a
   scene known only by its grid).
 - ``copy_source``: copy-mode inputs (where pasted content comes from, per window).

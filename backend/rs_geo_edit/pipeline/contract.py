@@ -1,13 +1,15 @@
-"""The editing contract: what an editor receives for one window, and what it must return."""
+"""The editing contract: what an editor receives for one window, and what it must return.
+
+The engines in ``editors/`` implement it and the rest of ``pipeline/`` calls them through it, so
+this module sits below both and imports nothing of the package above the foundations.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Optional, Protocol, runtime_checkable
 
 import numpy as np
-
-from ..editors import EditedBox  # noqa: F401  (part of the contract: what an editor may return)
 
 if TYPE_CHECKING:
     from ..geo.windows import EditWindow
@@ -39,17 +41,59 @@ class EditRequest:
     copy_mask: Optional[np.ndarray] = None
 
 
+@dataclass
+class EditedBox:
+    """An edit that changed only a box of the window: ``pixels`` (bands, rows, cols) are the box
+    at ``rows`` and ``cols`` of the window (working resolution), and the rest of the window is the
+    request's image unchanged. A large ROI's editor returns this instead of a copy of the whole
+    window, which at native resolution is hundreds of megabytes."""
+
+    pixels: np.ndarray
+    rows: slice
+    cols: slice
+
+    def on(self, image: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+        """The edited window's ``rows`` and ``cols`` (float32): that part of ``image``, the
+        request's image, with the edited pixels that fall in it pasted."""
+        out = np.array(image[:, rows, cols], dtype=np.float32)
+        top, bottom = max(self.rows.start, rows.start), min(self.rows.stop, rows.stop)
+        left, right = max(self.cols.start, cols.start), min(self.cols.stop, cols.stop)
+        if top < bottom and left < right:
+            out[:, top - rows.start:bottom - rows.start, left - cols.start:right - cols.start] = \
+                self.pixels[:, top - self.rows.start:bottom - self.rows.start, left - self.cols.start:right - self.cols.start]
+        return out
+
+    def whole(self, image: np.ndarray) -> np.ndarray:
+        """The edited window: a copy of ``image`` with the box pasted."""
+        return self.on(image, slice(0, image.shape[1]), slice(0, image.shape[2]))
+
+
 class Editor(Protocol):
     """Anything that turns an :class:`EditRequest` into an edited image of the same shape
     (float32, [-1, 1]), or an :class:`EditedBox` when it changed only a box of the window; it
-    reports progress through the reporter and may be cancelled by it.
-
-    An editor whose ``shares_model`` attribute is true also has ``prepare(windows, progress)``,
-    which the pipeline calls once with (index, image, valid) of every window of the scene
-    before the first ``edit``: one model learnt from all of them then serves each. Its
-    ``shared`` (``key``, ``offsets``) then names that model, and ``use_scene_model(key, offsets)``
-    lets another instance (a task editing one window) serve windows with it."""
+    reports progress through the reporter and may be cancelled by it. An editor that can serve
+    all the windows of a scene with one model is also a :class:`SceneModelEditor`."""
 
     def edit(self, request: EditRequest, progress: "StageReporter") -> "np.ndarray | EditedBox": ...
 
     def describe(self) -> dict: ...
+
+
+@runtime_checkable
+class SceneModelEditor(Editor, Protocol):
+    """An :class:`Editor` that can learn one model from every window of a scene; the pipeline
+    tells one from a plain editor with ``isinstance``.
+
+    When ``shares_model`` is true (the editor's configuration asks for a scene model), the
+    pipeline calls ``prepare`` once, with (index, image, valid) of every window at the working
+    resolution, before the first ``edit``: one model learnt from all of them then serves each.
+    ``shared`` then names that model by its ``key`` (in the model cache) and ``offsets`` (window
+    index -> scale offset), or is None when there is none; ``use_scene_model(key, offsets)`` lets
+    another instance (a task editing one window) serve windows with it."""
+
+    shares_model: bool
+    shared: Optional[Any]
+
+    def prepare(self, windows: list[tuple[int, np.ndarray, np.ndarray]], progress: "StageReporter") -> None: ...
+
+    def use_scene_model(self, key: str, offsets: dict[int, int]) -> None: ...

@@ -1,20 +1,20 @@
 """Copy-mode inputs: where pasted content comes from and how it lands in each window.
 
 A source is the first polygon with ``role=source`` in the AOI, polygons of a ``copy_from``
-vector file, or a ``copy_from`` raster with the scene's data bands. Copy mode needs one; text
-mode uses one when given (the pasted content guides the coarse scales).
+vector file, or a ``copy_from`` raster with the scene's data bands, gathered by the scene plan
+(``plan.py``). Copy mode needs one; text mode uses one when given (the pasted content guides the
+coarse scales).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from ..errors import IncompatibleOptions
-from ..geo.aoi import ROI, read_aoi
-from ..geo.raster import Normaliser, data_bands, footprint, open_scene, read_window, validity_mask
+from ..geo.aoi import ROI
+from ..geo.raster import Normaliser, data_bands, open_scene, read_window, validity_mask
 from ..geo.windows import EditWindow, geometry_mask_in_window, pixel_bbox
 from ..imaging import resize
 
@@ -54,27 +54,6 @@ class CopyInputs:
         if content is None and self.required:
             raise missing_source()
         return content, mask
-
-
-def add_copy_from(plan: "ScenePlan", copy_from: str | Path, prompt_field: str, src) -> None:
-    """``copy_from``: polygons of a vector file become copy sources; a raster is content."""
-    from ..geo.aoi import list_layers
-
-    path = Path(copy_from)
-    if not path.exists():
-        raise IncompatibleOptions(f"`copy_from` {str(path)!r} does not exist: check the path")
-    try:
-        is_vector = bool(list_layers(path))
-    except Exception:  # not a vector file: try it as a raster
-        is_vector = False
-    if is_vector:
-        donors = read_aoi(path, src.crs, footprint(src), layer=None, prompt_field=prompt_field,
-                          role_field="__none__", default_prompt=None)
-        plan.copy_sources = list(donors.rois) + plan.copy_sources
-    else:
-        with open_scene(path):
-            pass  # raises a clear SceneError if it is not a raster either
-        plan.copy_raster = path
 
 
 def read_donor(src, plan: "ScenePlan", transform) -> Donor:

@@ -28,7 +28,7 @@ from ..geo.raster import (Normaliser, Patch, avoid_nodata, check_output_path, op
 from ..geo.windows import EditWindow, roi_labels
 from ..imaging import crop_around, fill_invalid, resize, return_freed_memory
 from ..progress import ProgressCallback, StageReporter
-from .contract import EditedBox, EditRequest, Editor
+from .contract import EditedBox, EditRequest, Editor, SceneModelEditor
 from .copy_source import CopyInputs
 from .plan import ScenePlan, plan_scene
 from .provenance import build_record, finite, provenance_path, write_record
@@ -360,7 +360,7 @@ def write_windows(scene: str | Path, aoi: str | Path, output: str | Path, config
 
 
 def _shares_model(editor: Editor, plan: ScenePlan) -> bool:
-    return getattr(editor, "shares_model", False) and len(plan.windows) > 1
+    return isinstance(editor, SceneModelEditor) and editor.shares_model and len(plan.windows) > 1
 
 
 def _affine(plan: ScenePlan):

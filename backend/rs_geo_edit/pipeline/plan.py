@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
 from ..config import EditConfig
-from ..errors import AOIError
-from ..geo.aoi import AOI, ROI, read_aoi
+from ..errors import AOIError, IncompatibleOptions
+from ..geo.aoi import AOI, ROI, list_layers, read_aoi
 from ..geo.check import check_scene_complete
-from ..geo.raster import data_bands, grid_footprint, open_scene, rgb_positions
+from ..geo.raster import data_bands, footprint, grid_footprint, open_scene, rgb_positions
 from ..geo.windows import EditWindow, plan_windows
-from .copy_source import add_copy_from
 
 
 @dataclass
@@ -82,11 +81,30 @@ def plan_scene(scene: str | Path, aoi: str | Path, config: EditConfig) -> SceneP
                              transform=tuple(src.transform), bands=data_bands(src),
                              rgb=rgb_positions(src, config.rgb_bands), copy_sources=result.sources)
             if config.copy_from:
-                add_copy_from(plan, config.copy_from, config.prompt_field, src)
+                plan = _with_copy_from(plan, config.copy_from, config.prompt_field, src)
     plan.warnings = [str(w.message) for w in caught]
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return plan
+
+
+def _with_copy_from(plan: ScenePlan, copy_from: str | Path, prompt_field: str, src) -> ScenePlan:
+    """``plan`` with the content of ``copy_from``: polygons of a vector file become copy sources
+    (ahead of the AOI's own), a raster is the content itself."""
+    path = Path(copy_from)
+    if not path.exists():
+        raise IncompatibleOptions(f"`copy_from` {str(path)!r} does not exist: check the path")
+    try:
+        is_vector = bool(list_layers(path))
+    except Exception:  # not a vector file: try it as a raster
+        is_vector = False
+    if is_vector:
+        donors = read_aoi(path, src.crs, footprint(src), layer=None, prompt_field=prompt_field,
+                          role_field="__none__", default_prompt=None)
+        return replace(plan, copy_sources=list(donors.rois) + plan.copy_sources)
+    with open_scene(path):
+        pass  # raises a clear SceneError if it is not a raster either
+    return replace(plan, copy_raster=path)
 
 
 def window_features(windows: list[EditWindow]) -> list[dict]:

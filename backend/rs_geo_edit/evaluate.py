@@ -18,8 +18,8 @@ from typing import Optional
 
 import numpy as np
 
-from .metrics import realism
-from .seams import boundary_step, outside_fidelity, seam_gradient_ratio
+from .eval.metrics import realism
+from .eval.seams import boundary_step, outside_fidelity, seam_gradient_ratio
 
 
 def clip_score(clip, rgb01: np.ndarray, prompt: str) -> float:
@@ -52,10 +52,10 @@ def evaluate(output: str | Path, source: str | Path, aoi: str | Path, config, cl
     """Metrics of ``output`` against ``source`` over the ROIs of ``aoi`` (in ``config``'s terms)."""
     from affine import Affine
 
-    from ..blend import outside_distance
-    from ..geo.raster import Normaliser, open_scene, read_window, validity_mask
-    from ..geo.windows import roi_labels
-    from ..pipeline import plan_scene
+    from .geo.raster import Normaliser, open_scene, read_window, validity_mask
+    from .geo.windows import roi_labels
+    from .imaging import distance_to
+    from .pipeline import plan_scene
 
     band_px = config.blend.band_px if band_px is None else band_px
     plan = plan_scene(source, aoi, config)
@@ -63,7 +63,7 @@ def evaluate(output: str | Path, source: str | Path, aoi: str | Path, config, cl
     rows = []
     with open_scene(source) as src, open_scene(output) as out:
         if (out.width, out.height, out.count) != (src.width, src.height, src.count):
-            from ..errors import SceneError
+            from .errors import SceneError
 
             raise SceneError(f"{str(output)!r} is not an edit of {str(source)!r}: sizes or band counts differ")
         for ew in plan.windows:
@@ -73,7 +73,7 @@ def evaluate(output: str | Path, source: str | Path, aoi: str | Path, config, cl
             labels = roi_labels(ew, transform)
             norm = Normaliser.fit(before, valid)
             b_n, a_n = norm.forward(before, np.float64), norm.forward(after, np.float64)
-            grown = outside_distance(labels > 0, band_px) <= band_px
+            grown = distance_to(labels > 0, band_px) <= band_px
             fidelity = outside_fidelity(after, before, grown | ~valid)
             for k, roi in enumerate(ew.rois, start=1):
                 mask = (labels == k) & valid
