@@ -97,11 +97,7 @@ def train(net: torch.nn.Module, ema: torch.nn.Module, pyramid: Pyramid | Sequenc
     # valid masks stay boolean (a float copy of a native-resolution window's is ~100 MB)
     sources = [[(torch.from_numpy(img), None if blr is None else torch.from_numpy(blr), torch.from_numpy(ok)[None])
                 for img, blr, ok in zip(p.images, p.blurry, p.valid)] for p in pyramids]
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, lr_decay_every), gamma=lr_gamma)
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state["optimizer"])
-        scheduler.load_state_dict(optimizer_state["scheduler"])
+    optimizer, scheduler = _optimiser(net, lr, lr_decay_every, lr_gamma, optimizer_state)
     amp, amp_dtype = precision(device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
     net.train()
@@ -118,18 +114,10 @@ def train(net: torch.nn.Module, ema: torch.nn.Module, pyramid: Pyramid | Sequenc
                                                          scale_power)
             noisy = noisy.to(device).contiguous(memory_format=torch.channels_last)
             t, noise, weights = t.to(device), noise.to(device), weights.to(device)
-            scale = torch.full_like(t, s + offsets[w])
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
-                pred = net(noisy, t, scale)
+                pred = net(noisy, t, torch.full_like(t, s + offsets[w]))
             loss = noise_loss(pred, noise, weights)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            with torch.no_grad():
-                for p_ema, p in zip(ema.parameters(), net.parameters()):
-                    p_ema.lerp_(p, 1 - ema_decay)
+            _update(net, ema, ema_decay, loss, optimizer, scheduler, scaler)
             state.step += 1
             state.losses.append(loss.item())
             if on_step is not None:
@@ -138,6 +126,28 @@ def train(net: torch.nn.Module, ema: torch.nn.Module, pyramid: Pyramid | Sequenc
         net.to(memory_format=torch.contiguous_format)
         ema.to(memory_format=torch.contiguous_format)
     return state
+
+
+def _optimiser(net: torch.nn.Module, lr: float, lr_decay_every: int, lr_gamma: float, optimizer_state: Optional[dict]):
+    """Adam and its step decay of the learning rate, restored from ``optimizer_state`` when resuming."""
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, lr_decay_every), gamma=lr_gamma)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state["optimizer"])
+        scheduler.load_state_dict(optimizer_state["scheduler"])
+    return optimizer, scheduler
+
+
+def _update(net, ema, ema_decay: float, loss, optimizer, scheduler, scaler) -> None:
+    """One optimiser step on ``loss``, the learning-rate schedule's step and the EMA's update."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    with torch.no_grad():
+        for p_ema, p in zip(ema.parameters(), net.parameters()):
+            p_ema.lerp_(p, 1 - ema_decay)
 
 
 def _seed_from_key(key: str) -> int:
@@ -176,21 +186,8 @@ def load_or_train(cache, key: str, pyramid: Pyramid | Sequence[Pyramid], schedul
         progress(1, 1, "model loaded from the cache")
         return cached, {"trained": False, "train_s": 0.0}
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_seed_from_key(key))
-        net = SinDDMNet(bands, settings.width)
-    ema = copy.deepcopy(net)
-    generator = torch.Generator().manual_seed(_seed_from_key(key) + 1)
-    state, opt_state = TrainState(), None
-    resumed_from = 0
-    checkpoint = cache.load_checkpoint(key)
-    if checkpoint is not None and checkpoint.get("steps") == settings.steps:
-        net.load_state_dict(checkpoint["net"])
-        ema.load_state_dict(checkpoint["ema"])
-        generator.set_state(checkpoint["generator"])
-        state = TrainState(step=int(checkpoint["step"]), losses=list(checkpoint["losses"]))
-        opt_state = checkpoint["optimizer"]
-        resumed_from = state.step
+    net, ema, generator, state, opt_state = _start(cache, key, bands, settings)
+    resumed_from = state.step
     net.to(device)
     ema.to(device)
     latest: dict = {}
@@ -202,9 +199,37 @@ def load_or_train(cache, key: str, pyramid: Pyramid | Sequence[Pyramid], schedul
             "ema": {k: v.detach().cpu() for k, v in ema.state_dict().items()},
             "optimizer": opt, "generator": generator.get_state()})
 
-    report_every = max(1, settings.steps // 200)
     started = time.perf_counter()
+    on_step = _step_reporter(progress, settings, resumed_from, save_checkpoint, latest)
+    try:
+        state = train(net, ema, pyramid, schedule, steps=settings.steps, batch=settings.batch, crop=settings.crop,
+                      lr=settings.lr, lr_decay_every=settings.lr_decay_every, lr_gamma=LR_GAMMA,
+                      ema_decay=EMA_DECAY, device=device, generator=generator,
+                      scale_power=settings.scale_power, state=state,
+                      optimizer_state=opt_state, on_step=on_step)
+    except BaseException:
+        # Interrupted (Ctrl-C, cancelled job, error): keep what was learnt for the next run.
+        if state.step > resumed_from and "opt" in latest:
+            save_checkpoint(state, latest["opt"])
+        raise
+    stats = {"trained": True, "train_s": round(time.perf_counter() - started, 2), "resumed_from": resumed_from,
+             "loss_first": float(np.mean(state.losses[:20])) if state.losses else None,
+             "loss_last": float(np.mean(state.losses[-20:])) if state.losses else None}
+    cache.save(key, ema.state_dict(), {
+        "bands": bands, "model": params, "windows": len(pyramids),
+        "scales": [[list(s) for s in p.spec.sizes] for p in pyramids] if len(pyramids) > 1
+        else [list(s) for s in pyramids[0].spec.sizes],
+        "recon_error": [p.recon_error for p in pyramids] if len(pyramids) > 1 else pyramids[0].recon_error,
+        "train_seconds": stats["train_s"], "resumed_from": resumed_from,
+        "loss_first": stats["loss_first"], "loss_last": stats["loss_last"]})
+    return ema.eval(), stats
 
+
+def _step_reporter(progress, settings: TrainSettings, resumed_from: int, save_checkpoint, latest: dict):
+    """The training loop's ``on_step``: keeps the latest optimiser state in ``latest``, checks
+    for a cancel, saves a checkpoint every ``checkpoint_every`` steps and reports progress
+    every 1/200 of the steps (and at the first)."""
+    report_every = max(1, settings.steps // 200)
     # A cancellable reporter (StageReporter) has a cheap check(); reports are steps/200 apart,
     # and a cancel must not wait for one.
     check = getattr(progress, "check", None)
@@ -221,27 +246,22 @@ def load_or_train(cache, key: str, pyramid: Pyramid | Sequence[Pyramid], schedul
             progress(st.step, settings.steps, f"training step {st.step}/{settings.steps}, loss {loss:.4f}",
                      {"loss": loss, "step": st.step})
 
-    try:
-        state = train(net, ema, pyramid, schedule, steps=settings.steps, batch=settings.batch, crop=settings.crop,
-                      lr=settings.lr, lr_decay_every=settings.lr_decay_every, lr_gamma=LR_GAMMA,
-                      ema_decay=EMA_DECAY, device=device, generator=generator,
-                      scale_power=settings.scale_power, state=state,
-                      optimizer_state=opt_state, on_step=on_step)
-    except BaseException:
-        # Interrupted (Ctrl-C, cancelled job, error): keep what was learnt for the next run.
-        if state.step > resumed_from and "opt" in latest:
-            save_checkpoint(state, latest["opt"])
-        raise
-    train_s = time.perf_counter() - started
-    losses = state.losses
-    loss_first = float(np.mean(losses[:20])) if losses else None
-    loss_last = float(np.mean(losses[-20:])) if losses else None
-    cache.save(key, ema.state_dict(), {
-        "bands": bands, "model": params, "windows": len(pyramids),
-        "scales": [[list(s) for s in p.spec.sizes] for p in pyramids] if len(pyramids) > 1
-        else [list(s) for s in pyramids[0].spec.sizes],
-        "recon_error": [p.recon_error for p in pyramids] if len(pyramids) > 1 else pyramids[0].recon_error,
-        "train_seconds": round(train_s, 2), "resumed_from": resumed_from,
-        "loss_first": loss_first, "loss_last": loss_last})
-    return ema.eval(), {"trained": True, "train_s": round(train_s, 2), "resumed_from": resumed_from,
-                        "loss_first": loss_first, "loss_last": loss_last}
+    return on_step
+
+
+def _start(cache, key: str, bands: int, settings: TrainSettings):
+    """(net, EMA net, generator, state, optimiser state) to train from: seeded from ``key``, or
+    where an interrupted run of the same steps left a checkpoint, restored from it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_seed_from_key(key))
+        net = SinDDMNet(bands, settings.width)
+    ema = copy.deepcopy(net)
+    generator = torch.Generator().manual_seed(_seed_from_key(key) + 1)
+    checkpoint = cache.load_checkpoint(key)
+    if checkpoint is None or checkpoint.get("steps") != settings.steps:
+        return net, ema, generator, TrainState(), None
+    net.load_state_dict(checkpoint["net"])
+    ema.load_state_dict(checkpoint["ema"])
+    generator.set_state(checkpoint["generator"])
+    state = TrainState(step=int(checkpoint["step"]), losses=list(checkpoint["losses"]))
+    return net, ema, generator, state, checkpoint["optimizer"]
