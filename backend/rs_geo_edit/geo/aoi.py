@@ -170,7 +170,7 @@ def _aoi_of(gdf, name: str, layer: Optional[str], scene_crs, footprint: Polygon,
             geom = make_valid(geom)
             repaired.append(idx)
             warnings.warn(f"AOI feature {idx} was invalid ({reason}) and has been repaired", AOIWarning,
-                          stacklevel=2)
+                          stacklevel=3)
         poly = _polygonal_part(geom)
         if poly is None or poly.area <= 0:
             skipped.append(f"feature {idx}: no polygon area")
@@ -187,7 +187,7 @@ def _aoi_of(gdf, name: str, layer: Optional[str], scene_crs, footprint: Polygon,
         rois.append(ROI(geometry=clipped, prompt=prompt, feature=idx, role=role))
 
     for note in skipped:
-        warnings.warn(f"AOI {Path(name).name}: skipped {note}", AOIWarning, stacklevel=2)
+        warnings.warn(f"AOI {Path(name).name}: skipped {note}", AOIWarning, stacklevel=3)
     if not rois:
         if non_polygons and non_polygons == len(gdf):
             raise AOIError(f"AOI file {name!r} holds only points or lines: ROIs must be polygons "
