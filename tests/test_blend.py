@@ -179,7 +179,7 @@ def test_distances_and_chroma_smoothing_in_strips_equal_the_whole_image(monkeypa
 def test_the_blend_box_gives_the_whole_windows_blend(blend):
     """The edit blends only the box around the ROIs that the blend and the figures read
     (``blend_box``): there it writes what a blend of the whole window writes, nodata included."""
-    from rs_geo_edit.pipeline.orchestrator import blend_box
+    from rs_geo_edit.pipeline.window import blend_box
 
     size = 200
     source, edited = _scene(0, size=size), np.clip(_scene(1, size=size) * 0.5 + 0.4, -1, 1)

@@ -1,4 +1,5 @@
-"""The package's layers: lazy heavy imports, and no module importing a layer above its own."""
+"""The package's layers: lazy heavy imports, no module importing a layer above its own, and no
+import cycle (among ``jobs/`` modules above all, where one lived)."""
 
 import ast
 import json
@@ -58,6 +59,81 @@ def _imports(path: Path, module: str) -> set[str]:
         elif isinstance(node, ast.Import):
             found.update(a.name[len("rs_geo_edit."):] for a in node.names if a.name.startswith("rs_geo_edit."))
     return {f for f in found if f}
+
+
+def _runtime_imports(path: Path, module: str, known: set[str]) -> set[str]:
+    """The modules of the package that ``path`` imports when it runs, at any depth of the file
+    (imports under ``if TYPE_CHECKING:`` never run): ``from .x import y`` is ``x.y`` when that is a
+    module, else ``x``."""
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                   for stmt in node.body for n in ast.walk(stmt)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                target = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
+            elif (node.module or "").startswith("rs_geo_edit."):
+                target = node.module[len("rs_geo_edit."):]
+            else:
+                continue
+            for alias in node.names:
+                sub = f"{target}.{alias.name}" if target else alias.name
+                found.add(sub if sub in known else target)
+        elif isinstance(node, ast.Import):
+            found.update(a.name[len("rs_geo_edit."):] for a in node.names if a.name.startswith("rs_geo_edit."))
+    return {f for f in found if f in known and f != module}
+
+
+def _import_graph(prefix: str = "") -> dict[str, set[str]]:
+    """Module -> the modules it imports, for the modules whose name starts with ``prefix``."""
+    modules = dict(_modules())
+    known = set(modules)
+    return {m: {t for t in _runtime_imports(p, m, known) if t.startswith(prefix)}
+            for m, p in modules.items() if m.startswith(prefix)}
+
+
+def _a_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of ``graph`` as [a, b, ..., a], or [] when there is none."""
+    state: dict[str, int] = {}   # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = 2
+        path.pop()
+        return []
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start)):
+            return found
+    return []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _a_cycle({"jobs.a": {"jobs.b"}, "jobs.b": {"jobs.c"}, "jobs.c": {"jobs.a"}}) == \
+        ["jobs.a", "jobs.b", "jobs.c", "jobs.a"]
+    assert _a_cycle({"jobs.a": {"jobs.b"}, "jobs.b": set()}) == []
+    assert "jobs.worker" in _import_graph("jobs")["jobs.supervisor"]  # lazy imports count: they run too
+
+
+def test_no_import_cycle_among_jobs_modules():
+    cycle = _a_cycle(_import_graph("jobs"))
+    assert not cycle, f"jobs/ modules import each other in a loop: {' -> '.join(cycle)}"
+
+
+def test_no_import_cycle_in_the_package():
+    cycle = _a_cycle(_import_graph())
+    assert not cycle, f"modules import each other in a loop: {' -> '.join(cycle)}"
 
 
 def _modules():

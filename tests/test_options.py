@@ -19,7 +19,7 @@ from rs_geo_edit.cli import app, cli_name
 from rs_geo_edit.config import make_config
 from rs_geo_edit.errors import IncompatibleOptions
 from rs_geo_edit.jobs.schema import REQUEST_LEVEL, JobRequest, api_name
-from rs_geo_edit.jobs.worker import job_config
+from rs_geo_edit.jobs.inputs import job_inputs
 from rs_geo_edit.options import SPECS, EditOptions, options_schema, options_schema_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def config_from_cli(args, monkeypatch):
 def config_from_service(body):
     """The EditConfig the service's worker runs for a request ``body`` (validated as the API does)."""
     request = JobRequest.model_validate({"scene": "scene.tif", "aoi": "rois.gpkg", **body})
-    return job_config(request.model_dump())[3]
+    return job_inputs(request.model_dump()).config
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)

@@ -350,16 +350,18 @@ def _serve(host: str, port: int, workers: int, data_dir: Path, token: str, extra
            tls_cert: Optional[Path], tls_key: Optional[Path]) -> None:
     import uvicorn
 
+    from .jobs.layout import JobLayout
     from .jobs.service import allowed_hosts, create_app
     from .jobs.store import JobStore
     from .jobs.supervisor import WorkerPool
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = JobStore(data_dir / "jobs.sqlite")
+    layout = JobLayout(data_dir)
+    store = JobStore(layout.database)
     requeued = store.recover()
     if requeued:
         console.print(f"re-queued {len(requeued)} interrupted job(s): {', '.join(requeued)}")
-    (data_dir / "device.json").unlink(missing_ok=True)
+    layout.device_info.unlink(missing_ok=True)
     pool = WorkerPool(store, data_dir, workers).start()
     scheme = "https" if tls_cert else "http"
     console.print(f"rs-geo-edit service on {scheme}://{host}:{port} ({workers} worker(s), jobs in {store.path})")

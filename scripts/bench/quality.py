@@ -143,7 +143,7 @@ def donor_share(fig: dict, case: str, config) -> float:
 
     from rs_geo_edit.editors.copy import copy_ramp
     from rs_geo_edit.imaging import resize
-    from rs_geo_edit.pipeline.orchestrator import window_seed
+    from rs_geo_edit.pipeline import window_seed
 
     roi = fig["roi"]
     with rasterio.open(SCENE) as src:

@@ -8,19 +8,9 @@ own errors and returns a row, so one bad scene never stops a batch.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Protocol, Sequence
+from .base import Executor, OnResult
 
-# on_result(index, result) -> follow-up tasks (or None)
-OnResult = Callable[[int, dict], Optional[Sequence[dict]]]
-
-
-class Executor(Protocol):
-    name: str
-
-    def run(self, fn: Callable[..., dict], tasks: Sequence[dict], on_result: OnResult,
-            on_progress: Optional[Callable[[int, object], None]] = None) -> None: ...
-
-    def describe(self) -> dict: ...
+__all__ = ["Executor", "OnResult", "make_executor"]
 
 
 def make_executor(name: str, *, workers: int = 1, address: str = "auto", gpus_per_task: float = 0.0,

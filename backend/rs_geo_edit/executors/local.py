@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable, Optional, Sequence
 
-from . import OnResult
+from .base import OnResult
 
 
 class LocalExecutor:

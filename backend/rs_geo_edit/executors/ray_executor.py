@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from ..errors import IncompatibleOptions
-from . import OnResult
+from .base import OnResult
 
 
 class RayExecutor:

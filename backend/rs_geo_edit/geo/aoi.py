@@ -87,7 +87,6 @@ def read_aoi(path: str | Path, scene_crs, footprint: Polygon, *, layer: Optional
     """
     import geopandas as gpd
     import pyogrio
-    from pyproj import CRS
 
     path = Path(path)
     if not path.exists():
@@ -119,15 +118,36 @@ def read_aoi(path: str | Path, scene_crs, footprint: Polygon, *, layer: Optional
         else:
             raise AOIError(f"AOI file {str(path)!r} has no CRS: assign one (QGIS: Layer > Set CRS, "
                            "or ogr2ogr -a_srs EPSG:XXXX) or save it as GeoJSON in EPSG:4326")
+    return _aoi_of(gdf, str(path), layer, scene_crs, footprint, prompt_field=prompt_field, role_field=role_field,
+                   default_prompt=default_prompt)
+
+
+def read_features(features: list[dict], crs, scene_crs, footprint: Polygon, *, name: str,
+                  prompt_field: str = "prompt", role_field: str = "role",
+                  default_prompt: Optional[str] = None) -> AOI:
+    """The ROIs of GeoJSON ``features`` whose coordinates are in ``crs``, read as :func:`read_aoi`
+    reads a file (reprojected, repaired, clipped to ``footprint``), without a file between: an
+    inline AOI keeps its coordinates bit for bit. ``name`` stands for the file in messages."""
+    import geopandas as gpd
+
+    return _aoi_of(gpd.GeoDataFrame.from_features(features, crs=crs), name, None, scene_crs, footprint,
+                   prompt_field=prompt_field, role_field=role_field, default_prompt=default_prompt)
+
+
+def _aoi_of(gdf, name: str, layer: Optional[str], scene_crs, footprint: Polygon, *, prompt_field: str,
+            role_field: str, default_prompt: Optional[str]) -> AOI:
+    """The ROIs of the features of ``gdf`` (a GeoDataFrame with a CRS) read from ``name``."""
+    from pyproj import CRS
+
     source_crs = gdf.crs.to_string()
     if len(gdf) == 0:
-        raise AOIError(f"AOI file {str(path)!r} has no features: draw at least one polygon")
+        raise AOIError(f"AOI file {name!r} has no features: draw at least one polygon")
 
     target_crs = CRS.from_user_input(scene_crs.to_wkt() if hasattr(scene_crs, "to_wkt") else scene_crs)
     try:
         gdf = gdf.to_crs(target_crs)
     except Exception as exc:
-        raise AOIError(f"cannot reproject AOI {str(path)!r} from {source_crs} to the scene CRS: "
+        raise AOIError(f"cannot reproject AOI {name!r} from {source_crs} to the scene CRS: "
                        f"{_first_line(exc)}") from None
 
     rois: list[ROI] = []
@@ -150,7 +170,7 @@ def read_aoi(path: str | Path, scene_crs, footprint: Polygon, *, layer: Optional
             geom = make_valid(geom)
             repaired.append(idx)
             warnings.warn(f"AOI feature {idx} was invalid ({reason}) and has been repaired", AOIWarning,
-                          stacklevel=2)
+                          stacklevel=3)
         poly = _polygonal_part(geom)
         if poly is None or poly.area <= 0:
             skipped.append(f"feature {idx}: no polygon area")
@@ -167,16 +187,16 @@ def read_aoi(path: str | Path, scene_crs, footprint: Polygon, *, layer: Optional
         rois.append(ROI(geometry=clipped, prompt=prompt, feature=idx, role=role))
 
     for note in skipped:
-        warnings.warn(f"AOI {path.name}: skipped {note}", AOIWarning, stacklevel=2)
+        warnings.warn(f"AOI {Path(name).name}: skipped {note}", AOIWarning, stacklevel=3)
     if not rois:
         if non_polygons and non_polygons == len(gdf):
-            raise AOIError(f"AOI file {str(path)!r} holds only points or lines: ROIs must be polygons "
+            raise AOIError(f"AOI file {name!r} holds only points or lines: ROIs must be polygons "
                            "(buffer them first, e.g. QGIS Vector > Geoprocessing > Buffer)")
-        raise AOIOutsideScene(f"no ROI of {str(path)!r} intersects the scene ({len(skipped)} feature(s) skipped): "
+        raise AOIOutsideScene(f"no ROI of {name!r} intersects the scene ({len(skipped)} feature(s) skipped): "
                        "check that the AOI covers the scene and that its CRS is right")
     if not any(r.role != "source" for r in rois):
-        raise AOIError(f"AOI file {str(path)!r} has only role=source features: add at least one target ROI")
-    return AOI(path=str(path), layer=layer, source_crs=source_crs, rois=rois, skipped=skipped, repaired=repaired)
+        raise AOIError(f"AOI file {name!r} has only role=source features: add at least one target ROI")
+    return AOI(path=name, layer=layer, source_crs=source_crs, rois=rois, skipped=skipped, repaired=repaired)
 
 
 def _first_line(exc: BaseException) -> str:

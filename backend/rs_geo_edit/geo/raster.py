@@ -411,6 +411,38 @@ def write_chip(src, window: Window, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def changed_part(src, patch: Patch) -> Optional[Patch]:
+    """The smallest part of ``patch`` that holds every pixel differing, bit for bit, from the open
+    raster ``src`` (the patch's pixels where it changes them, the source's elsewhere); None when
+    no pixel differs. It is all a client needs to rebuild the edit of a window it sent."""
+    before = read_window(src, patch.window)
+    after = before.copy()
+    np.copyto(after, patch.pixels, where=patch.changed[None])
+    unsigned = f"u{before.dtype.itemsize}"  # bits, so a NaN that stays NaN is no change
+    changed = np.any(before.view(unsigned) != after.view(unsigned), axis=0)
+    if not changed.any():
+        return None
+    rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    window = Window(int(patch.window.col_off) + c0, int(patch.window.row_off) + r0, c1 - c0, r1 - r0)
+    return Patch(window, np.ascontiguousarray(after[:, r0:r1, c0:c1]), np.ones((r1 - r0, c1 - c0), bool))
+
+
+def write_pixels(path: str | os.PathLike, pixels: np.ndarray, crs, transform) -> Path:
+    """``pixels`` (bands, rows, cols) as a GeoTIFF of their own at ``path``, placed by ``crs`` and
+    ``transform`` (an Affine): lossless (deflate with a predictor), no nodata, no side files;
+    written under a temporary name and renamed."""
+    import rasterio
+
+    floating = np.issubdtype(pixels.dtype, np.floating)
+    profile = {"driver": "GTiff", "width": pixels.shape[2], "height": pixels.shape[1], "count": pixels.shape[0],
+               "dtype": str(pixels.dtype), "crs": crs, "transform": transform, "compress": "deflate",
+               "predictor": 3 if floating else 2}
+    with atomic_path(path) as tmp, gdal_env(**WRITE_ENV), rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(pixels)
+    return Path(path)
+
+
 def _translate_cog(staged: Path, final: Path, profile: dict) -> None:
     """Turn a staged GeoTIFF into a Cloud-Optimized GeoTIFF with overviews (GDAL's COG driver)."""
     import rasterio.shutil

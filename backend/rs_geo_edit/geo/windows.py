@@ -138,11 +138,21 @@ def plan_windows(rois: Sequence[ROI], transform: Affine, height: int, width: int
     boxes.sort(key=lambda item: (item[0][0], item[0][1]))
     plan = []
     for index, ((r0, c0, r1, c1), members) in enumerate(boxes):
-        longest = max(r1 - r0, c1 - c0)
-        scale = min(1.0, max_side / longest) if max_side > 0 else 1.0
         members = sorted(members, key=lambda r: r.feature)
-        plan.append(EditWindow(index, Window(c0, r0, c1 - c0, r1 - r0), members, scale))
+        plan.append(EditWindow(index, Window(c0, r0, c1 - c0, r1 - r0), members, _scale(r1 - r0, c1 - c0, max_side)))
     return plan
+
+
+def whole_window(index: int, rois: Sequence[ROI], height: int, width: int, max_side: int = 0) -> EditWindow:
+    """Window ``index`` of a plan made elsewhere, covering a whole ``height`` x ``width`` grid: a
+    planned window cropped into a file of its own (what a client uploads), with its ``rois``."""
+    return EditWindow(index, Window(0, 0, width, height), sorted(rois, key=lambda r: r.feature),
+                      _scale(height, width, max_side))
+
+
+def _scale(height: int, width: int, max_side: int) -> float:
+    """Working size / full size of a window (1.0 unless ``max_side`` > 0 and the window exceeds it)."""
+    return min(1.0, max_side / max(height, width)) if max_side > 0 else 1.0
 
 
 def roi_labels(edit_window: EditWindow, transform: Affine) -> np.ndarray:

@@ -13,9 +13,7 @@ import asyncio
 import json
 import os
 import secrets
-import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Optional
 
@@ -27,6 +25,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from .. import __version__
 from ..config import MODES
 from ..errors import RsGeoEditError
+from .inputs import job_inputs
+from .layout import JobLayout, inline_aoi
 from .schema import AUTH, HealthView, JobRequest, JobView, error_response, inline_aoi_error
 from .security import LOOPBACK, FailedAuthLimit
 from .store import TERMINAL, JobStore
@@ -66,7 +66,6 @@ def _check_request(body: JobRequest, job_dir: Path) -> None:
     scene's and the AOI's headers are opened here, so a broken input never reaches the queue."""
     from ..geo.check import check_inputs
     from ..pipeline import check_outputs
-    from .worker import job_config
 
     for what, path in (("scene", body.scene), ("aoi", body.aoi), ("output", body.output), ("copy_from", body.copy_from),
                        ("options.cache_dir", body.options.cache_dir)):
@@ -75,13 +74,14 @@ def _check_request(body: JobRequest, job_dir: Path) -> None:
     if isinstance(body.aoi, dict) and body.aoi.get("type") not in ("FeatureCollection", "Feature"):
         raise HTTPException(422, "inline aoi must be a GeoJSON FeatureCollection or Feature")
     try:
-        scene, aoi, output, config = job_config(body.model_dump(), job_dir)
-        check_inputs(scene, aoi, layer=body.layer, prompt_field=body.prompt_field, default_prompt=body.prompt)
+        inputs = job_inputs(body.model_dump(), job_dir)
+        check_inputs(inputs.scene, inputs.aoi, layer=body.layer, prompt_field=body.prompt_field,
+                     default_prompt=body.prompt)
         if body.copy_from and not Path(body.copy_from).exists():
             raise HTTPException(422, f"copy_from {body.copy_from!r} does not exist: check the path")
-        check_outputs(scene, aoi, output, config)
+        check_outputs(inputs.scene, inputs.aoi, inputs.output, inputs.config)
     except RsGeoEditError as exc:
-        raise HTTPException(422, inline_aoi_error(exc, job_dir / "aoi.geojson" if isinstance(body.aoi, dict) else None)) \
+        raise HTTPException(422, inline_aoi_error(exc, inline_aoi(job_dir) if isinstance(body.aoi, dict) else None)) \
             from None
     except OSError as exc:
         raise HTTPException(422, f"{exc.filename or body.scene!r}: {exc.strerror or exc}") from None
@@ -221,16 +221,16 @@ def create_app(store: JobStore, token: str, data_dir: Path, workers: int, *, poo
                                      "(see rs-geo-edit serve --print-token)", headers={"WWW-Authenticate": "Bearer"})
 
     app.add_middleware(BodyLimit, limit=MAX_BODY)
-    transfers, uploads = transfer_router(store, data_dir, limits or TransferLimits(), authorised)
+    layout = JobLayout(data_dir)
+    transfers, uploads = transfer_router(store, layout, limits or TransferLimits(), authorised)
     app.include_router(transfers)
     # Added last, so it runs first: a foreign Host learns nothing, not even the body limit.
     app.add_middleware(HostCheck, allowed=hosts or set(LOOPBACK))
 
     @app.get("/health")
     async def health() -> HealthView:
-        device_file = data_dir / "device.json"
         try:
-            device = json.loads(device_file.read_text())
+            device = json.loads(layout.device_info.read_text())
         except (OSError, ValueError):
             device = {"device": "starting"}
         pool_health = pool.health() if pool is not None else {"workers": workers, "workers_alive": workers,
@@ -249,11 +249,8 @@ def create_app(store: JobStore, token: str, data_dir: Path, workers: int, *, poo
     def submit(body: JobRequest) -> JobView:
         if body.windows is not None:
             return _view(accept_windows(store, uploads, body.model_dump(exclude={"windows"}), body.windows))
-        staging = data_dir / "jobs" / f".submit-{uuid.uuid4().hex}"  # where an inline AOI is read from
-        try:
+        with layout.staging("submit") as staging:  # where an inline AOI is read from
             _check_request(body, staging)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return _view(store.create(body.model_dump()))
 
     # Reads are async: a status poll is a few hundred microseconds of SQLite, cheaper on the event

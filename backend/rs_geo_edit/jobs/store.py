@@ -156,6 +156,13 @@ class JobStore:
                        "WHERE id = ? AND state = 'running'", (now, now, job_id))
         return self.get(job_id)
 
+    def add_downloaded(self, job_id: str, size: int) -> None:
+        """Count ``size`` more bytes downloaded in the job record's ``transfer`` (kept in its
+        stored request)."""
+        with self._connect() as db:
+            db.execute("UPDATE jobs SET request = json_set(request, '$.transfer.downloaded_bytes', "
+                       "json_extract(request, '$.transfer.downloaded_bytes') + ?) WHERE id = ?", (int(size), job_id))
+
     def cancel_requested(self, job_id: str) -> bool:
         with self._connect() as db:
             row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()

@@ -112,10 +112,12 @@ def _death(exitcode: Optional[int]) -> str:
 def _remove_partials(job: dict) -> None:
     """Temporary files of the job's output that its dead worker could not clean up."""
     from ..geo.raster import remove_partials
-    from .worker import job_config
+    from .inputs import output_path
 
+    if job["request"].get("windows"):  # a window job writes only under its job folder
+        return
     try:
-        _, _, output, _ = job_config(job["request"])
+        output = output_path(job["request"])
     except Exception:  # a request that no longer parses has no output to clean
         return
     remove_partials(output)

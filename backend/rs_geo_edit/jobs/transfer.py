@@ -8,16 +8,13 @@ over. A complete upload is checked (a GeoTIFF with a CRS) before a job may use i
 with ``windows`` names the uploads; the worker edits them (``window_edit.py``), and
 ``GET /jobs/{id}/result`` lists the changed boxes, ``GET /jobs/{id}/result/{index}`` streams one.
 
-Uploads and results live under ``<data dir>/uploads`` and ``<data dir>/jobs/<id>``, count against a
-per-job quota, and are removed ``retention`` seconds after their job finished (an upload no job
+Uploads and results live where :mod:`.layout` puts them, count against a per-job quota, and are removed ``retention`` seconds after their job finished (an upload no job
 claimed, after the same time since it was last written, and never within an hour).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
 import threading
 import time
@@ -30,6 +27,9 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
+from ..files import atomic_path
+from .inputs import job_inputs
+from .layout import JobLayout, inline_aoi
 from .schema import (AUTH, PlanRequest, PlanView, ResultManifest, SceneGrid, UploadRequest, UploadView, WindowUpload,
                      error_response, inline_aoi_error)
 from .store import TERMINAL, JobStore
@@ -56,31 +56,29 @@ NO_RESULT = {404: error_response("no such job, or no such window in its result")
 class Uploads:
     """The upload folder: ``<id>.tif`` (the bytes so far) and ``<id>.json`` (size, state, job)."""
 
-    def __init__(self, data_dir: Path, limits: TransferLimits):
-        self.root = Path(data_dir) / "uploads"
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.jobs_dir = Path(data_dir) / "jobs"
+    def __init__(self, layout: JobLayout, limits: TransferLimits):
+        self.layout = layout
+        layout.uploads.mkdir(parents=True, exist_ok=True)
         self.limits = limits
         self._lock = threading.Lock()
         self._busy: set[str] = set()  # uploads a request is appending to right now
         self._last_clean = 0.0
 
     def path(self, upload_id: str) -> Path:
-        return self.root / f"{upload_id}.tif"
+        return self.layout.upload(upload_id)
 
     def meta(self, upload_id: str) -> dict:
         if not upload_id.isalnum():
             raise HTTPException(404, f"no upload {upload_id!r}")
         try:
-            return json.loads((self.root / f"{upload_id}.json").read_text())
+            return json.loads(self.layout.upload_state(upload_id).read_text())
         except FileNotFoundError:
             raise HTTPException(404, f"no upload {upload_id!r} (finished uploads are kept for a limited "
                                      "time): upload the window again") from None
 
     def _save(self, upload_id: str, meta: dict) -> None:
-        tmp = self.root / f".{upload_id}.json.tmp"
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, self.root / f"{upload_id}.json")
+        with atomic_path(self.layout.upload_state(upload_id)) as tmp:
+            tmp.write_text(json.dumps(meta))
 
     def create(self, size: int) -> dict:
         if size > self.limits.quota_bytes:
@@ -155,7 +153,7 @@ class Uploads:
                                      "(rs-geo-edit edit --backend does it)")
 
     def remove(self, upload_id: str) -> None:
-        for path in (self.path(upload_id), self.root / f"{upload_id}.json"):
+        for path in (self.path(upload_id), self.layout.upload_state(upload_id)):
             path.unlink(missing_ok=True)
 
     def claim(self, windows: list[WindowUpload], create_job: Callable[[int], dict]) -> dict:
@@ -186,7 +184,7 @@ class Uploads:
         self._last_clean = now
         cutoff = now - self.limits.retention_s
         removed = []
-        for meta_path in self.root.glob("*.json"):
+        for meta_path in self.layout.uploads.glob("*.json"):
             try:
                 meta = json.loads(meta_path.read_text())
             except (OSError, ValueError):
@@ -200,8 +198,8 @@ class Uploads:
             if stale:
                 self.remove(meta["id"])
                 removed.append(f"upload {meta['id']}")
-        if self.jobs_dir.is_dir():
-            for job_dir in self.jobs_dir.iterdir():
+        if self.layout.jobs.is_dir():
+            for job_dir in self.layout.jobs.iterdir():
                 job = store.get(job_dir.name)
                 if job is not None and job["state"] in TERMINAL and (job["finished"] or 0) < cutoff:
                     shutil.rmtree(job_dir, ignore_errors=True)
@@ -218,7 +216,6 @@ def _refuse_copy(request: dict[str, Any]) -> None:
 def accept_windows(store: JobStore, uploads: Uploads, request: dict[str, Any], windows: list[WindowUpload]) -> dict:
     """Create the job of a window-upload request (checked at the door) and give it its uploads."""
     from ..errors import RsGeoEditError
-    from .worker import job_config
 
     uploads.clean(store)
     indexes = [w.index for w in windows]
@@ -234,7 +231,7 @@ def accept_windows(store: JobStore, uploads: Uploads, request: dict[str, Any], w
                                  f"'window' properties {sorted(map(str, owners))} must match the windows {indexes}")
     _refuse_copy(request)
     try:
-        job_config(request)
+        job_inputs(request)
     except RsGeoEditError as exc:
         raise HTTPException(422, str(exc)) from None
     return uploads.claim(windows, lambda total: store.create(
@@ -252,7 +249,6 @@ def plan_for_client(request: dict[str, Any], grid: SceneGrid, staging: Path) -> 
 
     from ..errors import RsGeoEditError
     from ..pipeline import plan_grid, window_features
-    from .worker import job_config
 
     _refuse_copy(request)
     aoi = request["aoi"]
@@ -266,9 +262,9 @@ def plan_for_client(request: dict[str, Any], grid: SceneGrid, staging: Path) -> 
     if transform.is_degenerate:
         raise HTTPException(422, "grid.transform is degenerate (its pixels have no area): send the scene's "
                                  "geotransform")
-    aoi_path = staging / "aoi.geojson"
+    aoi_path = inline_aoi(staging)
     try:
-        _, aoi_path, _, config = job_config({**request, "scene": "remote"}, staging)
+        config = job_inputs({**request, "scene": "remote"}, staging).config
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             _, windows = plan_grid(aoi_path, crs, transform, grid.width, grid.height, config)
@@ -280,36 +276,19 @@ def plan_for_client(request: dict[str, Any], grid: SceneGrid, staging: Path) -> 
             "warnings": [inline_aoi_error(w.message, aoi_path) for w in caught]}
 
 
-def count_download(store: JobStore, job_id: str, size: int) -> None:
-    """Count downloaded bytes in the job record's ``transfer`` (kept in its stored request)."""
-    import sqlite3
-
-    with contextlib.closing(sqlite3.connect(store.path, timeout=30)) as db, db:
-        db.execute("UPDATE jobs SET request = json_set(request, "
-                   "'$.transfer.downloaded_bytes', json_extract(request, '$.transfer.downloaded_bytes') + ?) "
-                   "WHERE id = ?", (int(size), job_id))
-
-
-def result_dir(data_dir: Path, job_id: str) -> Path:
-    return Path(data_dir) / "jobs" / job_id / "result"
-
-
-def transfer_router(store: JobStore, data_dir: Path, limits: TransferLimits,
+def transfer_router(store: JobStore, layout: JobLayout, limits: TransferLimits,
                     authorised: Callable) -> tuple[APIRouter, Uploads]:
     """The upload and result endpoints, and the upload folder (``POST /jobs`` claims uploads from
     it); ``authorised`` is the service's token check."""
-    uploads = Uploads(data_dir, limits)
+    uploads = Uploads(layout, limits)
     uploads.clean(store)  # files whose retention ran out while the service was down
     router = APIRouter(dependencies=[Depends(authorised)])
 
     @router.post("/plan", response_model=PlanView, responses={
         **AUTH, 422: error_response("invalid request, an unusable AOI or CRS, or copy mode: the message says which")})
     def plan(body: PlanRequest) -> dict:
-        staging = Path(data_dir) / "jobs" / f".plan-{uuid.uuid4().hex}"  # where the inline AOI is read from
-        try:
+        with layout.staging("plan") as staging:  # where the inline AOI is read from
             return plan_for_client(body.model_dump(exclude={"grid"}), body.grid, staging)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
     @router.post("/uploads", status_code=201, response_model=UploadView,
                  responses={**AUTH, 413: error_response("the declared size is over the per-job quota"),
@@ -352,7 +331,7 @@ def transfer_router(store: JobStore, data_dir: Path, limits: TransferLimits,
             raise HTTPException(409, f"job {job_id} edited files on the server: its output is {job['result']}")
         if job["state"] != "done":
             raise HTTPException(409, f"job {job_id} is {job['state']}: results come when it is done")
-        manifest = result_dir(data_dir, job_id) / "manifest.json"
+        manifest = layout.manifest(job_id)
         if not manifest.is_file():
             raise HTTPException(410, f"the results of job {job_id} were removed after the retention period: "
                                      "submit the edit again")
@@ -371,13 +350,13 @@ def transfer_router(store: JobStore, data_dir: Path, limits: TransferLimits,
         entry = next((w for w in manifest["windows"] if w["index"] == index), None)
         if entry is None:
             raise HTTPException(404, f"job {job_id} has no window {index}")
-        path = result_dir(data_dir, job_id) / entry["file"]
+        path = layout.results(job_id) / entry["file"]
 
         def stream():
             with open(path, "rb") as fh:
                 while piece := fh.read(RESULT_CHUNK):
                     yield piece
-                    count_download(store, job_id, len(piece))
+                    store.add_downloaded(job_id, len(piece))
 
         return StreamingResponse(stream(), media_type="image/tiff",
                                  headers={"Content-Length": str(path.stat().st_size)})

@@ -1,47 +1,29 @@
 """The worker's half of a remote edit: edit each uploaded window, keep the box of changed pixels.
 
-Each upload is the whole window of the client's plan (context margin included), so it is edited
-as a scene of its own with ``edit_scene``: the plan finds the same window (the margin is made to
-reach the file's edges), the blend band stays inside it, and the window's seed is the one the
-local edit would give it, so the client's output is the bytes a local edit writes.
+Each upload is a whole window of the client's plan (context margin included). The pipeline plans
+it as that window (:func:`~rs_geo_edit.pipeline.plan_window_file`: same index, same ROIs) and
+edits it with the seed the client's scene gives it (:func:`~rs_geo_edit.pipeline.edit_window`,
+the step every local edit runs), after training the scene model on every window when the
+options share one; so the client's output is the bytes a local edit writes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..progress import ProgressCallback, ProgressEvent
-from .transfer import result_dir
-
-WHOLE_FILE_MARGIN = 1 << 30  # pixels: any ROI's window grows to the edges of the uploaded window
-
-
-class _SeededEditor:
-    """The pipeline's editor with the seed and index the window has in the client's scene."""
-
-    def __init__(self, editor, seed: int, index: int):
-        self.editor, self.seed, self.index = editor, seed, index
-
-    def edit(self, request, progress):
-        window = dataclasses.replace(request.window, index=self.index)
-        return self.editor.edit(dataclasses.replace(request, seed=self.seed, window=window), progress)
-
-    def describe(self) -> dict:
-        return self.editor.describe()
+from .inputs import UploadedWindow, job_inputs, uploaded_windows
+from .layout import JobLayout
 
 
 class _Span:
     """Progress of one window's edit mapped into its share [lo, hi] of the job; ``check`` passes
     the job's cancel check through, so a cancel lands between steps as in a local job."""
 
-    def __init__(self, progress: ProgressCallback, lo: float, hi: float, index: int):
+    def __init__(self, progress: ProgressCallback, lo: float, hi: float, index):
         self.progress, self.lo, self.hi, self.index = progress, lo, hi, index
 
     def __call__(self, event: ProgressEvent) -> None:
@@ -54,102 +36,70 @@ class _Span:
             check()
 
 
-def _write_aoi(features: list[dict], crs, path: Path) -> None:
-    """The window's ROIs as a GeoPackage in the window's CRS (binary coordinates: no rounding)."""
-    import geopandas as gpd
-
-    gpd.GeoDataFrame.from_features(features, crs=crs).to_file(path, driver="GPKG", engine="pyogrio")
-
-
-def _changed_box(window_path: Path, edited_path: Path, out_path: Path) -> dict[str, Any]:
-    """Write the bounding box of the data-band pixels that differ (bit for bit) as a GeoTIFF;
-    returns its offsets in window pixels and size (0 x 0 when nothing changed)."""
-    import rasterio
-    from rasterio.windows import Window
-    from rasterio.windows import transform as window_transform
-
-    from ..geo.raster import data_bands
-
-    with rasterio.open(window_path) as src, rasterio.open(edited_path) as dst:
-        bands = data_bands(src)
-        before, after = src.read(bands), dst.read(bands)
-        crs, transform = src.crs, src.transform
-    unsigned = f"u{before.dtype.itemsize}"
-    changed = np.any(before.view(unsigned) != after.view(unsigned), axis=0)
-    if not changed.any():
-        return {"col": 0, "row": 0, "width": 0, "height": 0, "file": None, "bytes": 0}
-    rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
-    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    box = Window(c0, r0, c1 - c0, r1 - r0)
-    floating = np.issubdtype(before.dtype, np.floating)
-    profile = {"driver": "GTiff", "width": c1 - c0, "height": r1 - r0, "count": len(bands),
-               "dtype": str(before.dtype), "crs": crs, "transform": window_transform(box, transform),
-               "compress": "deflate", "predictor": 3 if floating else 2}
-    tmp = out_path.with_name(f".{out_path.name}.partial")
-    with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(tmp, "w", **profile) as out:
-        out.write(after[:, r0:r1, c0:c1])
-    os.replace(tmp, out_path)
-    return {"col": c0, "row": r0, "width": c1 - c0, "height": r1 - r0, "file": out_path.name,
-            "bytes": out_path.stat().st_size}
-
-
-def edit_uploaded_windows(job: dict, data_dir: Path, progress: ProgressCallback) -> dict:
-    """Edit the uploaded windows of ``job``; writes ``result/manifest.json`` and one GeoTIFF of
-    changed pixels per window under the job's folder. Returns the job's result record."""
-    import rasterio
-
-    from ..pipeline import edit_scene, make_editor, model_inputs, window_seed
+def _train_scene_model(editor, windows: list[UploadedWindow], config, progress: ProgressCallback) -> None:
+    """The scene model a local edit of the whole scene trains: the same windows, the same order."""
+    from ..geo.raster import open_scene
+    from ..pipeline import model_input, plan_window_file
     from ..progress import StageReporter
-    from .worker import job_config
+
+    inputs = []
+    for w in windows:
+        with open_scene(w.path) as src:
+            item = model_input(src, plan_window_file(src, w.features, w.index, config))
+        if item is not None:
+            inputs.append(item)
+    editor.prepare(inputs, StageReporter(_Span(progress, 0.0, 0.45, None), "train", 0.0, 1.0))
+
+
+def _edit_one(w: UploadedWindow, config, editor, layout: JobLayout, job_id: str, span: _Span) -> dict[str, Any]:
+    """Edit one uploaded window and write the box of its changed pixels; returns its manifest
+    entry (offsets in the client's scene)."""
+    from ..geo.raster import changed_part, open_scene, write_pixels
+    from ..pipeline import edit_window, plan_window_file, window_seed
+
+    with open_scene(w.path) as src:
+        ew = plan_window_file(src, w.features, w.index, config)
+        edit = edit_window(src, ew, window_seed(config.seed, w.index), config, editor, progress=span)
+        part = changed_part(src, edit.patch) if edit.patch is not None else None
+        entry = {"index": w.index, "col_off": w.col_off, "row_off": w.row_off, "width": 0, "height": 0,
+                 "file": None, "bytes": 0}
+        if part is not None:
+            path = write_pixels(layout.result_window(job_id, w.index), part.pixels, src.crs,
+                                src.window_transform(part.window))
+            entry.update(col_off=w.col_off + int(part.window.col_off), row_off=w.row_off + int(part.window.row_off),
+                         width=int(part.window.width), height=int(part.window.height), file=path.name,
+                         bytes=path.stat().st_size)
+    # the window's record, placed in the client's scene
+    return {**entry, "record": {**edit.record, "col_off": w.col_off, "row_off": w.row_off}}
+
+
+def edit_uploaded_windows(job: dict, layout: JobLayout, progress: ProgressCallback) -> dict:
+    """Edit the uploaded windows of ``job``; writes the job's result manifest and one GeoTIFF of
+    changed pixels per window. Returns the job's result record."""
+    from ..errors import SceneError
+    from ..files import atomic_path
+    from ..pipeline import make_editor
+    from ..pipeline.contract import SceneModelEditor
 
     request = job["request"]
-    job_dir = Path(data_dir) / "jobs" / job["id"]
-    _, _, _, config = job_config(request, job_dir)
-    config.windows.margin_px = WHOLE_FILE_MARGIN
-    config.windows.merge = True
-    config.output = dataclasses.replace(config.output, overwrite=True, cog=False, compress=None, provenance=True)
-    out_dir = result_dir(data_dir, job["id"])
+    config = job_inputs(request).config
+    windows = uploaded_windows(request, layout)
+    out_dir = layout.results(job["id"])
     shutil.rmtree(out_dir, ignore_errors=True)  # a retried job starts its results over
     out_dir.mkdir(parents=True)
     editor = make_editor(config)
-    windows = sorted(request["windows"], key=lambda w: w["index"])
-    paths = {}
-    for w in windows:
-        index = w["index"]
-        window_path = Path(data_dir) / "uploads" / f"{w['upload']}.tif"
-        features = [f for f in request["aoi"]["features"] if f["properties"].get("window") == index]
-        with rasterio.open(window_path) as src:
-            crs = src.crs
-        aoi_path = job_dir / f"aoi-{index}.gpkg"
-        aoi_path.unlink(missing_ok=True)
-        _write_aoi(features, crs, aoi_path)
-        paths[index] = (window_path, aoi_path)
     lo = 0.0
-    if getattr(editor, "shares_model", False) and len(windows) > 1:
-        # The scene model a local edit of the whole scene trains: the same windows, the same order.
-        inputs = [(index, image, valid) for index, (window_path, aoi_path) in paths.items()
-                  for _, image, valid in model_inputs(window_path, aoi_path, config)]
-        editor.prepare(inputs, StageReporter(_Span(progress, 0.0, 0.45, None), "train", 0.0, 1.0))
+    if isinstance(editor, SceneModelEditor) and editor.shares_model and len(windows) > 1:
+        _train_scene_model(editor, windows, config, progress)
         lo = 0.45
     share = (1.0 - lo) / len(windows)
-    entries = []
-    for k, w in enumerate(windows):
-        index = w["index"]
-        window_path, aoi_path = paths[index]
-        edited = job_dir / f"edited-{index}.tif"
-        result = edit_scene(scene=window_path, aoi=aoi_path, output=edited, config=config,
-                            editor=_SeededEditor(editor, window_seed(config.seed, index), index),
-                            progress=_Span(progress, lo + k * share, lo + (k + 1) * share, index))
-        box = _changed_box(window_path, edited, out_dir / f"window-{index}.tif")
-        record = {**result.record["windows"][0], "index": index}
-        entries.append({"index": index, "col_off": w["col_off"] + box.pop("col"),
-                        "row_off": w["row_off"] + box.pop("row"), **box, "record": record})
-        edited.unlink()
-        if result.provenance is not None:
-            result.provenance.unlink(missing_ok=True)
+    entries = [_edit_one(w, config, editor, layout, job["id"], _Span(progress, lo + k * share, lo + (k + 1) * share,
+                                                                     w.index))
+               for k, w in enumerate(windows)]
+    if all("skipped" in e["record"] for e in entries):
+        raise SceneError("every ROI of the uploaded windows lies on nodata pixels: draw the ROIs over valid data")
     manifest = {"job": job["id"], "windows": entries, "editor": editor.describe()}
-    tmp = out_dir / ".manifest.json.partial"
-    tmp.write_text(json.dumps(manifest, default=str))
-    os.replace(tmp, out_dir / "manifest.json")
+    with atomic_path(layout.manifest(job["id"])) as tmp:
+        tmp.write_text(json.dumps(manifest, default=str))
     return {"windows": len(entries), "changed_pixels_box": sum(e["width"] * e["height"] for e in entries),
             "result": f"/jobs/{job['id']}/result"}

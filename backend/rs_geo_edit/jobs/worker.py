@@ -15,30 +15,11 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from ..errors import JobCancelled, RsGeoEditError
-
-def job_config(request: dict[str, Any], job_dir: Optional[Path] = None):
-    """(scene, aoi path, output path, EditConfig) of a validated job request (see
-    ``jobs/schema.py``: its ``options`` hold every option). An inline GeoJSON AOI is written to
-    ``job_dir/aoi.geojson``. Raises RsGeoEditError subclasses for bad options."""
-    from ..options import EditOptions
-    from ..pipeline import default_output
-
-    aoi = request["aoi"]
-    if isinstance(aoi, dict):
-        if job_dir is None:
-            aoi_path = None
-        else:
-            job_dir.mkdir(parents=True, exist_ok=True)
-            aoi_path = job_dir / "aoi.geojson"
-            aoi_path.write_text(json.dumps(aoi))
-    else:
-        aoi_path = Path(aoi)
-    scene = Path(request["scene"])
-    output = Path(request["output"]) if request.get("output") else default_output(scene)
-    return scene, aoi_path, output, EditOptions.from_dict(request.get("options") or {}).to_config()
+from .inputs import job_inputs
+from .layout import JobLayout
 
 
 class CancelWatch:
@@ -94,15 +75,17 @@ def run_job(store, job: dict, data_dir: Path, cancelled: Optional[threading.Even
 
     job_id = job["id"]
     cancelled = cancelled or threading.Event()
+    layout = JobLayout(data_dir)
     try:
         if job["request"].get("windows"):
             from .window_edit import edit_uploaded_windows
 
-            result = edit_uploaded_windows(job, data_dir, Reporter(store, job_id, cancelled))
+            result = edit_uploaded_windows(job, layout, Reporter(store, job_id, cancelled))
             store.finish(job_id, "done", result=result)
             return
-        scene, aoi, output, config = job_config(job["request"], data_dir / "jobs" / job_id)
-        result = edit_scene(scene, aoi, output, config, progress=Reporter(store, job_id, cancelled))
+        inputs = job_inputs(job["request"], layout.job(job_id))
+        result = edit_scene(inputs.scene, inputs.aoi, inputs.output, inputs.config,
+                            progress=Reporter(store, job_id, cancelled))
         store.finish(job_id, "done", result={"output": str(result.output),
                                              "provenance": str(result.provenance) if result.provenance else None,
                                              "timings": result.record["timings"]})
@@ -136,7 +119,7 @@ def worker_main(db_path: str, data_dir: str, parent_pid: int, poll: float = 0.5)
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the service; it stops us
     store = JobStore(db_path)
-    _write_device_info(Path(data_dir))
+    _write_device_info(JobLayout(data_dir))
     watch = CancelWatch(store)
     while True:
         job = store.claim(os.getpid())
@@ -147,13 +130,14 @@ def worker_main(db_path: str, data_dir: str, parent_pid: int, poll: float = 0.5)
         watch.follow(None)
 
 
-def _write_device_info(data_dir: Path) -> None:
+def _write_device_info(layout: JobLayout) -> None:
     """What the workers compute on, for /health (the API process never imports torch)."""
     import torch
+
+    from ..files import atomic_path
 
     info = {"device": "cuda" if torch.cuda.is_available() else "cpu",
             "cuda_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "torch": torch.__version__}
-    tmp = data_dir / f".device.{os.getpid()}.json"
-    tmp.write_text(json.dumps(info))
-    os.replace(tmp, data_dir / "device.json")
+    with atomic_path(layout.device_info) as tmp:
+        tmp.write_text(json.dumps(info))

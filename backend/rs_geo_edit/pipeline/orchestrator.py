@@ -1,7 +1,8 @@
 """``edit_scene``: the one orchestrator behind the CLI, the service, QGIS Processing and batch.
 
-scene + AOI -> window plan -> per window: read, validity mask, normalise, edit (an
-:class:`~.contract.Editor`), blend -> stream the edited copy of the scene -> provenance JSON.
+scene + AOI -> window plan -> per window (:func:`~.window.edit_window`): read, validity mask,
+normalise, edit (an :class:`~.contract.Editor`), blend -> stream the edited copy of the scene ->
+provenance JSON.
 
 The same steps run apart for a scene whose windows are separate tasks (``batch
 --split-windows``): :func:`prepare_windows` (plan, scene model), :func:`edit_one_window` per
@@ -17,22 +18,16 @@ from typing import Optional
 
 import numpy as np
 
-from ..blend import DETAIL_REACH, blend_window
-from ..config import BlendConfig, EditConfig
+from ..config import EditConfig
 from ..editors import make_editor
 from ..errors import SceneError
-from ..eval import boundary_step, seam_gradient_ratio
-from ..eval.metrics import FOCUS_PX, percentile_scale, realism
-from ..geo.raster import (Normaliser, Patch, avoid_nodata, check_output_path, open_scene, read_window,
-                          remove_partials, validity_mask, write_edited)
-from ..geo.windows import EditWindow, roi_labels
-from ..imaging import crop_around, fill_invalid, resize, return_freed_memory
+from ..geo.raster import check_output_path, open_scene, remove_partials, write_edited
 from ..progress import ProgressCallback, StageReporter
-from .contract import EditedBox, EditRequest, Editor, SceneModelEditor
+from .contract import Editor, SceneModelEditor
 from .copy_source import CopyInputs
 from .plan import ScenePlan, plan_scene
-from .provenance import build_record, finite, provenance_path, write_record
-
+from .provenance import build_record, provenance_path, write_record
+from .window import WindowEdit, edit_window, model_input, window_seed
 
 @dataclass
 class EditResult:
@@ -51,22 +46,6 @@ class SceneEdit:
     provenance: Optional[Path]
     config: EditConfig
     plan: ScenePlan
-
-    @property
-    def transform(self):
-        return _affine(self.plan)
-
-
-@dataclass
-class WindowEdit:
-    """One edited window: the ``patch`` to write (None when its ROIs hold no valid pixel), its
-    provenance ``record``, and, from a window edited alone (:func:`edit_one_window`), the
-    ``editor`` description of that edit."""
-
-    index: int
-    patch: Optional[Patch]
-    record: dict
-    editor: Optional[dict] = None
 
 
 @dataclass
@@ -87,11 +66,6 @@ def default_output(scene: str | Path) -> Path:
     """``<scene>_edited.tif`` beside the scene."""
     scene = Path(scene)
     return scene.with_name(f"{scene.stem}_edited.tif")
-
-
-def window_seed(seed: int, index: int) -> int:
-    """A per-window seed: the same (seed, window) always gives the same edit."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
 def _check_config(config) -> EditConfig:
@@ -142,7 +116,7 @@ def edit_scene(scene: str | Path, aoi: str | Path, output: str | Path, config: E
     started = time.perf_counter()
     job = start_edit(scene, aoi, output, config, progress)
     timings = {"plan_s": time.perf_counter() - started}
-    plan, transform = job.plan, job.transform
+    plan = job.plan
     if editor is None:
         editor = make_editor(job.config)
     edits: list[WindowEdit] = []
@@ -150,123 +124,14 @@ def edit_scene(scene: str | Path, aoi: str | Path, output: str | Path, config: E
     with open_scene(scene) as src:
         if _shares_model(editor, plan):
             # One model for the scene: trained on every window before any is edited.
-            editor.prepare(_model_inputs(src, plan, transform), StageReporter(progress, "train", 0.02, 0.45))
+            editor.prepare(_model_inputs(src, plan), StageReporter(progress, "train", 0.02, 0.45))
             first, span = 0.45, 0.45 / len(plan.windows)
-        copies = CopyInputs(job.config.mode, plan, src, transform)
+        copies = CopyInputs(job.config.mode, plan, src, src.transform)
         for n, ew in enumerate(plan.windows):
-            edits.append(edit_window(plan, job.config, src, ew, editor, copies, progress, first + span * n, span))
+            edits.append(edit_window(src, ew, window_seed(job.config.seed, ew.index), job.config, editor,
+                                     copies=copies, progress=progress, start=first + span * n, span=span))
     timings["edit_s"] = time.perf_counter() - started - timings["plan_s"]
     return write_output(job, editor.describe(), edits, timings, progress)
-
-
-def edit_window(plan: ScenePlan, config: EditConfig, src, ew: EditWindow, editor: Editor, copies: CopyInputs,
-                progress: Optional[ProgressCallback], start: float, span: float) -> WindowEdit:
-    """Read, edit and blend window ``ew`` of ``plan`` (``src``: the open scene); its progress
-    covers [start, start + span] of the edit. The patch holds only the box of changed pixels."""
-    t0 = time.perf_counter()
-    transform = _affine(plan)
-    data = _window_data(src, ew, transform)
-    if data is None:
-        return WindowEdit(ew.index, None, {**ew.as_dict(transform), "skipped": "no valid pixel in the ROIs"})
-    valid, roi, norm, image = data.valid, data.roi, data.norm, data.image
-    # the figures' scale comes from the whole window as read; the window as read is then let go
-    # and only its box around the ROIs read again after the edit (a large window's raw copy is
-    # a window's worth of source pixels held through training and sampling for nothing)
-    scale = percentile_scale((norm.forward(band, np.float64, band=b) for b, band in enumerate(data.raw)), valid)
-    data.raw = None
-    copy_source, copy_mask = copies.for_window(ew, norm, ew.work_shape)
-    request = EditRequest(image=data.w_image, roi=data.w_roi, labels=data.w_labels, valid=data.w_valid,
-                          prompts=[r.prompt for r in ew.rois], rgb=plan.rgb,
-                          seed=window_seed(config.seed, ew.index), window=ew,
-                          copy_source=copy_source, copy_mask=copy_mask)
-    reporter = StageReporter(progress, "edit", start, start + span * 0.95, ew.index)
-    return_freed_memory()   # reading and normalising the window
-    # The blend and the figures read nothing beyond their box around the ROIs: the rest of the
-    # window is let go before they run (at native resolution each window copy is hundreds of MB).
-    box = blend_box(roi, config.blend)
-    edited = _edited_on(editor.edit(request, reporter), image, data.w_image, ew, box)
-    source = np.ascontiguousarray(image[(slice(None),) + box])
-    seed = request.seed
-    del data, request, image
-    return_freed_memory()
-    composite, alpha, blend_info = blend_window(source, edited, roi[box], valid[box], config.blend)
-    del source, edited
-    changed = alpha > 0
-    pixels = norm.inverse(composite)
-    del composite, alpha
-    return_freed_memory()
-    avoid_nodata(pixels, changed, src.nodata)
-    raw = read_window(src, _sub_window(ew.window, box))
-    record = {
-        **ew.as_dict(transform), "roi_pixels": int(roi.sum()), "changed_pixels": int(changed.sum()),
-        "normalisation": norm.as_dict(), "blend": blend_info, "seed": seed,
-        **_figures(norm, raw, pixels, changed, roi[box], valid[box], plan.rgb, scale),
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
-    StageReporter(progress, "blend", start + span * 0.95, start + span, ew.index)(1, 1, "blended")
-    return WindowEdit(ew.index, _cropped_patch(ew, pixels, changed, (box[0].start, box[1].start)), record)
-
-
-def _edited_on(result, image: np.ndarray, w_image: np.ndarray, ew: EditWindow, box: tuple[slice, slice]) -> np.ndarray:
-    """The editor's ``result`` (the window at the working resolution, or an :class:`EditedBox`
-    of it) on ``box`` of the window at full resolution, float32; ``image`` and ``w_image`` are the
-    request's image at full and working resolution."""
-    if isinstance(result, EditedBox):
-        rows, cols = result.rows, result.cols
-        if (rows.start < 0 or cols.start < 0 or rows.stop > w_image.shape[1] or cols.stop > w_image.shape[2]
-                or result.pixels.shape != (w_image.shape[0], rows.stop - rows.start, cols.stop - cols.start)):
-            raise RuntimeError(f"editor returned a box of shape {result.pixels.shape} at rows {rows.start}:{rows.stop}, "
-                               f"columns {cols.start}:{cols.stop} of a window of shape {w_image.shape}")
-        if not ew.reduced:   # the window is unchanged beyond the editor's box
-            return result.on(image, *box)
-        result = result.whole(w_image)
-    edited = np.asarray(result, dtype=np.float32)
-    if edited.shape != w_image.shape:
-        raise RuntimeError(f"editor returned shape {edited.shape}, expected {w_image.shape}")
-    if ew.reduced:
-        edited = resize(edited, ew.shape, "lanczos")
-    return np.ascontiguousarray(edited[(slice(None),) + box])
-
-
-def _sub_window(window, box: tuple[slice, slice]):
-    """The part ``box`` (rows, columns of the window's pixels) of the scene window ``window``."""
-    from rasterio.windows import Window
-
-    rows, cols = box
-    return Window(int(window.col_off) + cols.start, int(window.row_off) + rows.start, cols.stop - cols.start,
-                  rows.stop - rows.start)
-
-
-def blend_box(roi: np.ndarray, blend: BlendConfig) -> tuple[slice, slice]:
-    """Rows and columns of the window that the blend and the figures read: the ROIs' box grown
-    by the transition band (and the matching ring, and the reach of detail matching's blurs
-    beyond it) or the figures' reach (``FOCUS_PX``), whichever is farther, plus a pixel of
-    neighbours for the Poisson solve. The Laplacian blend's coarse levels read the whole window,
-    so it gets the whole window."""
-    if blend.mode == "laplacian":
-        return slice(0, roi.shape[0]), slice(0, roi.shape[1])
-    ring = blend.ring_px if blend.color_match or blend.detail_match else 0
-    reach = blend.band_px + ring + (DETAIL_REACH if blend.detail_match else 0) + 1
-    return crop_around(roi, max(reach, FOCUS_PX))
-
-
-def _figures(norm: Normaliser, raw: np.ndarray, pixels: np.ndarray, changed: np.ndarray, roi: np.ndarray,
-             valid: np.ndarray, rgb, scale: tuple[np.ndarray, np.ndarray]) -> dict:
-    """The window's seam and realism figures, on the written pixels against the source (arrays
-    of a box of the window reaching ``FOCUS_PX`` beyond the ROIs, or the whole window), scaled by
-    ``scale``: the whole window's percentiles, taken a band at a time. The figures are computed
-    on the crop around the ROIs that they read: float64 copies of the whole window were a large
-    ROI's peak memory, for figures that read only the ROI and a ring around it."""
-    rows, cols = crop_around(roi, FOCUS_PX)
-    # float32 crops (the figures take each band to float64 as they read it): a large ROI's crop
-    # is most of its window, and two float64 copies of it were the edit's peak memory
-    source = norm.forward(raw[:, rows, cols])
-    written = norm.forward(pixels[:, rows, cols])
-    np.copyto(written, source, where=~changed[None, rows, cols])
-    roi, valid = roi[rows, cols], valid[rows, cols]
-    return {"seam_gradient_ratio": finite(seam_gradient_ratio(written, roi, valid)),
-            "boundary_step": finite(boundary_step(written, roi, valid)),
-            "realism": {k: finite(v) for k, v in realism(written, source, roi, valid, rgb, scale).items()}}
 
 
 def write_output(job: SceneEdit, editor_description: dict, edits: list[WindowEdit], timings: dict,
@@ -308,7 +173,7 @@ def prepare_windows(scene: str | Path, aoi: str | Path, output: str | Path, conf
         editor = make_editor(job.config)
         if _shares_model(editor, job.plan):
             with open_scene(scene) as src:
-                editor.prepare(_model_inputs(src, job.plan, job.transform), StageReporter(progress, "train", 0.02, 1.0))
+                editor.prepare(_model_inputs(src, job.plan), StageReporter(progress, "train", 0.02, 1.0))
             if editor.shared is not None:
                 scene_model = {"key": editor.shared.key, "offsets": dict(editor.shared.offsets)}
             models = editor.describe().get("models", [])
@@ -331,8 +196,9 @@ def edit_one_window(scene: str | Path, aoi: str | Path, config: EditConfig, inde
     if scene_model is not None:
         editor.use_scene_model(scene_model["key"], scene_model["offsets"])
     with open_scene(scene) as src:
-        copies = CopyInputs(config.mode, plan, src, _affine(plan))
-        edit = edit_window(plan, config, src, windows[index], editor, copies, progress, 0.0, 1.0)
+        copies = CopyInputs(config.mode, plan, src, src.transform)
+        edit = edit_window(src, windows[index], window_seed(config.seed, index), config, editor, copies=copies,
+                           progress=progress)
     edit.editor = editor.describe()
     return edit
 
@@ -363,69 +229,6 @@ def _shares_model(editor: Editor, plan: ScenePlan) -> bool:
     return isinstance(editor, SceneModelEditor) and editor.shares_model and len(plan.windows) > 1
 
 
-def _affine(plan: ScenePlan):
-    from affine import Affine
-
-    return Affine(*plan.transform[:6])
-
-
-@dataclass
-class _WindowData:
-    """A window as read (``raw``, ``valid``, ROI ``labels`` and ``roi``, the normaliser and the
-    normalised ``image``) and at the working resolution (``w_*``: the same unless reduced)."""
-
-    raw: Optional[np.ndarray]   # None once let go (edit_window)
-    valid: np.ndarray
-    labels: np.ndarray
-    roi: np.ndarray
-    norm: Normaliser
-    image: np.ndarray
-    w_image: np.ndarray
-    w_valid: np.ndarray
-    w_roi: np.ndarray
-    w_labels: np.ndarray
-
-
-def _window_data(src, ew: EditWindow, transform) -> Optional[_WindowData]:
-    """Read and prepare one window; None when its ROIs hold no valid pixel."""
-    raw = read_window(src, ew.window)
-    valid = validity_mask(src, ew.window, raw)
-    labels = roi_labels(ew, transform)
-    labels[~valid] = 0
-    roi = labels > 0
-    if not roi.any():
-        return None
-    norm = Normaliser.fit(raw, valid)
-    image = fill_invalid(norm.forward(raw), valid)
-    if not ew.reduced:
-        return _WindowData(raw, valid, labels, roi, norm, image, image, valid, roi, labels)
-    work_shape = ew.work_shape
-    w_valid = resize(valid.astype(np.float32), work_shape, "area") > 0.999
-    w_roi = (resize(roi.astype(np.float32), work_shape, "area") > 0.0) & w_valid
-    w_labels = resize(labels.astype(np.float32), work_shape, "nearest").astype(np.int16)
-    w_labels[~w_roi] = 0
-    return _WindowData(raw, valid, labels, roi, norm, image, resize(image, work_shape, "area"), w_valid, w_roi,
-                       w_labels)
-
-
-def model_inputs(scene: str | Path, aoi: str | Path, config: EditConfig) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """(window index, image, validity) at the working resolution for every window an edit of
-    ``scene`` makes: what a scene model (``model_scope`` scene) is trained on."""
-    plan = plan_scene(scene, aoi, config)
-    with open_scene(scene) as src:
-        return _model_inputs(src, plan, _affine(plan))
-
-
-def _model_inputs(src, plan, transform) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    return [(ew.index, data.w_image, data.w_valid) for ew in plan.windows
-            if (data := _window_data(src, ew, transform)) is not None]
-
-
-def _cropped_patch(ew: EditWindow, pixels: np.ndarray, changed: np.ndarray, offset: tuple[int, int] = (0, 0)) -> Patch:
-    """Keep only the bounding box of the changed pixels: the context margin costs no memory.
-    ``offset`` is the (row, column) of ``pixels``' first pixel in the window."""
-    rows = np.flatnonzero(changed.any(axis=1))
-    cols = np.flatnonzero(changed.any(axis=0))
-    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    window = _sub_window(ew.window, (slice(offset[0] + r0, offset[0] + r1), slice(offset[1] + c0, offset[1] + c1)))
-    return Patch(window, np.ascontiguousarray(pixels[:, r0:r1, c0:c1]), np.ascontiguousarray(changed[r0:r1, c0:c1]))
+def _model_inputs(src, plan: ScenePlan) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """What a scene model learns from: :func:`~.window.model_input` of every window of ``plan``."""
+    return [item for ew in plan.windows if (item := model_input(src, ew)) is not None]

@@ -9,10 +9,10 @@ from typing import Optional
 
 from ..config import EditConfig
 from ..errors import AOIError, IncompatibleOptions
-from ..geo.aoi import AOI, ROI, list_layers, read_aoi
+from ..geo.aoi import AOI, ROI, list_layers, read_aoi, read_features
 from ..geo.check import check_scene_complete
 from ..geo.raster import data_bands, footprint, grid_footprint, open_scene, rgb_positions
-from ..geo.windows import EditWindow, plan_windows
+from ..geo.windows import EditWindow, plan_windows, whole_window
 
 
 @dataclass
@@ -105,6 +105,17 @@ def _with_copy_from(plan: ScenePlan, copy_from: str | Path, prompt_field: str, s
     with open_scene(path):
         pass  # raises a clear SceneError if it is not a raster either
     return replace(plan, copy_raster=path)
+
+
+def plan_window_file(src, features: list[dict], index: int, config: EditConfig) -> EditWindow:
+    """Window ``index`` of a plan made elsewhere, held whole by the open raster ``src`` (the window
+    a client cropped from its scene, context margin included): its ROIs are the GeoJSON
+    ``features`` (``src``'s CRS, as :func:`window_features` gives them) and its pixels ``src``'s.
+    The client's plan has the same window, so its edit is the same."""
+    check_scene_complete(src, Path(src.name))
+    rois = read_features(features, src.crs, src.crs, footprint(src), name=f"the ROIs of window {index}",
+                         prompt_field=config.prompt_field, role_field=config.role_field, default_prompt=config.prompt)
+    return whole_window(index, rois.targets, src.height, src.width, config.windows.max_side)
 
 
 def window_features(windows: list[EditWindow]) -> list[dict]:
