@@ -1,6 +1,7 @@
 """One options schema: the CLI and the service give the same EditConfig for every option; the
 bounds, the mode rule and option names in errors hold at every entry point."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from rs_geo_edit.config import make_config
 from rs_geo_edit.errors import IncompatibleOptions
 from rs_geo_edit.jobs.schema import REQUEST_LEVEL, JobRequest, api_name
 from rs_geo_edit.jobs.inputs import job_inputs
-from rs_geo_edit.options import SPECS, EditOptions, options_schema, options_schema_json
+from rs_geo_edit.options import SPEC_BY_NAME, SPECS, EditOptions, options_schema, options_schema_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECIAL = {"rgb_bands": "3,2,1", "device": "cpu", "prompt": "dense forest"}
@@ -121,15 +122,50 @@ def test_cli_refuses_a_bound_in_one_line(tmp_path):
 
 @pytest.mark.parametrize("key", ["start_mid", "start_fine", "start_large"])
 @pytest.mark.parametrize("value", [0.0, 1.5])
-def test_sampling_starts_outside_zero_to_one_are_refused_by_name(key, value):
-    """The sampling starts are fractions of the trained start; the model parameter without an
-    option (start_large, reached through the library's overrides) is checked like the others."""
+def test_sampling_starts_outside_their_range_are_refused_by_name(key, value):
+    """The sampling starts are fractions of the trained start; the library's model overrides are
+    checked against the same declared bounds as the option, with the same message."""
     from rs_geo_edit.config import make_config
 
-    with pytest.raises(IncompatibleOptions, match=r"start_large.*within \(0, 1\]") as caught:
+    with pytest.raises(IncompatibleOptions, match=rf"^{key} {value} is out of range: use 0.01 to 1$"):
         make_config("fast", model_overrides={key: value})
-    assert key in str(caught.value)
+    with pytest.raises(IncompatibleOptions, match=rf"^{key} {value} is out of range: use 0.01 to 1$"):
+        EditOptions(**{key: value})
     assert getattr(make_config("fast", model_overrides={key: 1.0}).model, key) == 1.0   # the bound itself is allowed
+
+
+@pytest.mark.parametrize("key,value,bounds", [("rim_hold", -3, "0 to 1"), ("copy_grain", -2, "1 to 4"),
+                                              ("copy_hold", 1.5, "0 to 1"), ("copy_wiggle", 2, "0 to 1"),
+                                              ("copy_weight", -0.1, "0 to 1"), ("large_px", -1, "0 to 16384"),
+                                              ("checkpoint_every", 0, "1 to 10000000"),
+                                              ("lr_decay_every", 0, "1 to 10000000")])
+def test_every_model_setting_is_an_option_checked_for_overrides_too(key, value, bounds):
+    """A model setting is declared once: an option of the schema (so the CLI, the service and
+    Processing offer it) whose bounds also hold for the library's overrides and the benches."""
+    from rs_geo_edit.config import ModelConfig, make_config
+
+    assert key in SPEC_BY_NAME and SPEC_BY_NAME[key].minimum is not None
+    with pytest.raises(IncompatibleOptions, match=rf"^{key} .* is out of range: use {bounds}$"):
+        make_config("fast", model_overrides={key: value})
+    with pytest.raises(IncompatibleOptions, match=rf"^{key} .* is out of range: use {bounds}$"):
+        EditOptions(**{key: value})
+    # every field of the model settings is an option (scope under its public name)
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    assert names - set(SPEC_BY_NAME) == {"scope"} and "model_scope" in SPEC_BY_NAME
+
+
+def test_presets_list_what_they_change_and_the_defaults_leave_later_ideas_off():
+    """``paper`` is the SinDDM reference: it lists only its GPU-sized training; the sampling
+    ideas added since are off by default and ``fast`` turns them on."""
+    from rs_geo_edit.config import PRESETS, ModelConfig, make_config
+
+    plain, paper, fast = ModelConfig(), make_config("paper").model, make_config("fast").model
+    assert (plain.novelty, plain.start_mid, plain.start_fine, plain.large_px, plain.rim_hold, plain.copy_hold,
+            plain.copy_wiggle, plain.copy_grain, plain.chroma_radius, plain.scale_power) == (1, 1, 1, 0, 0, 0, 0, 1, 0, 0)
+    assert not set(PRESETS["paper"]) & {"novelty", "start_mid", "start_fine", "large_px", "rim_hold", "copy_hold",
+                                        "copy_wiggle", "copy_grain", "chroma_radius", "scale_power"}
+    assert paper.width == 160 and paper.novelty == 1.0 and paper.rim_hold == 0.0
+    assert fast.novelty == 0.6 and fast.large_px == 300 and fast.copy_grain == 1.5 and fast.width == 48
 
 
 def test_errors_name_options_in_each_entry_points_words():
