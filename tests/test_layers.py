@@ -41,35 +41,13 @@ def _group(module: str) -> int:
     return rank
 
 
-def _imports(path: Path, module: str) -> set[str]:
-    """Names of the package that ``path`` imports, at any depth of the file (``from .x import y``
-    gives ``x`` and ``x.y``, so a submodule imported by name counts as itself)."""
-    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                target = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
-            elif (node.module or "").startswith("rs_geo_edit."):
-                target = node.module[len("rs_geo_edit."):]
-            else:
-                continue
-            found.add(target)
-            found.update(f"{target}.{a.name}" if target else a.name for a in node.names)
-        elif isinstance(node, ast.Import):
-            found.update(a.name[len("rs_geo_edit."):] for a in node.names if a.name.startswith("rs_geo_edit."))
-    return {f for f in found if f}
-
-
-def _runtime_imports(path: Path, module: str, known: set[str]) -> set[str]:
-    """The modules of the package that ``path`` imports when it runs, at any depth of the file
-    (imports under ``if TYPE_CHECKING:`` never run): ``from .x import y`` is ``x.y`` when that is a
-    module, else ``x``."""
+def _package_imports(path: Path, module: str, runtime_only: bool = False):
+    """(imported module, names) for each import of the package in ``path``, at any depth of the
+    file; with ``runtime_only``, not those under ``if TYPE_CHECKING:`` (they never run)."""
     package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
     tree = ast.parse(path.read_text())
     typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-                   for stmt in node.body for n in ast.walk(stmt)}
-    found = set()
+                   for stmt in node.body for n in ast.walk(stmt)} if runtime_only else set()
     for node in ast.walk(tree):
         if id(node) in typing_only:
             continue
@@ -80,11 +58,33 @@ def _runtime_imports(path: Path, module: str, known: set[str]) -> set[str]:
                 target = node.module[len("rs_geo_edit."):]
             else:
                 continue
-            for alias in node.names:
-                sub = f"{target}.{alias.name}" if target else alias.name
-                found.add(sub if sub in known else target)
+            yield target, [a.name for a in node.names]
         elif isinstance(node, ast.Import):
-            found.update(a.name[len("rs_geo_edit."):] for a in node.names if a.name.startswith("rs_geo_edit."))
+            for a in node.names:
+                if a.name.startswith("rs_geo_edit."):
+                    yield a.name[len("rs_geo_edit."):], []
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """Names of the package that ``path`` imports (``from .x import y`` gives ``x`` and ``x.y``,
+    so a submodule imported by name counts as itself)."""
+    found = set()
+    for target, names in _package_imports(path, module):
+        found.add(target)
+        found.update(f"{target}.{name}" if target else name for name in names)
+    return {f for f in found if f}
+
+
+def _runtime_imports(path: Path, module: str, known: set[str]) -> set[str]:
+    """The modules of the package that ``path`` imports when it runs: ``from .x import y`` is
+    ``x.y`` when that is a module, else ``x``."""
+    found = set()
+    for target, names in _package_imports(path, module, runtime_only=True):
+        if not names:   # import rs_geo_edit.x
+            found.add(target)
+        for name in names:
+            sub = f"{target}.{name}" if target else name
+            found.add(sub if sub in known else target)
     return {f for f in found if f in known and f != module}
 
 

@@ -82,7 +82,7 @@ class ModelConfig:
     start_fine: float = 1.0      # the finest scale starts sampling at this fraction of its trained start
     large_px: int = 0            # middle scales this large (short side, px) are "large" (0 = none)
     start_large: float = 0.6     # large middle scales start sampling at this fraction of their trained start
-    rim_hold: float = 0.0        # regenerate/text, windows with large scales: weight of the original on x0 over the ROI's rim
+    rim_hold: float = 0.0        # windows with large scales: weight of the original on x0 over the ROI's rim
     tile: int = 512              # scales larger than this are sampled in overlapping tiles, pixels (0 = off)
     chroma_radius: int = 0       # guided chroma smoothing of the generated pixels, pixels (0 = off)
     # copy mode's paste (editors/copy.py)
@@ -117,7 +117,8 @@ FROZEN_MODEL_KEYS = ("ema", "lr_gamma", "scale_factor")
 def check_range(name: str, value, low, high) -> None:
     """Raise IncompatibleOptions naming ``name`` when ``value`` is outside [low, high]."""
     if low is not None and value < low or high is not None and value > high:
-        raise IncompatibleOptions(f"`{name}` {value} is out of range: use {format_number(low)} to {format_number(high)}")
+        raise IncompatibleOptions(
+            f"`{name}` {value} is out of range: use {format_number(low)} to {format_number(high)}")
 
 
 def format_number(value) -> str:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union, get_args, get_origin, get_type_hints
 
 from .config import (BLEND_MODES, ENGINES, MODEL_LIMITS, MODEL_SCOPES, MODES, PRESETS, BlendConfig, EditConfig,
-                     GuidanceConfig, InstructConfig, ModelConfig, OutputConfig, WindowConfig, check_range, format_number, make_config)
+                     GuidanceConfig, InstructConfig, ModelConfig, OutputConfig, WindowConfig, check_range,
+                     format_number, make_config)
 from .errors import IncompatibleOptions
 
 COMPRESSIONS = ("deflate", "lzw", "zstd", "lzma", "packbits", "none")  # lossless: untouched pixels stay exact
@@ -39,10 +40,11 @@ def _default(cls, name: str) -> Any:
     return next(f.default for f in dataclasses.fields(cls) if f.name == name)
 
 
-def _limits(name: str) -> dict[str, float]:
-    """A model option's bounds, as ``config.MODEL_LIMITS`` declares them."""
+def model_option(name: str, help: str, even: bool = False, shown: str = "the preset's") -> Any:
+    """An advanced option setting the model parameter ``name``: unset, the preset decides; its
+    bounds are those ``config.MODEL_LIMITS`` declares."""
     low, high = MODEL_LIMITS[name]
-    return {"minimum": low, "maximum": high}
+    return option(None, help, minimum=low, maximum=high, even=even, shown=shown)
 
 
 @dataclass
@@ -100,70 +102,63 @@ class EditOptions:
                                       shown="$RS_GEO_EDIT_CACHE or ~/.cache/rs-geo-edit")
     cache_max_gb: float = option(_default(EditConfig, "cache_max_gb"), "Cache size cap, GB; least recently used "
                                  "models go first.", minimum=0.0, maximum=100_000.0)
-    steps: Optional[int] = option(None, "Training steps (paper: 120000; more steps, finer detail).", **_limits("steps"), shown="the preset's")
-    width: Optional[int] = option(None, "Denoiser width, an even number (e.g. 48 or 160).", **_limits("width"),
-                                  even=True, shown="the preset's")
-    batch: Optional[int] = option(None, "Training batch size, crops per step.", **_limits("batch"),
-                                  shown="the preset's")
-    crop: Optional[int] = option(None, "Training crop size, pixels; scales larger than this train on random crops.",
-                                 **_limits("crop"), shown="the preset's")
-    lr: Optional[float] = option(None, "Learning rate (e.g. 0.001).", **_limits("lr"),
-                                 shown="the preset's")
-    timesteps: Optional[int] = option(None, "Diffusion timesteps per scale.", **_limits("timesteps"),
-                                      shown="the preset's")
-    sample_stride: Optional[int] = option(None, "Sample every n-th timestep (1 = the full chain).", **_limits("sample_stride"), shown="the preset's")
-    detail_factor: Optional[float] = option(None, "Finer scales start where the noise is this x their blur error.",
-                                            **_limits("detail_factor"), shown="the preset's")
-    scale_power: Optional[float] = option(None, "Training draws scale s (0 = coarsest) with weight (s + 1) to this "
-                                          "power: 0 is uniform (paper), 2 gives the fine scales most steps (fast).",
-                                          **_limits("scale_power"), shown="the preset's")
-    novelty: Optional[float] = option(None, "How new the ROI's layout is: 1 starts the coarsest chain from pure "
-                                      "noise (paper); 0.6 (fast) from the original noised to 60 %, so the ROI keeps "
-                                      "its coarse layout and continues its surroundings.", **_limits("novelty"),
-                                      shown="the preset's")
-    tile: Optional[int] = option(None, "Scales larger than this are sampled in overlapping tiles of at most this "
-                                 "many pixels a side, fused at every step, so memory follows the tile and not the "
-                                 "ROI (0 = whole scales at once; e.g. 1024 on a GPU).", **_limits("tile"),
-                                 shown="512")
-    start_mid: Optional[float] = option(None, "Sampling: the middle scales start at this fraction of their "
-                                        "trained start, so they refine the coarser result rather than re-invent "
-                                        "it (1 = the trained start, paper; 0.3 fast).", **_limits("start_mid"),
-                                        shown="the preset's")
-    start_fine: Optional[float] = option(None, "Sampling: the finest scale starts at this fraction of its trained "
-                                         "start (1 = the trained start, paper; 0.5 fast; lower keeps more of the "
-                                         "coarser result, higher adds more new detail).", **_limits("start_fine"), shown="the preset's")
-    lr_decay_every: Optional[int] = option(None, "Training steps between halvings of the learning rate (paper: "
-                                           "30000).", **_limits("lr_decay_every"), shown="the preset's")
-    checkpoint_every: Optional[int] = option(None, "Training steps between resumable checkpoints.",
-                                             **_limits("checkpoint_every"), shown="the preset's")
-    large_px: Optional[int] = option(None, "Sampling: middle scales whose short side has at least this many pixels "
-                                     "draw their own layout, starting at start_large (0 = none, paper; 300 fast).",
-                                     **_limits("large_px"), shown="the preset's")
-    start_large: Optional[float] = option(None, "Sampling: the large middle scales (large_px) start at this fraction "
-                                          "of their trained start (0.6 fast).", **_limits("start_large"),
-                                          shown="the preset's")
-    rim_hold: Optional[float] = option(None, "Sampling, windows with large scales: weight of the original kept on "
-                                       "the ROI's rim, so the layout drawn there continues the surroundings (0 = off, "
-                                       "paper; 0.3 fast).", **_limits("rim_hold"), shown="the preset's")
-    copy_weight: Optional[float] = option(None, "Copy mode: weight of the pasted content on the clean estimate at "
-                                          "the coarser scales.", **_limits("copy_weight"), shown="the preset's")
-    copy_wiggle: Optional[float] = option(None, "Copy mode: the paste starts up to this fraction of its depth further "
-                                          "inside the ROI, varying along the outline, so a square donor does not end "
-                                          "along straight lines (0 = off, paper; 0.3 fast).", **_limits("copy_wiggle"),
-                                          shown="the preset's")
-    copy_hold: Optional[float] = option(None, "Copy mode: weight of the original where the paste is not whole, at "
-                                        "the coarser half of the scales, so the donor is not carried out to the "
-                                        "outline (0 = off, paper; 0.3 fast).", **_limits("copy_hold"),
-                                        shown="the preset's")
-    copy_grain: Optional[float] = option(None, "Copy mode: the paste's fine detail may be raised up to this factor, "
-                                         "never beyond the donor's (1 = off, paper; 1.5 fast).",
-                                         **_limits("copy_grain"), shown="the preset's")
+    steps: Optional[int] = model_option("steps", "Training steps (paper: 120000; more steps, finer detail).")
+    width: Optional[int] = model_option("width", "Denoiser width, an even number (e.g. 48 or 160).", even=True)
+    batch: Optional[int] = model_option("batch", "Training batch size, crops per step.")
+    crop: Optional[int] = model_option(
+        "crop", "Training crop size, pixels; scales larger than this train on random crops.")
+    lr: Optional[float] = model_option("lr", "Learning rate (e.g. 0.001).")
+    lr_decay_every: Optional[int] = model_option(
+        "lr_decay_every", "Training steps between halvings of the learning rate (paper: 30000).")
+    checkpoint_every: Optional[int] = model_option(
+        "checkpoint_every", "Training steps between resumable checkpoints.")
+    timesteps: Optional[int] = model_option("timesteps", "Diffusion timesteps per scale.")
+    sample_stride: Optional[int] = model_option("sample_stride", "Sample every n-th timestep (1 = the full chain).")
+    detail_factor: Optional[float] = model_option(
+        "detail_factor", "Finer scales start where the noise is this x their blur error.")
+    scale_power: Optional[float] = model_option(
+        "scale_power", "Training draws scale s (0 = coarsest) with weight (s + 1) to this power: 0 is uniform "
+        "(paper), 2 gives the fine scales most steps (fast).")
+    novelty: Optional[float] = model_option(
+        "novelty", "How new the ROI's layout is: 1 starts the coarsest chain from pure noise (paper); 0.6 (fast) "
+        "from the original noised to 60 %, so the ROI keeps its coarse layout and continues its surroundings.")
+    tile: Optional[int] = model_option(
+        "tile", "Scales larger than this are sampled in overlapping tiles of at most this many pixels a side, fused "
+        "at every step, so memory follows the tile and not the ROI (0 = whole scales at once; e.g. 1024 on a GPU).",
+        shown="512")
+    start_mid: Optional[float] = model_option(
+        "start_mid", "Sampling: the middle scales start at this fraction of their trained start, so they refine the "
+        "coarser result rather than re-invent it (1 = the trained start, paper; 0.3 fast).")
+    start_fine: Optional[float] = model_option(
+        "start_fine", "Sampling: the finest scale starts at this fraction of its trained start (1 = the trained "
+        "start, paper; 0.5 fast; lower keeps more of the coarser result, higher adds more new detail).")
+    large_px: Optional[int] = model_option(
+        "large_px", "Sampling: middle scales whose short side has at least this many pixels draw their own layout, "
+        "starting at start_large (0 = none, paper; 300 fast).")
+    start_large: Optional[float] = model_option(
+        "start_large", "Sampling: the large middle scales (large_px) start at this fraction of their trained start "
+        "(0.6).")
+    rim_hold: Optional[float] = model_option(
+        "rim_hold", "Sampling, windows with large scales: weight of the original kept on the ROI's rim, so the "
+        "layout drawn there continues the surroundings (0 = off, paper; 0.3 fast).")
+    copy_weight: Optional[float] = model_option(
+        "copy_weight", "Copy mode: weight of the pasted content on the clean estimate at the coarser scales.")
+    copy_wiggle: Optional[float] = model_option(
+        "copy_wiggle", "Copy mode: the paste starts up to this fraction of its depth further inside the ROI, varying "
+        "along the outline, so a square donor does not end along straight lines (0 = off, paper; 0.3 fast).")
+    copy_hold: Optional[float] = model_option(
+        "copy_hold", "Copy mode: weight of the original where the paste is not whole, at the coarser half of the "
+        "scales, so the donor is not carried out to the outline (0 = off, paper; 0.3 fast).")
+    copy_grain: Optional[float] = model_option(
+        "copy_grain", "Copy mode: the paste's fine detail may be raised up to this factor, never beyond the donor's "
+        "(1 = off, paper; 1.5 fast).")
     model_scope: str = option(_default(ModelConfig, "scope"), "One model per window, or one per scene: trained "
                               "once, with twice the steps, on all the scene's windows, it serves every ROI (many "
                               "ROIs, one training; e.g. scene for fifty ROIs of one orthomosaic).",
                               choices=MODEL_SCOPES)
-    chroma_radius: Optional[int] = option(None, "Guided smoothing of the colour of generated pixels, radius in "
-                                          "pixels (0 = off): removes single-pixel colour speckle.", **_limits("chroma_radius"), shown="the preset's")
+    chroma_radius: Optional[int] = model_option(
+        "chroma_radius", "Guided smoothing of the colour of generated pixels, radius in pixels (0 = off): removes "
+        "single-pixel colour speckle.")
     color_match: bool = option(_default(BlendConfig, "color_match"), "Give the ROI the per-band mean and spread of "
                                "the context ring around it before blending.")
     detail_match: bool = option(_default(BlendConfig, "detail_match"), "Grain matching: calm a generated texture "
@@ -325,7 +320,8 @@ class OptionSpec:
         if self.choices is not None:
             parts.append(f"One of: {', '.join(self.choices)}.")
         if self.minimum is not None:
-            parts.append(f"Range {format_number(self.minimum)} to {format_number(self.maximum)}{' (even)' if self.even else ''}.")
+            even = " (even)" if self.even else ""
+            parts.append(f"Range {format_number(self.minimum)} to {format_number(self.maximum)}{even}.")
         if self.shown:
             parts.append(f"Default: {self.shown}.")
         return " ".join(parts)
