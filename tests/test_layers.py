@@ -24,12 +24,12 @@ ORDER = [
     ("pipeline",),
     ("editors",),
     ("pipeline.contract",),
-    ("model", "guidance", "blend", "eval"),
+    ("patch", "model", "guidance", "blend", "eval"),
     ("config",),
     ("geo", "imaging", "files", "progress", "errors"),
 ]
 # The model layer is SinDDM alone: no options, no modes, no CLIP.
-MODEL_NEVER = ("config", "guidance", "editors")
+MODEL_NEVER = ("config", "guidance", "editors", "patch")
 
 
 def _group(module: str) -> int:

@@ -355,13 +355,13 @@ def test_large_middle_scales_start_later_and_only_where_nothing_is_pasted():
 
 
 def test_rim_hold_keeps_the_original_on_the_rim_of_every_scale_but_the_finest():
-    from rs_geo_edit.editors.sinddm import _keep_pyramid
+    from rs_geo_edit.editors.keep import keep_pyramid
 
     roi = np.zeros((200, 200), bool)
     roi[40:160, 30:170] = True
     sizes = [(50, 50), (100, 100), (200, 200)]
-    held, final = _keep_pyramid(roi, 8, sizes, rim_hold=0.3)
-    free, free_final = _keep_pyramid(roi, 8, sizes)
+    held, final = keep_pyramid(roi, 8, sizes, rim_hold=0.3)
+    free, free_final = keep_pyramid(roi, 8, sizes)
     assert np.array_equal(final, free_final) and np.array_equal(held[-1], free[-1])   # the finest: as without
     mid = held[1]                                # 100 px: window rows 40-48 are the rim, 48-72 its fade
     assert mid[21, 50] == pytest.approx(0.3) and 0 < mid[27, 50] < 0.3 and mid[40, 50] == 0
@@ -370,4 +370,4 @@ def test_rim_hold_keeps_the_original_on_the_rim_of_every_scale_but_the_finest():
     outside[20:80, 15:85] = False
     assert np.array_equal(mid[outside], free[1][outside])                  # the band outside: as without
     assert held[0][11, 25] == pytest.approx(0.3) and free[0][11, 25] == 0      # the coarsest scale too
-    assert all(np.array_equal(a, b) for a, b in zip(_keep_pyramid(roi, 8, sizes, 0.0)[0], free))
+    assert all(np.array_equal(a, b) for a, b in zip(keep_pyramid(roi, 8, sizes, 0.0)[0], free))

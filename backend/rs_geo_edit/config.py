@@ -16,7 +16,7 @@ from .errors import IncompatibleOptions
 
 MODES = ("regenerate", "copy", "text")
 # Editing engines (editors/), each mapping the modes to its own method (the `engine` option's choices).
-ENGINES = ("sinddm", "instruct")
+ENGINES = ("sinddm", "instruct", "patch")
 BLEND_MODES = ("feather", "laplacian", "poisson")
 MODEL_SCOPES = ("window", "scene")
 # Tiles overlap by twice the denoiser's receptive radius (16 px) plus an 8 px cross-fade: 40 px;
@@ -250,6 +250,9 @@ class EditConfig:
             raise IncompatibleOptions(f"`model_scope` {self.model.scope!r} is not one of {', '.join(MODEL_SCOPES)}")
         if 0 < self.model.tile < MIN_TILE:
             raise IncompatibleOptions(f"`tile` {self.model.tile} is too small: use {MIN_TILE} px or more, or 0 (off)")
+        if self.engine == "patch" and self.mode == "text":
+            raise IncompatibleOptions("`mode` text needs `engine` sinddm or instruct: the patch engine fills from the "
+                                      "window's own patches and reads no prompt")
         if self.engine == "instruct" and self.mode == "copy":
             raise IncompatibleOptions("`mode` copy needs `engine` sinddm: the instruct engine edits by instruction only")
         if self.instruct.steps < 1 or self.instruct.guidance < 0 or self.instruct.image_guidance < 0:

@@ -88,9 +88,10 @@ class EditOptions:
                        group="basic")
     device: str = option(_default(EditConfig, "device"), "Where to compute: auto (CUDA when available), cpu, cuda "
                          "or cuda:N.", group="basic")
-    engine: str = option(_default(EditConfig, "engine"), "What edits: sinddm (a model trained on the window) or "
-                         "instruct (a diffusers instruction editor such as InstructPix2Pix; the prompt is the "
-                         "instruction, e.g. \"flood the fields\").", choices=ENGINES, group="basic")
+    engine: str = option(_default(EditConfig, "engine"), "What edits: sinddm (a model trained on the window), "
+                         "patch (no training: the ROI remade of the window's own patches, coarse to fine; "
+                         "regenerate and copy, seconds) or instruct (a diffusers instruction editor such as "
+                         "InstructPix2Pix; the prompt is the instruction, e.g. \"flood the fields\").", choices=ENGINES, group="basic")
     engine_model: Optional[str] = option(
         None, "Instruct engine: a diffusers pipeline folder or a Hugging Face repo id.", group="basic",
         shown="$RS_GEO_EDIT_INSTRUCT_MODEL, else timbrooks/instruct-pix2pix")

@@ -14,7 +14,8 @@ from ..config import ENGINES, EditConfig
 from ..errors import IncompatibleOptions
 
 # engine name -> (module in this package, class); modules load (with torch) only when chosen
-ENGINE_CLASSES = {"sinddm": ("sinddm", "SinDDMEditor"), "instruct": ("instruct", "InstructEditor")}
+ENGINE_CLASSES = {"sinddm": ("sinddm", "SinDDMEditor"), "instruct": ("instruct", "InstructEditor"),
+                  "patch": ("patch", "PatchEditor")}
 
 
 def make_editor(config: EditConfig):

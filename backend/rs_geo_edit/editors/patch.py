@@ -1,0 +1,65 @@
+"""The ``patch`` engine: a content-aware fill for georeferenced scenes that needs no training.
+
+Each window is remade inside its ROIs from the window's own real patches, coarse to fine
+(``patch/fill.py``): ``regenerate`` starts the coarsest scale from the original noised by the
+``novelty`` option, so large structure keeps running through the ROI while every patch is one
+that exists outside it; ``copy`` pastes the donor at the coarsest scale (under copy mode's ramp)
+and lets the donor's own patches join the surroundings'. Text needs a model that reads prompts.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..config import EditConfig
+from ..imaging import resize
+from ..model.pyramid import build_pyramid, mask_pyramid
+from ..progress import StageReporter
+from .copy import copy_ramp
+from .keep import keep_pyramid
+
+
+class PatchEditor:
+    """The ``patch`` engine (the ``pipeline.contract.Editor`` protocol)."""
+
+    name = "patch"
+
+    def __init__(self, config: EditConfig):
+        self.config = config.validate()   # refuses text mode
+        self.windows: list[dict] = []
+
+    def describe(self) -> dict:
+        from ..patch import bank
+
+        return {"name": self.name, "mode": self.config.mode, "novelty": self.config.model.novelty,
+                "patch": bank.PATCH, "neighbours": bank.NEIGHBOURS, "windows": self.windows}
+
+    def edit(self, request, progress: StageReporter) -> np.ndarray:
+        import torch
+
+        from ..patch.fill import FillInputs, fill
+
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        started = time.perf_counter()
+        pyramid = build_pyramid(request.image, request.valid)
+        sizes = list(pyramid.spec.sizes)
+        band = self.config.blend.band_px / (request.window.shape[0] / request.image.shape[1])
+        keep, final = keep_pyramid(request.roi, band, sizes)
+        inputs = FillInputs(pyramid, mask_pyramid(request.roi | ~request.valid, sizes), keep)
+        if self.config.mode == "copy":
+            target = request.copy_mask & request.roi
+            ramp = copy_ramp(target, band, 2 * band, self.config.model.copy_wiggle, int(request.seed))
+            inputs.donors = [resize(request.copy_source, size, "lanczos") for size in sizes]
+            inputs.donor_weights = [np.clip(resize(ramp, size, "area"), 0.0, 1.0) for size in sizes]
+
+        def on_scale(scale: int, total: int) -> None:
+            progress(scale + 1, total, f"patch fill, scale {scale + 1}/{total}")
+
+        out = fill(inputs, novelty=self.config.model.novelty, seed=int(request.seed), on_scale=on_scale)
+        out = np.where(final[None], request.image, out).astype(np.float32)
+        self.windows.append({"window": request.window.index, "scales": [list(s) for s in sizes],
+                             "fill_s": round(time.perf_counter() - started, 2)})
+        return out
