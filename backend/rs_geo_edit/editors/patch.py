@@ -34,7 +34,7 @@ class PatchEditor:
         from ..patch import bank
 
         return {"name": self.name, "mode": self.config.mode, "novelty": self.config.model.novelty,
-                "patch": bank.PATCH, "neighbours": bank.NEIGHBOURS, "windows": self.windows}
+                "patch": bank.PATCH, "windows": self.windows}
 
     def edit(self, request, progress: StageReporter) -> np.ndarray:
         import torch
