@@ -1,16 +1,29 @@
-"""Realism bench: texture detail ratios, seam ratio and seconds of edits on the bundled scene.
+"""Realism bench: texture detail ratios, seam ratio and seconds of edits on real scenes.
 
-Each case is an ROI (a square of a given side, or an irregular polygon) at a named place of the
-bundled aerial scene (forest, snow field, road, mixed), or several ROIs in one AOI (``four-128``:
-a 128 px square at each place, one row per window; with ``--scope scene`` one model serves all). For every case and mode the bench runs the
-real library call (``edit_scene``, fast preset unless --set overrides it), then measures, on the
-written GeoTIFF against the source:
+Each case is an ROI (a square of a given side, or an irregular polygon) at a named place of a
+scene (``--scene``), or several ROIs in one AOI (aerial's ``four-128``: a 128 px square at each
+place, one row per window; with ``--scope scene`` one model serves all). The scenes:
+  aerial     the bundled aerial scene (3 x uint8, ~0.5 m): forest, snow field, road, mixed;
+  s2-coast   Sentinel-2, 10 m, 4 x uint16 (blue, green, red, nir): fields, forest, a tidal creek,
+             salt marsh, a barrier beach (fetched by scenes.py; contains modified Copernicus
+             Sentinel data);
+  neon-yell  NEON AOP RGB, 0.1 m, 3 x uint8, Yellowstone: conifer forest, a meadow with fallen
+             trees, a paved road (fetched by scenes.py; NEON imagery via DeepForest).
+For every case and mode the bench runs the real library call (``edit_scene``, fast preset unless
+--set overrides it; ``--engine`` sinddm, patch, or gpnn: the plain baseline of gpnn_baseline.py),
+then measures, on the written GeoTIFF against the source:
   luminance and colour detail ratios (eval/metrics.py), seam ratio (eval/seams.py),
   seconds: train + sample + write (a cached re-edit is timed with --reedit),
   donor (copy mode): how much of the pasted material shows, 0 (the source) to 1 (the donor),
   src lum: the luminance figure of the unedited scene itself (its ROI against its ring),
 and prints them against the targets (donor has none: it tells a paste that fades from one that
-shows). --crops DIR writes before/after crops at 2x zoom per case.
+shows). --crops DIR writes before/after crops at 2x zoom per case. --raw runs each edit again
+with the post-processes that rescale these figures switched off (chroma smoothing, grain
+matching; same seed, so the same sampled pixels) and prints those raw figures beside the final
+ones. --blind DIR writes, per case, an unmarked original/edit pair in a seeded random order at
+1x and 2x for a reviewer, and the key in DIR/key.json. A scene of more than 8 bits is shown as
+RGB (its red, green, blue bands) with a 2-98 % stretch per band of the original, applied alike
+to before and after; any other band (NIR) is edited too but not shown.
 
 Targets (fast preset, 2 threads): luminance in [0.8, 1.2], colour <= 1.3, seam <= 1.1;
 <= 180 s for ROIs up to 128 px, <= 480 s for 450 px; cached re-edit <= 20 s for 128 px.
@@ -20,6 +33,7 @@ Usage:
   .venv/bin/python scripts/bench/quality.py --cases forest-128 road-300 --modes regenerate \
       --set steps=2000 --crops out/crops --json out/quality.json
   .venv/bin/python scripts/bench/quality.py --cases four-128 --modes regenerate --scope scene
+  .venv/bin/python scripts/bench/quality.py --scene s2-coast --engine patch --raw --blind out/blind
 """
 
 from __future__ import annotations
@@ -30,31 +44,81 @@ import math
 import sys
 import tempfile
 import time
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENE = ROOT / "backend" / "rs_geo_edit" / "data" / "aerial_3857.tif"
-
-# name -> (centre row, centre col, side px or "polygon"); places picked on the bundled scene
-PLACES = {"forest": (820, 240), "snow": (200, 460), "road": (300, 640), "mixed": (620, 560)}
-CASES = {
-    "forest-64": ("forest", 64), "forest-128": ("forest", 128), "snow-128": ("snow", 128),
-    "road-128": ("road", 128), "mixed-64": ("mixed", 64), "road-300": ("road", 300),
-    "snow-300": ("snow", 300), "mixed-450": ("mixed", 450), "forest-poly": ("forest", "polygon"),
-    "snow-poly": ("snow", "polygon"), "four-128": ("four", 128),
-}
-DEFAULT_CASES = ["forest-64", "forest-128", "snow-128", "road-128", "mixed-64", "road-300", "mixed-450",
-                 "forest-poly", "snow-poly"]
 TARGETS = {"luminance": (0.8, 1.2), "colour": (0.0, 1.3), "seam": (0.0, 1.1)}
+BLIND_SIDE = 320      # the most pixels a side of a blind crop shows (before any zoom)
+BLIND_CONTEXT = 40    # the least context around the ROI in a blind crop, pixels
 
 
-def case_geometries(case: str, transform, height: int, width: int) -> list:
+@dataclass(frozen=True)
+class BenchScene:
+    """A scene of the bench: its named ``places`` (centre row, centre col, pixels of the scene),
+    its ``cases`` (name -> (place or "four", side px or "polygon")), the cases run by default,
+    and the copy donor of each place (another place of the same scene)."""
+
+    name: str
+    places: dict
+    cases: dict
+    defaults: tuple
+    donors: dict
+
+    def path(self) -> Path:
+        """The scene's GeoTIFF: bundled with the package, or fetched and built by scenes.py."""
+        if self.name == "aerial":
+            return ROOT / "backend" / "rs_geo_edit" / "data" / "aerial_3857.tif"
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from scenes import scene_path
+
+        return scene_path(self.name)
+
+
+def _cases(spec: dict) -> dict:
+    """Case names from {place: sides}: ``<place>-<side>`` or ``<place>-poly``."""
+    return {f"{place}-{'poly' if side == 'polygon' else side}": (place, side)
+            for place, sides in spec.items() for side in sides}
+
+
+SCENES = {
+    # places picked on the bundled scene
+    "aerial": BenchScene(
+        "aerial", {"forest": (820, 240), "snow": (200, 460), "road": (300, 640), "mixed": (620, 560)},
+        {"forest-64": ("forest", 64), "forest-128": ("forest", 128), "snow-128": ("snow", 128),
+         "road-128": ("road", 128), "mixed-64": ("mixed", 64), "road-300": ("road", 300),
+         "snow-300": ("snow", 300), "mixed-450": ("mixed", 450), "forest-poly": ("forest", "polygon"),
+         "snow-poly": ("snow", "polygon"), "four-128": ("four", 128)},
+        ("forest-64", "forest-128", "snow-128", "road-128", "mixed-64", "road-300", "mixed-450",
+         "forest-poly", "snow-poly"),
+        {"forest": "mixed", "snow": "road", "road": "snow", "mixed": "forest"}),
+    # picked on 2-98 % previews of the 1200 x 1200 crop: fields (pink bare soil beside green crops),
+    # pine forest, a tidal creek through fields, salt marsh cut by creeks, the barrier beach
+    # between the marsh and the Atlantic
+    "s2-coast": BenchScene(
+        "s2-coast", {"fields": (290, 290), "forest": (740, 460), "creek": (372, 660), "marsh": (990, 900),
+                     "coast": (900, 1090)},
+        _cases({"fields": (64, 128), "forest": (128,), "creek": (64, 128), "marsh": (128, "polygon"),
+                "coast": (64, 128)}),
+        ("fields-64", "forest-128", "creek-128", "coast-128", "marsh-poly"),
+        {"fields": "forest", "forest": "fields", "creek": "marsh", "marsh": "fields", "coast": "marsh"}),
+    # conifer crowns and shadows, a meadow with fallen dead trees, the paved road with its verge
+    "neon-yell": BenchScene(
+        "neon-yell", {"forest": (300, 700), "meadow": (470, 1030), "road": (600, 405)},
+        _cases({"forest": (64, 128), "meadow": (128, "polygon"), "road": (64, 128)}),
+        ("forest-64", "forest-128", "meadow-128", "road-128", "meadow-poly"),
+        {"forest": "meadow", "meadow": "forest", "road": "meadow"}),
+}
+
+
+def case_geometries(scene: BenchScene, case: str, transform, height: int, width: int) -> list:
     """The case's ROI polygons in the scene CRS."""
-    place, side = CASES[case]
-    places = list(PLACES) if place == "four" else [place]
-    return [_roi_polygon(PLACES[p], side, transform, height, width) for p in places]
+    place, side = scene.cases[case]
+    places = list(scene.places) if place == "four" else [place]
+    return [_roi_polygon(scene.places[p], side, transform, height, width) for p in places]
 
 
 def _roi_polygon(centre, side, transform, height: int, width: int):
@@ -73,34 +137,34 @@ def _roi_polygon(centre, side, transform, height: int, width: int):
     return Polygon([transform * p for p in pts])
 
 
-def write_aoi(case: str, path: Path) -> None:
+def write_aoi(scene: BenchScene, case: str, path: Path) -> None:
     import geopandas as gpd
     import rasterio
 
-    with rasterio.open(SCENE) as src:
-        geoms = case_geometries(case, src.transform, src.height, src.width)
+    with rasterio.open(scene.path()) as src:
+        geoms = case_geometries(scene, case, src.transform, src.height, src.width)
         crs = src.crs
     gpd.GeoDataFrame({"name": [case] * len(geoms), "role": ["target"] * len(geoms)}, geometry=geoms,
                      crs=crs).to_file(path, driver="GPKG")
 
 
-def donor_square(case: str, height: int, width: int) -> tuple[int, int, int]:
+def donor_square(scene: BenchScene, case: str, height: int, width: int) -> tuple[int, int, int]:
     """Copy mode's donor for ``case``: (top row, left col, side) of a square of the ROI's size
-    at another place of the scene (``height`` x ``width`` px)."""
-    place, side = CASES[case]
+    at the case's donor place (``height`` x ``width`` px scene)."""
+    place, side = scene.cases[case]
     side = 180 if side == "polygon" else side
-    row, col = PLACES[{"forest": "mixed", "snow": "road", "road": "snow", "mixed": "forest"}[place]]
+    row, col = scene.places[scene.donors[place]]
     return min(max(0, row - side // 2), height - side), min(max(0, col - side // 2), width - side), side
 
 
-def write_copy_source(case: str, path: Path) -> None:
+def write_copy_source(scene: BenchScene, case: str, path: Path) -> None:
     """Copy mode's source: a square of the ROI's size from another place of the scene."""
     import geopandas as gpd
     import rasterio
     from shapely.geometry import box
 
-    with rasterio.open(SCENE) as src:
-        r0, c0, side = donor_square(case, src.height, src.width)
+    with rasterio.open(scene.path()) as src:
+        r0, c0, side = donor_square(scene, case, src.height, src.width)
         geom = box(*(src.transform * (c0, r0 + side)), *(src.transform * (c0 + side, r0)))
         crs = src.crs
     target = gpd.read_file(path)
@@ -108,8 +172,10 @@ def write_copy_source(case: str, path: Path) -> None:
     gpd.pd.concat([target, source]).to_file(path, driver="GPKG")
 
 
-def measure(output: Path, aoi: Path, config) -> list[dict]:
-    """Realism figures of each window of ``output`` against the source."""
+def measure(scene_path: Path, output: Path, aoi: Path, config) -> list[dict]:
+    """Realism figures of each window of ``output`` against the source, with the window's
+    pixels (before, after: bands x rows x cols, float64 in the source's units), its ROI, the
+    RGB band positions and the source dtype for showing them."""
     import rasterio
     from affine import Affine
 
@@ -118,22 +184,24 @@ def measure(output: Path, aoi: Path, config) -> list[dict]:
     from rs_geo_edit.geo.windows import roi_labels
     from rs_geo_edit.pipeline import plan_scene
 
-    plan = plan_scene(SCENE, aoi, config)
+    plan = plan_scene(scene_path, aoi, config)
     figures = []
     for ew in plan.windows:
-        with rasterio.open(SCENE) as src, rasterio.open(output) as out:
+        with rasterio.open(scene_path) as src, rasterio.open(output) as out:
             before = read_window(src, ew.window).astype(np.float64)
             after = read_window(out, ew.window).astype(np.float64)
             valid = validity_mask(src, ew.window, before)
+            dtype = src.dtypes[0]
         roi = roi_labels(ew, Affine(*plan.transform[:6])) > 0
         itself = realism(before, before, roi, valid, plan.rgb)   # the scene's own ROI against its ring
         figures.append({**realism(after, before, roi, valid, plan.rgb), "source_luminance": itself["luminance"],
                         "window": [int(ew.window.height), int(ew.window.width)], "index": ew.index,
-                        "before": before, "after": after, "roi": roi})
+                        "before": before, "after": after, "roi": roi, "valid": valid, "rgb": list(plan.rgb),
+                        "dtype": dtype})
     return figures
 
 
-def donor_share(fig: dict, case: str, config) -> float:
+def donor_share(scene: BenchScene, fig: dict, case: str, config) -> float:
     """Copy mode: how much of the donor shows, from 0 (the source unchanged) to 1 (the output
     equals the donor), weighted by the paste's weight (:func:`copy_ramp`: 0 on the ROI's rim,
     1 in its core), on the band mean blurred by 2 px so that texture does not count, only what
@@ -146,8 +214,8 @@ def donor_share(fig: dict, case: str, config) -> float:
     from rs_geo_edit.pipeline import window_seed
 
     roi = fig["roi"]
-    with rasterio.open(SCENE) as src:
-        r0, c0, side = donor_square(case, src.height, src.width)
+    with rasterio.open(scene.path()) as src:
+        r0, c0, side = donor_square(scene, case, src.height, src.width)
         donor = src.read(window=((r0, r0 + side), (c0, c0 + side))).astype(np.float32)
     rows, cols = np.nonzero(roi)
     placed = np.zeros_like(fig["before"], dtype=np.float32)
@@ -163,8 +231,33 @@ def donor_share(fig: dict, case: str, config) -> float:
     return float(1 - (weight * np.abs(o - d)).sum() / max((weight * np.abs(s - d)).sum(), 1e-9))
 
 
-def save_crops(fig: dict, path: Path, zoom: int = 2, max_side: int = 320) -> None:
-    """Before | after around the ROI, at ``zoom`` x (nearest neighbour), with the ROI outline
+def display_stretch(fig: dict):
+    """How a window is shown: None for 8-bit scenes (their values are shown as they are), else
+    the (low, high) 2nd and 98th percentiles of each RGB band of the ORIGINAL window's valid
+    pixels, applied alike to before and after so an edit cannot change its own contrast."""
+    if fig["dtype"] == "uint8":
+        return None
+    bands = fig["before"][fig["rgb"]][:, fig["valid"]]
+    return np.percentile(bands, 2, axis=1), np.percentile(bands, 98, axis=1)
+
+
+def display_rgb(fig: dict, image: np.ndarray, rows: slice, cols: slice, stretch) -> np.ndarray:
+    """(rows, cols, 3) uint8 RGB of ``image`` (bands x rows x cols, the scene's units) on
+    ``rows``, ``cols``: its RGB bands, stretched by ``stretch`` (see :func:`display_stretch`)."""
+    rgb = image[fig["rgb"], rows, cols]
+    if stretch is not None:
+        low, high = stretch
+        rgb = (rgb - low[:, None, None]) / np.maximum(high - low, 1e-9)[:, None, None] * 255
+    return np.clip(np.round(rgb), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def zoom(tile: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour zoom of a (rows, cols, 3) tile."""
+    return np.kron(tile, np.ones((factor, factor, 1), np.uint8)) if factor > 1 else tile
+
+
+def save_crops(fig: dict, path: Path, zoom_by: int = 2, max_side: int = 320) -> None:
+    """Before | after around the ROI, at ``zoom_by`` x (nearest neighbour), with the ROI outline
     left out so the edge is judged on the pixels alone. Where that crop shows only the ROI's
     middle, the whole ROI with a 40 px margin is also written at 1x (``*-full.png``): its
     edges are where a square would show."""
@@ -172,24 +265,69 @@ def save_crops(fig: dict, path: Path, zoom: int = 2, max_side: int = 320) -> Non
     rows, cols = np.nonzero(roi)
     cy, cx = (rows.min() + rows.max()) // 2, (cols.min() + cols.max()) // 2
     whole = max(np.ptp(rows), np.ptp(cols)) // 2 + 40
-    half = min(max_side // zoom // 2 * 2, whole)
-    _save_pair(fig, path, cy, cx, half, zoom)
+    half = min(max_side // zoom_by // 2 * 2, whole)
+    stretch = display_stretch(fig)
+    _save_pair(fig, path, cy, cx, half, zoom_by, stretch)
     if half < whole:
-        _save_pair(fig, path.with_name(path.stem + "-full.png"), cy, cx, whole, 1)
+        _save_pair(fig, path.with_name(path.stem + "-full.png"), cy, cx, whole, 1, stretch)
 
 
-def _save_pair(fig: dict, path: Path, cy: int, cx: int, half: int, zoom: int) -> None:
+def _save_pair(fig: dict, path: Path, cy: int, cx: int, half: int, zoom_by: int, stretch) -> None:
     from PIL import Image
 
     roi = fig["roi"]
     r0, c0 = max(0, cy - half), max(0, cx - half)
     r1, c1 = min(roi.shape[0], cy + half), min(roi.shape[1], cx + half)
-    tiles = []
-    for img in (fig["before"], fig["after"]):
-        crop = np.clip(img[:3, r0:r1, c0:c1], 0, 255).astype(np.uint8).transpose(1, 2, 0)
-        tiles.append(np.kron(crop, np.ones((zoom, zoom, 1), np.uint8)))
+    tiles = [zoom(display_rgb(fig, img, slice(r0, r1), slice(c0, c1), stretch), zoom_by)
+             for img in (fig["before"], fig["after"])]
     gap = np.full((tiles[0].shape[0], 6, 3), 255, np.uint8)
     Image.fromarray(np.concatenate([tiles[0], gap, tiles[1]], axis=1)).save(path)
+
+
+def blind_crop(roi: np.ndarray) -> tuple[slice, slice]:
+    """The rows and columns of a blind crop: centred on the ROI's box, with ``BLIND_CONTEXT``
+    pixels or half the ROI's extent of context on each side, at most ``BLIND_SIDE`` a side,
+    shifted to stay inside the window."""
+    rows, cols = np.nonzero(roi)
+    spans = []
+    for idx, size in ((rows, roi.shape[0]), (cols, roi.shape[1])):
+        extent = int(idx.max() - idx.min() + 1)
+        side = min(BLIND_SIDE, extent + 2 * max(BLIND_CONTEXT, extent // 2), size)
+        start = (int(idx.min()) + int(idx.max()) + 1 - side) // 2
+        start = min(max(0, start), size - side)
+        spans.append(slice(start, start + side))
+    return spans[0], spans[1]
+
+
+def save_blind(fig: dict, folder: Path, label: str, engine: str, seed: int) -> dict:
+    """Write ``<label>-<engine>-{1x,2x}-{A,B}.png``: the original and the edit on the same crop,
+    unmarked, in an order drawn from ``seed`` and the pair's name; return its key entry."""
+    from PIL import Image
+
+    name = f"{label}-{engine}"
+    edit_is_a = bool(np.random.default_rng([seed, zlib.crc32(name.encode())]).integers(2))
+    rows, cols = blind_crop(fig["roi"])
+    stretch = display_stretch(fig)
+    tiles = {"edit": display_rgb(fig, fig["after"], rows, cols, stretch),
+             "original": display_rgb(fig, fig["before"], rows, cols, stretch)}
+    letters = {"A": "edit" if edit_is_a else "original", "B": "original" if edit_is_a else "edit"}
+    for factor in (1, 2):
+        for letter, which in letters.items():
+            Image.fromarray(zoom(tiles[which], factor)).save(folder / f"{name}-{factor}x-{letter}.png")
+    return {"pair": name, "edit": "A" if edit_is_a else "B",
+            "crop": {"rows": [rows.start, rows.stop], "cols": [cols.start, cols.stop]}}
+
+
+def write_key(folder: Path, entries: list[dict]) -> None:
+    """Add ``entries`` to ``folder/key.json``, replacing those of the same pair (several runs,
+    one per engine, may share a folder); written under a temporary name, then moved into place."""
+    path = folder / "key.json"
+    old = json.loads(path.read_text()) if path.exists() else []
+    names = {e["pair"] for e in entries}
+    merged = sorted([e for e in old if e["pair"] not in names] + entries, key=lambda e: e["pair"])
+    tmp = path.with_name("key.json.part")
+    tmp.write_text(json.dumps(merged, indent=1))
+    tmp.replace(path)
 
 
 def verdict(name: str, value: float) -> str:
@@ -197,30 +335,12 @@ def verdict(name: str, value: float) -> str:
     return "ok" if np.isfinite(value) and lo <= value <= hi else "MISS"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES, choices=sorted(CASES))
-    parser.add_argument("--modes", nargs="+", default=["regenerate", "copy"], choices=["regenerate", "copy"])
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="model/blend overrides, e.g. steps=2000 blend=poisson feather=24")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--scope", choices=["window", "scene"], default="window",
-                        help="model scope: one model per window, or one per scene (see --cases four-128)")
-    parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--cache-dir", type=Path, default=None, help="model cache (default: a fresh temp folder)")
-    parser.add_argument("--reedit", action="store_true", help="also time a cached re-edit with another seed")
-    parser.add_argument("--crops", type=Path, default=None, help="write before|after PNGs at 2x here")
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
+def parse_overrides(items: list[str]):
+    """``--set KEY=VALUE`` items as (model overrides, BlendConfig)."""
+    from rs_geo_edit.config import BlendConfig
 
-    import torch
-
-    from rs_geo_edit.config import BlendConfig, OutputConfig, make_config
-    from rs_geo_edit.pipeline import edit_scene, make_editor
-
-    torch.set_num_threads(args.threads)
     model_over, blend_over = {}, {}
-    for item in args.set:
+    for item in items:
         key, value = item.split("=", 1)
         if key in ("blend", "feather", "color_match", "detail_match"):
             blend_over[{"blend": "mode", "feather": "band_px"}.get(key, key)] = value
@@ -229,59 +349,164 @@ def main(argv=None) -> int:
     blend = BlendConfig()
     for key, value in blend_over.items():
         setattr(blend, key, value == "1" if isinstance(getattr(blend, key), bool) else type(getattr(blend, key))(value))
+    return model_over, blend
+
+
+def build_config(args, mode: str, model_over: dict, blend, cache: Path, raw: bool = False):
+    """The edit's configuration; ``raw`` switches off the post-processes that rescale the
+    measured figures (chroma smoothing of the generated pixels, grain matching in the blend)."""
+    import dataclasses
+
+    from rs_geo_edit.config import OutputConfig, make_config
+
+    if raw:
+        model_over = {**model_over, "chroma_radius": 0}
+        blend = dataclasses.replace(blend, detail_match=False)
+    # the baseline is handed to edit_scene as the editor; "patch" only makes the config accept its modes
+    engine = "patch" if args.engine == "gpnn" else args.engine
+    config = make_config("fast", model_overrides=model_over, mode=mode, seed=args.seed, engine=engine,
+                         threads=args.threads, cache_dir=cache, blend=blend,
+                         output=OutputConfig(overwrite=True, provenance=False))
+    config.model.scope = args.scope
+    return config
+
+
+def make_bench_editor(engine: str, config):
+    """The engine's editor; ``gpnn`` is the bench's own plain baseline."""
+    from rs_geo_edit.pipeline import make_editor
+
+    if engine == "gpnn":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from gpnn_baseline import GPNNBaseline
+
+        return GPNNBaseline(config)
+    return make_editor(config)
+
+
+def run_edit(args, scene_path: Path, aoi: Path, out: Path, config):
+    """One ``edit_scene`` call with the bench's editor: (editor, seconds)."""
+    from rs_geo_edit.pipeline import edit_scene
+
+    editor = make_bench_editor(args.engine, config)
+    t0 = time.perf_counter()
+    edit_scene(scene_path, aoi, out, config, editor=editor)
+    return editor, time.perf_counter() - t0
+
+
+def header(raw: bool) -> str:
+    raw_cols = f" {'lum.r':>6} {'col.r':>6} {'seam.r':>6}" if raw else ""
+    return (f"{'case':<12} {'mode':<10} {'window':>9} {'lum':>6} {'':4} {'colour':>6} {'':4} {'seam':>5} {'':4}"
+            f"{raw_cols} {'train':>6} {'sample':>6} {'total':>6}  {'reedit':>6}  {'donor':>5}  {'src lum':>6}")
+
+
+def line(row: dict, raw) -> str:
+    raw_cols = (f" {raw['luminance']:6.2f} {raw['colour']:6.2f} {raw['seam']:6.2f}" if raw is not None else "")
+    return (f"{row['case']:<12} {row['mode']:<10} {'x'.join(map(str, row['window'])):>9} "
+            f"{row['luminance']:6.2f} {verdict('luminance', row['luminance']):4} "
+            f"{row['colour']:6.2f} {verdict('colour', row['colour']):4} "
+            f"{row['seam']:5.2f} {verdict('seam', row['seam']):4}{raw_cols} "
+            f"{row['train_s']:6.1f} {row['sample_s'] or 0:6.1f} {row['total_s']:6.1f}  {row['reedit_s']:6.1f}  "
+            f"{row['donor']:5.2f}  {row['source_luminance']:6.2f}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scene", choices=sorted(SCENES), default="aerial")
+    parser.add_argument("--cases", nargs="+", default=None, metavar="CASE",
+                        help="the scene's cases (default: its default set); aerial: "
+                             + ", ".join(SCENES["aerial"].cases) + "; s2-coast: " + ", ".join(SCENES["s2-coast"].cases)
+                             + "; neon-yell: " + ", ".join(SCENES["neon-yell"].cases))
+    parser.add_argument("--modes", nargs="+", default=["regenerate", "copy"], choices=["regenerate", "copy"])
+    parser.add_argument("--engine", choices=["sinddm", "patch", "gpnn"], default="sinddm")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="model/blend overrides, e.g. steps=2000 blend=poisson feather=24")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--scope", choices=["window", "scene"], default="window",
+                        help="model scope: one model per window, or one per scene (see --cases four-128)")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--cache-dir", type=Path, default=None, help="model cache (default: a fresh temp folder)")
+    parser.add_argument("--reedit", action="store_true", help="also time a cached re-edit with another seed")
+    parser.add_argument("--raw", action="store_true",
+                        help="also run each edit with chroma_radius=0 and detail_match off; print those figures")
+    parser.add_argument("--crops", type=Path, default=None, help="write before|after PNGs at 2x here")
+    parser.add_argument("--blind", type=Path, default=None, help="write blind A/B pairs and key.json here")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    scene = SCENES[args.scene]
+    cases = args.cases or list(scene.defaults)
+    unknown = [c for c in cases if c not in scene.cases]
+    if unknown:
+        parser.error(f"scene {scene.name} has no case {', '.join(unknown)}: choose from {', '.join(scene.cases)}")
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from scenes import SceneFetchError
+
+    try:
+        scene_path = scene.path()
+    except SceneFetchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    model_over, blend = parse_overrides(args.set)
     tmp = Path(tempfile.mkdtemp(prefix="rs-quality-"))
     cache = args.cache_dir or tmp / "cache"
-    if args.crops:
-        args.crops.mkdir(parents=True, exist_ok=True)
-    rows = []
-    print(f"{'case':<12} {'mode':<10} {'window':>9} {'lum':>6} {'':4} {'colour':>6} {'':4} {'seam':>5} {'':4} "
-          f"{'train':>6} {'sample':>6} {'total':>6}  {'reedit':>6}  {'donor':>5}  {'src lum':>6}")
-    for case in args.cases:
+    for folder in (args.crops, args.blind):
+        if folder:
+            folder.mkdir(parents=True, exist_ok=True)
+    rows, keys = [], []
+    print(f"scene {scene.name} ({scene_path.name}), engine {args.engine}")
+    print(header(args.raw))
+    for case in cases:
         for mode in args.modes:
-            if mode == "copy" and CASES[case][0] == "four":
+            if mode == "copy" and scene.cases[case][0] == "four":
                 continue   # copy takes one donor per target ROI; the multi-ROI case is about the model
             aoi = tmp / f"{case}-{mode}.gpkg"
-            write_aoi(case, aoi)
+            write_aoi(scene, case, aoi)
             if mode == "copy":
-                write_copy_source(case, aoi)
-            config = make_config("fast", model_overrides=model_over, mode=mode, seed=args.seed,
-                                 threads=args.threads, cache_dir=cache, blend=blend,
-                                 output=OutputConfig(overwrite=True, provenance=False))
-            config.model.scope = args.scope
+                write_copy_source(scene, case, aoi)
+            config = build_config(args, mode, model_over, blend, cache)
             out = tmp / f"{case}-{mode}.tif"
-            editor = make_editor(config)
-            t0 = time.perf_counter()
-            edit_scene(SCENE, aoi, out, config, editor=editor)
-            total = time.perf_counter() - t0
-            train_s = sum(m.get("train_s", 0.0) for m in editor.models)
+            editor, total = run_edit(args, scene_path, aoi, out, config)
+            train_s = sum(m.get("train_s", 0.0) for m in getattr(editor, "models", []))
             reedit = float("nan")
             if args.reedit:
                 config.seed = args.seed + 1
-                t0 = time.perf_counter()
-                edit_scene(SCENE, aoi, tmp / f"{case}-{mode}-re.tif", config, editor=make_editor(config))
-                reedit = time.perf_counter() - t0
-            figures = measure(out, aoi, config)
-            for k, (fig, stats) in enumerate(zip(figures, editor.windows)):
+                _, reedit = run_edit(args, scene_path, aoi, tmp / f"{case}-{mode}-re.tif", config)
+                config.seed = args.seed
+            figures = measure(scene_path, out, aoi, config)
+            raws = [None] * len(figures)
+            if args.raw:
+                raw_out = tmp / f"{case}-{mode}-raw.tif"
+                raw_config = build_config(args, mode, model_over, blend, cache, raw=True)
+                run_edit(args, scene_path, aoi, raw_out, raw_config)
+                raws = measure(scene_path, raw_out, aoi, raw_config)
+            for k, (fig, raw, stats) in enumerate(zip(figures, raws, editor.windows)):
                 name = case if len(figures) == 1 else f"{case}#{k}"
+                label = name if mode == "regenerate" else f"{name}_{mode}"
                 if args.crops:
                     save_crops(fig, args.crops / f"{name}-{mode}.png")
-                share = donor_share(fig, case, config) if mode == "copy" else float("nan")
-                row = {"case": name, "mode": mode, "scope": args.scope, "window": fig["window"], "donor": share,
+                if args.blind:
+                    keys.append({"case": name, "mode": mode, "engine": args.engine, "scene": scene.name,
+                                 **save_blind(fig, args.blind, label, args.engine, args.seed)})
+                share = donor_share(scene, fig, case, config) if mode == "copy" else float("nan")
+                row = {"case": name, "mode": mode, "scene": scene.name, "engine": args.engine, "scope": args.scope,
+                       "window": fig["window"], "donor": share,
                        "luminance": fig["luminance"], "colour": fig["colour"], "seam": fig["seam"],
                        "source_luminance": fig["source_luminance"],
-                       "train_s": round(train_s, 1), "trainings": len(editor.models),
-                       "sample_s": stats.get("sample_s"), "total_s": round(total, 1), "reedit_s": round(reedit, 1),
-                       "overrides": args.set}
+                       "train_s": round(train_s, 1), "trainings": len(getattr(editor, "models", [])),
+                       "sample_s": stats.get("sample_s", stats.get("fill_s")), "total_s": round(total, 1),
+                       "reedit_s": round(reedit, 1), "overrides": args.set}
+                if raw is not None:
+                    row["raw"] = {k: raw[k] for k in ("luminance", "colour", "seam")}
                 rows.append(row)
-                print(f"{name:<12} {mode:<10} {'x'.join(map(str, fig['window'])):>9} "
-                      f"{fig['luminance']:6.2f} {verdict('luminance', fig['luminance']):4} "
-                      f"{fig['colour']:6.2f} {verdict('colour', fig['colour']):4} "
-                      f"{fig['seam']:5.2f} {verdict('seam', fig['seam']):4} "
-                      f"{train_s:6.1f} {stats.get('sample_s', 0):6.1f} {total:6.1f}  {reedit:6.1f}  {share:5.2f}"
-                      f"  {fig['source_luminance']:6.2f}",
-                      flush=True)
+                print(line(row, raw), flush=True)
             if len(figures) > 1:
-                print(f"{case}: {len(editor.models)} training(s), {train_s:.1f} s training, {total:.1f} s in all")
+                print(f"{case}: {len(getattr(editor, 'models', []))} training(s), {train_s:.1f} s training, "
+                      f"{total:.1f} s in all")
+    if args.blind:
+        write_key(args.blind, keys)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1))
