@@ -247,6 +247,7 @@ def _print_result(result) -> None:
         model = next((m for m in record["editor"].get("windows", []) if m.get("window") == w["index"]), {})
         train = ("trained in {:.1f} s".format(model["train_s"]) if model.get("trained")
                  else "{} tile run(s) in {:.1f} s".format(model["runs"], model["seconds"]) if "runs" in model
+                 else "filled from its own patches in {:.1f} s".format(model["fill_s"]) if "fill_s" in model
                  else "model from the cache" if model else "")
         sample = f", sampled in {model['sample_s']:.1f} s" if "sample_s" in model else ""
         out.print(f"  window {w['index']}: {w['width']} x {w['height']} px, {w['roi_pixels']} ROI px; {train}{sample}",

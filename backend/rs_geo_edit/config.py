@@ -85,6 +85,7 @@ class ModelConfig:
     rim_hold: float = 0.0        # windows with large scales: weight of the original on x0 over the ROI's rim
     tile: int = 512              # scales larger than this are sampled in overlapping tiles, pixels (0 = off)
     chroma_radius: int = 0       # guided chroma smoothing of the generated pixels, pixels (0 = off)
+    patch_scales: int = 0        # the finest scales whose clean estimate is remade of real patches (0 = off)
     # copy mode's paste (editors/copy.py)
     copy_weight: float = 0.8     # weight of the pasted content on x0
     copy_wiggle: float = 0.0     # the paste starts up to this fraction of its depth further in (varying)
@@ -104,7 +105,7 @@ MODEL_LIMITS: dict[str, tuple[float, float]] = {
     "crop": (8, 1_000_000), "lr": (1e-7, 1.0), "lr_decay_every": (1, 10_000_000), "detail_factor": (0.01, 1000.0),
     "scale_power": (0.0, 8.0), "checkpoint_every": (1, 10_000_000), "sample_stride": (1, 1000),
     "novelty": (0.05, 1.0), "start_mid": (0.01, 1.0), "start_fine": (0.01, 1.0), "large_px": (0, 16_384),
-    "start_large": (0.01, 1.0), "rim_hold": (0.0, 1.0), "tile": (0, 16_384), "chroma_radius": (0, 16),
+    "start_large": (0.01, 1.0), "rim_hold": (0.0, 1.0), "tile": (0, 16_384), "chroma_radius": (0, 16), "patch_scales": (0, 8),
     "copy_weight": (0.0, 1.0), "copy_wiggle": (0.0, 1.0), "copy_hold": (0.0, 1.0), "copy_grain": (1.0, 4.0),
 }
 

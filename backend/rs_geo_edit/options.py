@@ -142,6 +142,9 @@ class EditOptions:
     rim_hold: Optional[float] = model_option(
         "rim_hold", "Sampling, windows with large scales: weight of the original kept on the ROI's rim, so the "
         "layout drawn there continues the surroundings (0 = off, paper; 0.3 fast).")
+    patch_scales: Optional[int] = model_option(
+        "patch_scales", "Sampling: the finest scales whose clean estimate is remade of the window's own real "
+        "patches at every step, so the grain is the scene's rather than the model's (0 = off).")
     copy_weight: Optional[float] = model_option(
         "copy_weight", "Copy mode: weight of the pasted content on the clean estimate at the coarser scales.")
     copy_wiggle: Optional[float] = model_option(
@@ -237,7 +240,7 @@ class EditOptions:
                  "start_fine": self.start_fine, "lr_decay_every": self.lr_decay_every,
                  "checkpoint_every": self.checkpoint_every, "large_px": self.large_px, "start_large": self.start_large,
                  "rim_hold": self.rim_hold, "copy_weight": self.copy_weight, "copy_wiggle": self.copy_wiggle,
-                 "copy_hold": self.copy_hold, "copy_grain": self.copy_grain}
+                 "copy_hold": self.copy_hold, "copy_grain": self.copy_grain, "patch_scales": self.patch_scales}
         guidance = GuidanceConfig(clip=self.clip, strength=self.strength, views=self.clip_views, every=self.guide_every,
                                   momentum=self.momentum, ensemble=self.ensemble, synonyms=self.synonyms,
                                   llm_endpoint=self.llm_endpoint, llm_model=self.llm_model)

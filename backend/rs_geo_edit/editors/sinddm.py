@@ -28,6 +28,7 @@ from ..errors import IncompatibleOptions
 from ..imaging import crop_around, one_malloc_arena, return_freed_memory, smooth_chroma
 from ..model.cache import ModelCache, scene_key
 from ..model.pyramid import Pyramid, build_pyramid, mask_pyramid
+from ..patch.stage import patch_stage
 from ..progress import StageReporter
 from ..pipeline.contract import EditedBox
 from . import resolve_device
@@ -209,6 +210,7 @@ class SinDDMEditor:
         kept = KeepOriginal(keep=[torch.from_numpy(k)[None, None] for k in keep],
                             originals=[torch.from_numpy(img)[None] for img in pyramid.images],
                             final=torch.from_numpy(final)[None, None], release=True)
+        fine = patch_stage(pyramid.images, request.roi, keep, cfg.patch_scales, int(request.seed))
         del keep
         pyramid.images = []
         paste = guide = None
@@ -226,7 +228,8 @@ class SinDDMEditor:
         # that box comes back (the rest is the request's image)
         sampler = Sampler(net, schedule, sizes, request.image.shape[0], device=self.device, stride=cfg.sample_stride,
                           novelty=cfg.novelty, tile=cfg.tile, scale_offset=scale_offset)
-        out, (top, bottom, left, right) = sampler.run(generator, kept, [st for st in (paste, guide) if st is not None],
+        stages = [st for st in (paste, guide, fine) if st is not None]
+        out, (top, bottom, left, right) = sampler.run(generator, kept, stages,
                                                       return_box=True, on_step=on_step)
         if guide is not None:
             stats["guidance"] = {"steps": guide.stats.steps, "first_score": guide.stats.scores[0] if guide.stats.scores
