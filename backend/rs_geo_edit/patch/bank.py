@@ -23,7 +23,7 @@ PATCH = 7            # patch side, pixels
 DIMS = 24            # principal components the search runs in
 MAX_KEYS = 12_000    # keys kept (a seeded subsample beyond it): the search's cost follows it
 FOLD_SIGMA = 0.3     # the fold's window for brightness, pixels: each pixel is its own patch's centre
-CHROMA_SIGMA = 1.0   # the fold's window for colour: the patches around a pixel agree on it
+CHROMA_SIGMA = 0.6   # the fold's window for colour: the patches around a pixel agree on it
 CHUNK = 4096         # queries searched at once
 
 
