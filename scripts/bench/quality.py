@@ -484,9 +484,11 @@ def main(argv=None) -> int:
                 raws = measure(scene_path, raw_out, aoi, raw_config)
             for k, (fig, raw, stats) in enumerate(zip(figures, raws, editor.windows)):
                 name = case if len(figures) == 1 else f"{case}#{k}"
-                label = name if mode == "regenerate" else f"{name}_{mode}"
+                # files of several scenes may share a folder: the same case names must not collide
+                shown = name if scene.name == "aerial" else f"{scene.name}-{name}"
+                label = shown if mode == "regenerate" else f"{shown}_{mode}"
                 if args.crops:
-                    save_crops(fig, args.crops / f"{name}-{mode}.png")
+                    save_crops(fig, args.crops / f"{shown}-{mode}.png")
                 if args.blind:
                     keys.append({"case": name, "mode": mode, "engine": args.engine, "scene": scene.name,
                                  **save_blind(fig, args.blind, label, args.engine, args.seed)})
