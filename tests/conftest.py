@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+CLI = [sys.executable, "-m", "rs_geo_edit.cli"]
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "backend" / "rs_geo_edit" / "data" / "aerial_3857.tif"
 
@@ -206,3 +209,20 @@ def service(tmp_path):
     svc = Service(tmp_path).start()
     yield svc
     svc.stop()
+
+
+def run_cli(*args, timeout=600):
+    """The CLI as a user runs it, in a process of its own with one torch thread."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def aoi_mask(scene: Path, aoi: Path):
+    """The pixels of ``scene`` that the polygons of ``aoi`` touch (bool rows x cols)."""
+    import geopandas as gpd
+    import rasterio
+    from rasterio.features import geometry_mask
+
+    with rasterio.open(scene) as src:
+        return geometry_mask(list(gpd.read_file(aoi).to_crs(src.crs).geometry), out_shape=(src.height, src.width),
+                             transform=src.transform, invert=True, all_touched=True)

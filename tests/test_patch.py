@@ -1,35 +1,14 @@
 """The training-free patch engine: real patches only from outside the ROI, the same bytes for the
 same seed, the untouched outside, the modes it takes, and real texture rather than fog."""
 
-import os
-import subprocess
-import sys
 
 import numpy as np
-import pytest
 import rasterio
 import torch
 
-from conftest import SAMPLE, pixel_box, write_aoi, write_scene
+from conftest import SAMPLE, aoi_mask, pixel_box, run_cli, write_aoi, write_scene
 from rs_geo_edit.imaging import distance_to
 from rs_geo_edit.patch.bank import PatchBank, as_tensor, blur
-
-CLI = [sys.executable, "-m", "rs_geo_edit.cli"]
-
-
-def _cli(*args, timeout=300):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def _roi(scene, aoi):
-    import geopandas as gpd
-    from rasterio.features import geometry_mask
-
-    with rasterio.open(scene) as src:
-        return geometry_mask(list(gpd.read_file(aoi).to_crs(src.crs).geometry), out_shape=(src.height, src.width),
-                             transform=src.transform, invert=True, all_touched=True)
-
 
 def test_the_bank_never_holds_or_copies_a_patch_that_touches_the_roi():
     """The ROI holds a colour found nowhere else; remade from the bank, not one pixel of it
@@ -75,14 +54,14 @@ def test_patch_engine_edits_only_the_roi_and_repeats_by_seed(tmp_path):
     aoi = write_aoi(tmp_path / "aoi.geojson", [pixel_box(scene, 50, 56, 106, 104)], crs="EPSG:32633")
     outs = {}
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        proc = _cli(scene, "--aoi", aoi, "-o", tmp_path / f"{name}.tif", "--engine", "patch", "--seed", seed,
+        proc = run_cli(scene, "--aoi", aoi, "-o", tmp_path / f"{name}.tif", "--engine", "patch", "--seed", seed,
                     "--threads", "1", "--quiet")
         assert proc.returncode == 0, proc.stderr
         with rasterio.open(tmp_path / f"{name}.tif") as out:
             outs[name] = out.read()
             assert out.descriptions == ("blue", "green", "red", "nir") and out.dtypes[0] == "uint16"
     src = rasterio.open(scene).read()
-    roi = _roi(scene, aoi)
+    roi = aoi_mask(scene, aoi)
     far = distance_to(roi) > 16
     assert np.array_equal(outs["a"][:, far], src[:, far])                       # bit-identical outside
     assert (outs["a"][:, roi] != src[:, roi]).mean() > 0.9                      # the ROI was remade
@@ -94,7 +73,7 @@ def test_patch_engine_edits_only_the_roi_and_repeats_by_seed(tmp_path):
 def test_patch_engine_refuses_text_mode_before_writing_anything(tmp_path):
     scene = write_scene(tmp_path / "scene.tif", width=96, height=96)
     aoi = write_aoi(tmp_path / "aoi.geojson", [pixel_box(scene, 30, 30, 60, 60)], crs="EPSG:32633")
-    proc = _cli(scene, "--aoi", aoi, "-o", tmp_path / "out.tif", "--engine", "patch", "--prompt", "dense forest")
+    proc = run_cli(scene, "--aoi", aoi, "-o", tmp_path / "out.tif", "--engine", "patch", "--prompt", "dense forest")
     assert proc.returncode != 0
     assert "patch engine" in proc.stderr and "reads no prompt" in proc.stderr
     assert not list(tmp_path.glob("out*"))
@@ -113,7 +92,7 @@ def test_patch_engine_copy_mode_brings_the_donor(tmp_path):
     aoi = write_aoi(tmp_path / "aoi.gpkg", [target, donor], crs="EPSG:32633",
                     properties={"role": ["target", "source"]})
     out = tmp_path / "out.tif"
-    proc = _cli(scene, "--aoi", aoi, "-o", out, "--engine", "patch", "--mode", "copy", "--threads", "1", "--quiet")
+    proc = run_cli(scene, "--aoi", aoi, "-o", out, "--engine", "patch", "--mode", "copy", "--threads", "1", "--quiet")
     assert proc.returncode == 0, proc.stderr
     before, after = rasterio.open(scene).read().astype(float), rasterio.open(out).read().astype(float)
     core = (slice(None), slice(115, 145), slice(65, 95))
@@ -134,7 +113,7 @@ def test_patch_engine_draws_texture_not_fog_on_the_bundled_scene(tmp_path):
         crs = src.crs.to_string()
     aoi = write_aoi(tmp_path / "aoi.geojson", [pixel_box(SAMPLE, 208, 788, 272, 852)], crs=crs)
     out = tmp_path / "out.tif"
-    proc = _cli(SAMPLE, "--aoi", aoi, "-o", out, "--engine", "patch", "--no-detail-match", "--threads", "1",
+    proc = run_cli(SAMPLE, "--aoi", aoi, "-o", out, "--engine", "patch", "--no-detail-match", "--threads", "1",
                 "--quiet")
     assert proc.returncode == 0, proc.stderr
     window = ((700, 940), (120, 360))
@@ -157,10 +136,10 @@ def test_the_sinddm_patch_stage_remakes_the_fine_scales_only_inside(tmp_path):
             "--cache-dir", tmp_path / "cache"]
     outs = {}
     for name, scales in (("plain", 0), ("patch", 2), ("again", 2)):
-        proc = _cli(scene, "--aoi", aoi, "-o", tmp_path / f"{name}.tif", "--patch-scales", scales, *tiny)
+        proc = run_cli(scene, "--aoi", aoi, "-o", tmp_path / f"{name}.tif", "--patch-scales", scales, *tiny)
         assert proc.returncode == 0, proc.stderr
         outs[name] = rasterio.open(tmp_path / f"{name}.tif").read()
-    roi = _roi(scene, aoi)
+    roi = aoi_mask(scene, aoi)
     far = distance_to(roi) > 16
     assert np.array_equal(outs["patch"][:, far], outs["plain"][:, far])
     assert (outs["patch"][:, roi] != outs["plain"][:, roi]).mean() > 0.5

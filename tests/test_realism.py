@@ -2,33 +2,15 @@
 differently, and colour speckle stays out of a real-scene edit."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import rasterio
 
-from conftest import SAMPLE, pixel_box, write_aoi, write_scene
+from conftest import SAMPLE, aoi_mask, pixel_box, run_cli, write_aoi, write_scene
 from rs_geo_edit.imaging import distance_to
 
-CLI = [sys.executable, "-m", "rs_geo_edit.cli"]
 TINY = ["--steps", "60", "--width", "16", "--crop", "32", "--batch", "2", "--threads", "1", "--quiet"]
-
-
-def _run_cli(*args, timeout=600):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def _roi_mask(scene, aoi):
-    import geopandas as gpd
-    from rasterio.features import geometry_mask
-
-    with rasterio.open(scene) as src:
-        return geometry_mask(list(gpd.read_file(aoi).to_crs(src.crs).geometry), out_shape=(src.height, src.width),
-                             transform=src.transform, invert=True, all_touched=True)
 
 
 def test_sampler_band_gives_every_blend_mode_work_to_do(tmp_path):
@@ -38,11 +20,11 @@ def test_sampler_band_gives_every_blend_mode_work_to_do(tmp_path):
     outs = {}
     for blend in ("feather", "laplacian", "poisson"):
         out = tmp_path / f"{blend}.tif"
-        proc = _run_cli(scene, "--aoi", aoi, "-o", out, "--blend", blend, "--cache-dir", tmp_path / "cache", *TINY)
+        proc = run_cli(scene, "--aoi", aoi, "-o", out, "--blend", blend, "--cache-dir", tmp_path / "cache", *TINY)
         assert proc.returncode == 0, proc.stderr
         outs[blend] = rasterio.open(out).read()
     src = rasterio.open(scene).read()
-    roi = _roi_mask(scene, aoi)
+    roi = aoi_mask(scene, aoi)
     dist = distance_to(roi)
     band = (dist > 0) & (dist <= 16)
     for name, data in outs.items():
@@ -65,7 +47,7 @@ def test_colour_speckle_is_removed_on_a_real_scene(tmp_path):
     figures = {}
     for radius in (0, 2):
         out = tmp_path / f"out{radius}.tif"
-        proc = _run_cli(SAMPLE, "--aoi", aoi, "-o", out, "--steps", "200", "--threads", "1", "--seed", "5",
+        proc = run_cli(SAMPLE, "--aoi", aoi, "-o", out, "--steps", "200", "--threads", "1", "--seed", "5",
                         "--chroma-radius", radius, "--cache-dir", tmp_path / "cache", "--quiet", timeout=1500)
         assert proc.returncode == 0, proc.stderr
         figures[radius] = json.loads(out.with_suffix(".json").read_text())["windows"][0]["realism"]
