@@ -8,6 +8,12 @@ import numpy as np
 from ..imaging import crop_around, distance_to, resize
 
 
+def band_px(request, blend_band_px: float) -> float:
+    """The blend band in window pixels at the working resolution: ``blend_band_px`` (scene
+    pixels), shrunk with a window that is edited at reduced resolution."""
+    return blend_band_px / (request.window.shape[0] / request.image.shape[1])
+
+
 def keep_pyramid(roi: np.ndarray, band_px: float, sizes, rim_hold: float = 0.0) -> tuple[list[np.ndarray], np.ndarray]:
     """The sampler's keep masks (see ``model.sampler.KeepOriginal``): per scale, 0 inside the ROI,
     rising linearly to 1 across ``band_px`` pixels (of the window) outside it, area-resized to

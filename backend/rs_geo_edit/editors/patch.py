@@ -18,7 +18,7 @@ from ..imaging import resize
 from ..model.pyramid import build_pyramid, mask_pyramid
 from ..progress import StageReporter
 from .copy import copy_ramp
-from .keep import keep_pyramid
+from .keep import band_px, keep_pyramid
 
 
 class PatchEditor:
@@ -46,7 +46,7 @@ class PatchEditor:
         started = time.perf_counter()
         pyramid = build_pyramid(request.image, request.valid)
         sizes = list(pyramid.spec.sizes)
-        band = self.config.blend.band_px / (request.window.shape[0] / request.image.shape[1])
+        band = band_px(request, self.config.blend.band_px)
         keep, final = keep_pyramid(request.roi, band, sizes)
         inputs = FillInputs(pyramid, mask_pyramid(request.roi | ~request.valid, sizes), keep)
         if self.config.mode == "copy":

@@ -33,7 +33,7 @@ from ..progress import StageReporter
 from ..pipeline.contract import EditedBox
 from . import resolve_device
 from .copy import CopyPaste, restore_grain
-from .keep import keep_pyramid
+from .keep import band_px, keep_pyramid
 
 
 # A scene model trains this many times a window model's steps, whatever its window count.
@@ -202,7 +202,8 @@ class SinDDMEditor:
         cfg = self.config.model
         sizes = list(pyramid.spec.sizes)
         rim_hold = cfg.rim_hold if any(self._large_scales(request, sizes)) else 0.0
-        keep, final = keep_pyramid(request.roi, self._band_px(request), sizes, rim_hold)
+        band = band_px(request, self.config.blend.band_px)
+        keep, final = keep_pyramid(request.roi, band, sizes, rim_hold)
         if rim_hold > 0:
             stats["rim_hold"] = rim_hold
         # the sampler frees each scale's original and mask once it is done with it: the pyramid
@@ -215,7 +216,7 @@ class SinDDMEditor:
         pyramid.images = []
         paste = guide = None
         if self._pastes(request):
-            paste = CopyPaste.build(request, sizes, cfg.copy_weight, self._band_px(request), self.device,
+            paste = CopyPaste.build(request, sizes, cfg.copy_weight, band, self.device,
                                     cfg.copy_hold, cfg.copy_wiggle)
         if self.config.mode == "text":
             guide = self._guidance(request, sizes, schedule)
@@ -266,12 +267,6 @@ class SinDDMEditor:
         from ..model.schedule import large_scales
 
         return [False] * len(sizes) if self._pastes(request) else large_scales(sizes, self.config.model.large_px)
-
-    def _band_px(self, request) -> float:
-        """The transition band in window pixels at the working resolution (the blend band,
-        shrunk with a window that is edited at reduced resolution)."""
-        shrink = request.window.shape[0] / request.image.shape[1]
-        return self.config.blend.band_px / shrink
 
     def _guidance(self, request, sizes, schedule):
         from ..guidance.prompts import ensemble_embedding, llm_phrasings, load_synonyms, template_phrasings

@@ -125,6 +125,12 @@ def upsample(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return resize(image, size, "bilinear")
 
 
+def blur_level(image: np.ndarray, below: tuple[int, int]) -> np.ndarray:
+    """``image`` of a scale taken down to the scale below (size ``below``) and back up: the blur
+    a scale's input has (its pyramid ``blurry`` when ``image`` is the scale's own image)."""
+    return upsample(resize(image, below, "lanczos"), image.shape[-2:])
+
+
 def _bilinear_taps(n_out: int, n_in: int, start: int, stop: int):
     """For output positions [start, stop) of an axis upsampled from ``n_in`` to ``n_out`` px
     (pixel centres aligned, edges clamped): the lower and upper source index and the upper's weight."""

@@ -16,9 +16,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ..imaging import resize
-from ..model.pyramid import Pyramid, upsample
-from .bank import PatchBank, as_tensor, blur, grow
+from ..model.pyramid import Pyramid, blur_level, upsample
+from .bank import PATCH, PatchBank, as_tensor, blur, grow
 
 COARSE_ITERATIONS = 6   # remakes at the coarsest scale, where the layout settles
 ITERATIONS = 2          # remakes at every finer scale
@@ -56,7 +55,7 @@ def fill(inputs: FillInputs, *, novelty: float, seed: int,
         bank = _bank(inputs, s, seed)
         region = torch.from_numpy(inputs.keep[s] < 1)
         for _ in range(COARSE_ITERATIONS if s == 0 else ITERATIONS):
-            query = blur(x, COARSE_BLUR) if s == 0 else as_tensor(upsample(resize(x.numpy(), sizes[s - 1], "lanczos"), size))
+            query = blur(x, COARSE_BLUR) if s == 0 else as_tensor(blur_level(x.numpy(), sizes[s - 1]))
             x = keep * original + (1 - keep) * bank.estimate(query, region)
         if on_scale is not None:
             on_scale(s, len(sizes))
@@ -80,22 +79,20 @@ def _start(original: torch.Tensor, inputs: FillInputs, generator: torch.Generato
 def _bank(inputs: FillInputs, s: int, seed: int) -> PatchBank:
     """Scale ``s``'s real patches: keys at the blur level of the scale below, sharp values; none
     from the ROI. In copy mode the donor's own patches join them (none across its outline)."""
+    sizes = inputs.pyramid.spec.sizes
     image = as_tensor(inputs.pyramid.images[s])
     blurry = inputs.pyramid.blurry[s] if s < len(inputs.pyramid.blurry) else None
-    key_image = blur(image, COARSE_BLUR) if s == 0 else as_tensor(blurry if blurry is not None
-                                                else _blur_level(inputs, s, inputs.pyramid.images[s]))
+    if s == 0:
+        key_image = blur(image, COARSE_BLUR)
+    else:
+        key_image = as_tensor(blurry if blurry is not None else blur_level(inputs.pyramid.images[s], sizes[s - 1]))
     exclude = torch.from_numpy(inputs.exclude[s])
     if inputs.donors is not None and inputs.donors[s] is not None:
         weight = as_tensor(inputs.donor_weights[s])
         whole = weight >= 0.99
         donor = as_tensor(inputs.donors[s])
         image = torch.where(whole[None], donor, image)
-        key_image = torch.where(whole[None], as_tensor(_blur_level(inputs, s, inputs.donors[s])), key_image)
-        exclude = (exclude & ~whole) | (grow(whole, 3) & grow(~whole, 3))
+        donor_keys = inputs.donors[s] if s == 0 else blur_level(inputs.donors[s], sizes[s - 1])
+        key_image = torch.where(whole[None], as_tensor(donor_keys), key_image)
+        exclude = (exclude & ~whole) | (grow(whole, PATCH // 2) & grow(~whole, PATCH // 2))
     return PatchBank(image, exclude, key_image=key_image, seed=seed + s)
-
-
-def _blur_level(inputs: FillInputs, s: int, image: np.ndarray) -> np.ndarray:
-    """``image`` of scale ``s`` taken to the scale below and back (the pyramid's blurry level)."""
-    sizes = inputs.pyramid.spec.sizes
-    return image if s == 0 else upsample(resize(image, sizes[s - 1], "lanczos"), sizes[s])

@@ -14,8 +14,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..imaging import resize
-from ..model.pyramid import upsample
+from ..model.pyramid import blur_level, mask_pyramid
 from .bank import PatchBank, as_tensor
 
 
@@ -38,21 +37,18 @@ class PatchStage:
             return x0
         bank = self._bank(scale)
         free = as_tensor(self.free[scale])
-        query = as_tensor(self._level(x0[0].cpu().numpy(), scale))
-        made = bank.estimate(query, free > 0)
-        return (x0[0].cpu() + free[None] * (made - x0[0].cpu()))[None].to(x0.device)
-
-    def _level(self, image: np.ndarray, scale: int) -> np.ndarray:
-        """``image`` of ``scale`` taken to the scale below and back: the blur level keys are matched at."""
-        return upsample(resize(image, self.sizes[scale - 1], "lanczos"), self.sizes[scale])
+        estimate = x0[0].cpu()
+        made = bank.estimate(as_tensor(blur_level(estimate.numpy(), self.sizes[scale - 1])), free > 0)
+        return (estimate + free[None] * (made - estimate))[None].to(x0.device)
 
     def _bank(self, scale: int) -> PatchBank:
         """The scale's patches, built at its first step; the previous scale's bank is let go."""
         if scale not in self._banks:
             self._banks = {}
             image = self.images[scale]
-            self._banks[scale] = PatchBank(as_tensor(image), torch.from_numpy(self.exclude[scale]),
-                                           key_image=as_tensor(self._level(image, scale)), seed=self.seed + scale)
+            keys = as_tensor(blur_level(image, self.sizes[scale - 1]))
+            self._banks[scale] = PatchBank(as_tensor(image), torch.from_numpy(self.exclude[scale]), key_image=keys,
+                                           seed=self.seed + scale)
         return self._banks[scale]
 
 
@@ -62,7 +58,5 @@ def patch_stage(images: list[np.ndarray], roi: np.ndarray, keep: list[np.ndarray
     its ROI and the sampler's keep masks per scale."""
     if scales <= 0 or len(images) < 2:
         return None
-    from ..model.pyramid import mask_pyramid
-
     sizes = [tuple(image.shape[1:]) for image in images]
     return PatchStage(images, mask_pyramid(roi, sizes), [1.0 - k for k in keep], scales, seed)
