@@ -48,6 +48,75 @@ def test_a_pixel_is_its_nearest_patchs_centre_so_the_grain_survives():
     assert detail(out) >= 0.8 * detail(image)
 
 
+def _field_after(image, roi, rounds, seed=0):
+    from rs_geo_edit.patch.bank import grow
+    from rs_geo_edit.patch.match import Matcher
+
+    allowed = ~grow(roi, 3)
+    matcher = Matcher(image, allowed, 7, torch.Generator().manual_seed(seed))
+    targets = grow(roi, 3).flatten().nonzero().flatten()
+    return matcher, matcher.improve(matcher.random(targets), image, rounds)
+
+
+def test_the_field_points_only_at_patches_wholly_outside_the_roi_and_is_coherent():
+    """Matched against a textured image, every target of the field points at a patch that does
+    not touch the ROI; propagation makes it coherent: most targets' right-hand neighbour points
+    at the pixel right of their own source far more often than random matches do."""
+    from conftest import texture
+
+    image = torch.from_numpy((texture(np.random.default_rng(5), 3, 96, 96) * 2 - 1).astype(np.float32))
+    roi = torch.zeros(96, 96, dtype=torch.bool)
+    roi[30:70, 25:65] = True
+    matcher, field = _field_after(image, roi, rounds=2)
+    rows, cols = field.sources // 96, field.sources % 96
+    touches = roi[(rows[:, None] + torch.arange(-3, 4)[None]).clamp(0, 95)[:, :, None],
+                  (cols[:, None] + torch.arange(-3, 4)[None]).clamp(0, 95)[:, None, :]]
+    assert not bool(touches.any()), "a source patch touches the ROI"
+    assert torch.isfinite(field.costs).all()
+    _, unpropagated = _field_after(image, roi, rounds=0)
+    assert _coherence(field, 96) > 0.2 > 20 * _coherence(unpropagated, 96)
+    assert float(field.costs.mean()) < 0.5 * float(unpropagated.costs.mean())
+
+
+def _coherence(field, width):
+    """The share of targets whose right-hand neighbour points right of their own source."""
+    slot = {int(t): i for i, t in enumerate(field.targets)}
+    pairs = [(i, slot[int(t) + 1]) for i, t in enumerate(field.targets) if int(t) + 1 in slot and int(t) % width < width - 1]
+    return float(np.mean([int(field.sources[j]) == int(field.sources[i]) + 1 for i, j in pairs]))
+
+
+def test_the_fill_copies_no_roi_content_and_keeps_the_grain():
+    """The ROI holds a colour found nowhere else: not one filled pixel comes near it. The fill of
+    a grainy texture keeps at least 0.7 of its brightness detail (a vote that averaged the
+    overlapping patches would blur it to about half)."""
+    from conftest import texture
+
+    from rs_geo_edit.editors.keep import keep_pyramid
+    from rs_geo_edit.model.pyramid import build_pyramid, mask_pyramid
+    from rs_geo_edit.patch.fill import FillInputs, fill
+
+    rng = np.random.default_rng(7)
+    image = (texture(rng, 3, 128, 128) * 1.6 - 1).astype(np.float32)
+    image += 0.1 * rng.standard_normal((1, 128, 128)).astype(np.float32)
+    image = np.clip(image, -1, 0.6)
+    roi = np.zeros((128, 128), bool)
+    roi[40:88, 44:92] = True
+    image[:, roi] = 0.95
+    pyramid = build_pyramid(image, np.ones((128, 128), bool))
+    sizes = list(pyramid.spec.sizes)
+    keep, _ = keep_pyramid(roi, 4, sizes)
+    out = fill(FillInputs(pyramid, mask_pyramid(roi, sizes), keep), novelty=0.6, seed=1)
+    assert out[:, roi].max() < 0.8, "ROI content was copied back"
+
+    def detail(x):
+        y = torch.from_numpy(np.ascontiguousarray(x.mean(axis=0, keepdims=True)))
+        return float((y - blur(y, 1.0))[0][torch.from_numpy(roi)].abs().mean())
+
+    reference = image.copy()
+    reference[:, roi] = image[:, np.roll(roi, -40, axis=1)]      # real texture of the same area
+    assert detail(out) >= 0.7 * detail(reference)
+
+
 def test_patch_engine_edits_only_the_roi_and_repeats_by_seed(tmp_path):
     scene = write_scene(tmp_path / "scene.tif", dtype="uint16", bands=4, width=160, height=160, nodata=0,
                         nodata_border=6, descriptions=["blue", "green", "red", "nir"])

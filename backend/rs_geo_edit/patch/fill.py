@@ -1,11 +1,16 @@
 """A content-aware fill made of the window's own patches, coarse to fine, with no training.
 
-At the coarsest scale the region to fill starts from the original noised by ``novelty`` (so a
-road or a coast keeps running through it) or from pasted content, and is remade of real patches
-from outside the ROI a few times; each finer scale upsamples the result and remakes it again,
-matching queries and keys at the blur level of the scale below (the keys are the pyramid's
-upsampled scale below, the queries the result taken down and up the same way) while copying the
-scale's sharp values. Beyond the ROI the original is kept as the keep masks say.
+Each scale holds a nearest-neighbour field (``match.py``): every pixel near the region to fill
+points at a real patch wholly outside the ROI, found by propagation and random search, so that
+neighbouring pixels point at neighbouring source pixels and whole pieces of the scene, lines and
+edges intact, are copied together. A pixel takes the centre of the patch matched at it (a vote
+that averages overlapping patches blurs wherever they are not aligned: luminance detail 0.4-0.5
+of the ring on a 10 m field against 0.8 with centres). At the coarsest scale the region starts
+from the original noised by ``novelty`` (or from pasted content in copy mode) and the field
+settles in a few match-and-vote passes whose queries hold half of that start, so a coast or a
+road keeps running where the window has patches that continue it; each finer scale carries the
+field up (offsets scaled), votes the sharp patches of its own scale and refines the field. Beyond
+the ROI the original is kept as the keep masks say.
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ..model.pyramid import Pyramid, blur_level, upsample
-from .bank import PATCH, PatchBank, as_tensor, blur, grow
+from ..model.pyramid import Pyramid
+from .bank import PATCH, as_tensor, blur, grow
+from .match import Field, Matcher, similarity, vote
 
-COARSE_ITERATIONS = 6   # remakes at the coarsest scale, where the layout settles
-ITERATIONS = 2          # remakes at every finer scale
+COARSE_ITERATIONS = 6   # match-and-vote passes at the coarsest scale, where the layout settles
+ITERATIONS = 3          # passes at every finer scale
+ROUNDS = 2              # propagation and random-search rounds of a pass
+ANCHOR = 0.5            # the coarsest scale's queries hold this much of the start: the layout the novelty allows
+VOTE_SIGMA = 0.3        # a pixel's value comes from the patch centred on it: its own match, copied whole
 START_SMOOTH = 1.5      # the coarsest start's noise is smooth over this many pixels: it moves layout, not grain
-COARSE_BLUR = 1.0       # the coarsest scale matches queries and keys blurred by this much, pixels
 
 
 @dataclass
@@ -43,23 +51,53 @@ def fill(inputs: FillInputs, *, novelty: float, seed: int,
     """The filled window at the finest scale, (bands, rows, cols) float32 in [-1, 1]."""
     images, sizes = inputs.pyramid.images, inputs.pyramid.spec.sizes
     generator = torch.Generator().manual_seed(int(seed))
-    x = None
+    x = field = None
     for s, size in enumerate(sizes):
         original = as_tensor(images[s])
         keep = as_tensor(inputs.keep[s])[None]
+        source, allowed = _source(inputs, s)
+        matcher = Matcher(source, allowed, PATCH, generator)
+        targets = grow(torch.from_numpy(inputs.keep[s] < 1), PATCH // 2).flatten().nonzero().flatten()
         if s == 0:
-            x = _start(original, inputs, generator, novelty)
+            x = start = _start(original, inputs, generator, novelty)
+            field = matcher.random(targets)
         else:
-            x = as_tensor(upsample(x.numpy(), size))
-            x = keep * original + (1 - keep) * x
-        bank = _bank(inputs, s, seed)
-        region = torch.from_numpy(inputs.keep[s] < 1)
+            field = _finer(field, sizes[s - 1], size, targets, matcher)
+            x = _compose(original, keep, vote(source, field, size, PATCH, torch.ones(len(targets)), VOTE_SIGMA))
         for _ in range(COARSE_ITERATIONS if s == 0 else ITERATIONS):
-            query = blur(x, COARSE_BLUR) if s == 0 else as_tensor(blur_level(x.numpy(), sizes[s - 1]))
-            x = keep * original + (1 - keep) * bank.estimate(query, region)
+            query = ANCHOR * start + (1 - ANCHOR) * x if s == 0 else x
+            field = matcher.improve(field, query, ROUNDS)
+            x = _compose(original, keep, vote(source, field, size, PATCH, similarity(field.costs), VOTE_SIGMA))
         if on_scale is not None:
             on_scale(s, len(sizes))
     return x.clamp(-1, 1).numpy()
+
+
+def _compose(original: torch.Tensor, keep: torch.Tensor, made: torch.Tensor) -> torch.Tensor:
+    made = torch.where(torch.isnan(made), original, made)
+    return keep * original + (1 - keep) * made
+
+
+def _finer(field: Field, below: tuple[int, int], size: tuple[int, int], targets: torch.Tensor,
+           matcher: Matcher) -> Field:
+    """The field of the scale below carried to ``size``: each target points where the pixel under
+    it pointed, its offset scaled; a target over no match of the scale below keeps its own place,
+    and one whose source is not allowed gets a random one."""
+    (h0, w0), (h, w) = below, size
+    rows, cols = targets // w, targets % w
+    c_rows = ((rows + 0.5) * h0 / h - 0.5).round().long().clamp(0, h0 - 1)
+    c_cols = ((cols + 0.5) * w0 / w - 0.5).round().long().clamp(0, w0 - 1)
+    coarse = c_rows * w0 + c_cols
+    slot = torch.full((h0 * w0,), -1, dtype=torch.long)
+    slot[field.targets] = torch.arange(len(field.targets))
+    index = slot[coarse]
+    source = torch.where(index >= 0, field.sources[index.clamp(min=0)], coarse)
+    s_rows = (rows + ((source // w0 - c_rows) * h / h0).round().long()).clamp(0, h - 1)
+    s_cols = (cols + ((source % w0 - c_cols) * w / w0).round().long()).clamp(0, w - 1)
+    sources = s_rows * w + s_cols
+    spare = matcher.random(targets).sources
+    sources = torch.where(matcher.allowed[sources], sources, spare)
+    return Field(targets, sources, torch.zeros(len(targets)))
 
 
 def _start(original: torch.Tensor, inputs: FillInputs, generator: torch.Generator, novelty: float) -> torch.Tensor:
@@ -76,23 +114,14 @@ def _start(original: torch.Tensor, inputs: FillInputs, generator: torch.Generato
     return keep * original + (1 - keep) * x
 
 
-def _bank(inputs: FillInputs, s: int, seed: int) -> PatchBank:
-    """Scale ``s``'s real patches: keys at the blur level of the scale below, sharp values; none
-    from the ROI. In copy mode the donor's own patches join them (none across its outline)."""
-    sizes = inputs.pyramid.spec.sizes
+def _source(inputs: FillInputs, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale ``s``'s image to copy from and where a patch may be centred (wholly outside the
+    ROI). In copy mode the donor, where it is pasted whole, joins the scene (no patch across its
+    outline)."""
     image = as_tensor(inputs.pyramid.images[s])
-    blurry = inputs.pyramid.blurry[s] if s < len(inputs.pyramid.blurry) else None
-    if s == 0:
-        key_image = blur(image, COARSE_BLUR)
-    else:
-        key_image = as_tensor(blurry if blurry is not None else blur_level(inputs.pyramid.images[s], sizes[s - 1]))
     exclude = torch.from_numpy(inputs.exclude[s])
     if inputs.donors is not None and inputs.donors[s] is not None:
-        weight = as_tensor(inputs.donor_weights[s])
-        whole = weight >= 0.99
-        donor = as_tensor(inputs.donors[s])
-        image = torch.where(whole[None], donor, image)
-        donor_keys = inputs.donors[s] if s == 0 else blur_level(inputs.donors[s], sizes[s - 1])
-        key_image = torch.where(whole[None], as_tensor(donor_keys), key_image)
+        whole = as_tensor(inputs.donor_weights[s]) >= 0.99
+        image = torch.where(whole[None], as_tensor(inputs.donors[s]), image)
         exclude = (exclude & ~whole) | (grow(whole, PATCH // 2) & grow(~whole, PATCH // 2))
-    return PatchBank(image, exclude, key_image=key_image, seed=seed + s)
+    return image, ~grow(exclude, PATCH // 2)

@@ -1,0 +1,163 @@
+"""Coherent patch matching: a nearest-neighbour field found by propagation and random search.
+
+Every target pixel (a patch centre near the region to fill) points at a source centre whose patch
+lies wholly outside the excluded region. A match good for one pixel is tried, shifted, by its
+neighbours (propagation), so neighbouring pixels come to point at neighbouring source pixels:
+whole pieces of real texture are copied together, their edges and lines intact, and the vote that
+folds the patches back averages aligned patches, which stays sharp. Random samples at shrinking
+radii around the current match find better ones. All of it runs on whole arrays: a step tries one
+candidate for every target at once.
+
+Patches are compared in a reduced space: the principal components of the source's patches, taken
+by one convolution per image, so a candidate costs a few dozen numbers however large the patch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+DIMS = 16            # principal components a patch is compared in
+SAMPLES = 4000       # source patches the components are fitted on
+CHUNK = 65536        # targets costed at once
+JUMPS = (8, 4, 2, 1)  # propagation distances, pixels, of one round
+
+
+@dataclass
+class Field:
+    """Targets (flat indices of an H x W grid) and the source centre (flat index) each points at,
+    with its cost."""
+
+    targets: torch.Tensor
+    sources: torch.Tensor
+    costs: torch.Tensor
+
+
+class Matcher:
+    """Matches patches of a (C, H, W) query image against those of ``source`` (same shape) centred
+    where ``allowed`` (H, W bool) is True."""
+
+    def __init__(self, source: torch.Tensor, allowed: torch.Tensor, patch: int, generator: torch.Generator):
+        self.patch, self.shape, self.generator = patch, tuple(allowed.shape), generator
+        self.allowed = allowed.flatten()
+        self.pool = self.allowed.nonzero().flatten()
+        if len(self.pool) == 0:
+            raise ValueError("no patch of the window lies wholly outside the region to fill")
+        self.kernels = _components(source, self.pool, patch, generator)
+        self.features = self.describe(source)
+
+    def describe(self, image: torch.Tensor) -> torch.Tensor:
+        """(H * W, DIMS) features of every patch of ``image`` (reflected at the edges)."""
+        r = self.patch // 2
+        padded = F.pad(image[None].float(), (r, r, r, r), mode="reflect")
+        return F.conv2d(padded, self.kernels)[0].flatten(1).T.contiguous()
+
+    def random(self, targets: torch.Tensor) -> Field:
+        pick = torch.randint(len(self.pool), (len(targets),), generator=self.generator)
+        return Field(targets, self.pool[pick], torch.full((len(targets),), float("inf")))
+
+    def cost(self, query: torch.Tensor, targets: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+        """Squared distances between the query's patches at ``targets`` and the source's at
+        ``sources`` (infinite where a source is not allowed)."""
+        out = torch.empty(len(targets))
+        for start in range(0, len(targets), CHUNK):
+            t, s = targets[start:start + CHUNK], sources[start:start + CHUNK]
+            out[start:start + CHUNK] = ((query[t] - self.features[s]) ** 2).sum(dim=1)
+        return torch.where(self.allowed[sources], out, torch.full_like(out, float("inf")))
+
+    def improve(self, field: Field, query_image: torch.Tensor, rounds: int) -> Field:
+        """``field`` after ``rounds`` of propagation and random search against ``query_image``."""
+        query = self.describe(query_image)
+        field.costs = self.cost(query, field.targets, field.sources)
+        slot = torch.full((self.shape[0] * self.shape[1],), -1, dtype=torch.long)
+        slot[field.targets] = torch.arange(len(field.targets))
+        for _ in range(rounds):
+            for jump in JUMPS:
+                for dy, dx in ((0, jump), (jump, 0), (0, -jump), (-jump, 0)):
+                    self._try(field, query, self._propagated(field, slot, dy, dx))
+            radius = max(self.shape)
+            while radius >= 1:
+                self._try(field, query, self._around(field.sources, radius))
+                radius //= 2
+        return field
+
+    def _try(self, field: Field, query: torch.Tensor, candidates: torch.Tensor) -> None:
+        costs = self.cost(query, field.targets, candidates)
+        better = costs < field.costs
+        field.sources = torch.where(better, candidates, field.sources)
+        field.costs = torch.where(better, costs, field.costs)
+
+    def _propagated(self, field: Field, slot: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+        """Each target's candidate from its neighbour at (dy, dx): that neighbour's source moved
+        back by (dy, dx). A neighbour that is no target stands for itself (its own pixel), so the
+        scene around the region proposes continuing itself."""
+        h, w = self.shape
+        rows, cols = field.targets // w, field.targets % w
+        n_rows, n_cols = (rows + dy).clamp(0, h - 1), (cols + dx).clamp(0, w - 1)
+        neighbour = n_rows * w + n_cols
+        index = slot[neighbour]
+        source = torch.where(index >= 0, field.sources[index.clamp(min=0)], neighbour)
+        s_rows = (source // w - (n_rows - rows)).clamp(0, h - 1)
+        s_cols = (source % w - (n_cols - cols)).clamp(0, w - 1)
+        return s_rows * w + s_cols
+
+    def _around(self, sources: torch.Tensor, radius: int) -> torch.Tensor:
+        h, w = self.shape
+        step = torch.randint(-radius, radius + 1, (2, len(sources)), generator=self.generator)
+        rows = (sources // w + step[0]).clamp(0, h - 1)
+        cols = (sources % w + step[1]).clamp(0, w - 1)
+        return rows * w + cols
+
+
+def _components(source: torch.Tensor, pool: torch.Tensor, patch: int, generator: torch.Generator) -> torch.Tensor:
+    """(DIMS, C, patch, patch) convolution kernels projecting a patch on the principal components
+    of the source's allowed patches (centred: a patch's mean is part of what is compared)."""
+    c = source.shape[0]
+    r = patch // 2
+    sample = pool[torch.randperm(len(pool), generator=generator)[:SAMPLES]]
+    padded = F.pad(source[None].float(), (r, r, r, r), mode="reflect")[0]
+    w = source.shape[2]
+    rows, cols = sample // w, sample % w
+    patches = torch.stack([padded[:, y:y + patch, x:x + patch] for y, x in zip(rows.tolist(), cols.tolist())])
+    flat = patches.reshape(len(sample), -1)
+    _, _, vt = torch.linalg.svd(flat - flat.mean(dim=0), full_matrices=False)
+    basis = vt[:min(DIMS, vt.shape[0])]
+    return basis.reshape(-1, c, patch, patch).contiguous()
+
+
+def vote(source: torch.Tensor, field: Field, shape: tuple[int, int], patch: int,
+         weights: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The (C, H, W) image every target's source patch votes for: a pixel is the weighted mean
+    of the source pixels that the patches covering it put there, each patch's vote falling off
+    from its centre with a Gaussian of ``sigma`` pixels (NaN where no patch covers it)."""
+    c = source.shape[0]
+    h, w = shape
+    r = patch // 2
+    padded = F.pad(source[None].float(), (r, r, r, r), mode="reflect")[0].reshape(c, -1)
+    wp = w + 2 * r
+    total = torch.zeros(c, (h + 2 * r) * wp)
+    weight = torch.zeros((h + 2 * r) * wp)
+    t_rows, t_cols = field.targets // w, field.targets % w
+    s_rows, s_cols = field.sources // w, field.sources % w
+    for dy in range(patch):
+        for dx in range(patch):
+            cell = (t_rows + dy) * wp + t_cols + dx
+            values = padded[:, (s_rows + dy) * wp + s_cols + dx]
+            share = weights * math.exp(-((dy - r) ** 2 + (dx - r) ** 2) / (2 * sigma ** 2))
+            total.index_add_(1, cell, values * share)
+            weight.index_add_(0, cell, share)
+    out = total / weight
+    return out.view(c, h + 2 * r, wp)[:, r:r + h, r:r + w]
+
+
+def similarity(costs: torch.Tensor) -> torch.Tensor:
+    """Vote weights from match costs: a close match outweighs a poor one, on the scale of the
+    typical cost (its 75th percentile), so a few misfits do not smear what the rest agree on."""
+    finite = costs[torch.isfinite(costs)]
+    if len(finite) == 0:
+        return torch.ones_like(costs)
+    scale = torch.quantile(finite[:100_000], 0.75).clamp(min=1e-6)
+    return torch.exp(-costs.clamp(max=float(scale) * 50) / (2 * scale))
