@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from rs_geo_edit.imaging import resize
 from rs_geo_edit.model.pyramid import build_pyramid, mask_pyramid, upsample
-from rs_geo_edit.patch.bank import _gather, as_tensor, grow
+from rs_geo_edit.patch.ops import as_tensor, gather, grow
 
 PATCH = 7            # patch side, pixels (GPNN's default)
 ITERATIONS = 5       # nearest-neighbour passes per level
@@ -142,8 +142,8 @@ class KeyBank:
         if len(centres) > MAX_KEYS:
             pick = torch.randperm(len(centres), generator=torch.Generator().manual_seed(seed))[:MAX_KEYS]
             centres = centres[pick.sort().values]
-        self.keys = _gather(key_image, centres, PATCH)
-        self.values = _gather(image, centres, PATCH)
+        self.keys = gather(key_image, centres, PATCH)
+        self.values = gather(image, centres, PATCH)
         self.key_norms = (self.keys ** 2).sum(dim=1)
 
     def nearest(self, queries: torch.Tensor) -> torch.Tensor:
@@ -160,7 +160,7 @@ class KeyBank:
         count = torch.zeros(1, h + PATCH - 1, w + PATCH - 1)
         for start in range(0, len(centres), CHUNK):
             part = centres[start:start + CHUNK]
-            values = self.values[self.nearest(_gather(query_image, part, PATCH))]
+            values = self.values[self.nearest(gather(query_image, part, PATCH))]
             _add_patches(total, count, values.view(len(part), c, PATCH, PATCH), part, w)
         r = PATCH // 2
         out = total[:, r:r + h, r:r + w] / count[:, r:r + h, r:r + w].clamp(min=1)

@@ -31,10 +31,10 @@ class PatchEditor:
         self.windows: list[dict] = []
 
     def describe(self) -> dict:
-        from ..patch import bank
+        from ..patch import ops
 
         return {"name": self.name, "mode": self.config.mode, "novelty": self.config.model.novelty,
-                "patch": bank.PATCH, "windows": self.windows}
+                "patch": ops.PATCH, "windows": self.windows}
 
     def edit(self, request, progress: StageReporter) -> np.ndarray:
         import torch

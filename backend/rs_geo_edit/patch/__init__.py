@@ -1,3 +1,3 @@
-"""Training-free patch machinery: a bank of the window's real patches (nearest real patches of a
-query, folded back so the grain stays), the coarse-to-fine fill of the ``patch`` engine, and the
-SinDDM sampler's fine-scale stage that makes its clean estimate of real patches."""
+"""Training-free patch machinery: a coherent nearest-neighbour field of the window's real patches
+(``match.py``), the coarse-to-fine fill of the ``patch`` engine (``fill.py``), and the SinDDM
+sampler's fine-scale stage that makes its clean estimate of real patches (``stage.py``)."""

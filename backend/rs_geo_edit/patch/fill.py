@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from ..model.pyramid import Pyramid
-from .bank import PATCH, as_tensor, blur, grow
-from .match import Field, Matcher, similarity, vote
+from .ops import PATCH, as_tensor, blur, grow
+from .match import Matcher, carry, similarity, vote
 
 COARSE_ITERATIONS = 6   # match-and-vote passes at the coarsest scale, where the layout settles
 ITERATIONS = 3          # passes at every finer scale
@@ -62,7 +62,7 @@ def fill(inputs: FillInputs, *, novelty: float, seed: int,
             x = start = _start(original, inputs, generator, novelty)
             field = matcher.random(targets)
         else:
-            field = _finer(field, sizes[s - 1], size, targets, matcher)
+            field = carry(field, sizes[s - 1], size, targets, matcher)
             x = _compose(original, keep, vote(source, field, size, PATCH, torch.ones(len(targets)), VOTE_SIGMA))
         for _ in range(COARSE_ITERATIONS if s == 0 else ITERATIONS):
             query = ANCHOR * start + (1 - ANCHOR) * x if s == 0 else x
@@ -76,28 +76,6 @@ def fill(inputs: FillInputs, *, novelty: float, seed: int,
 def _compose(original: torch.Tensor, keep: torch.Tensor, made: torch.Tensor) -> torch.Tensor:
     made = torch.where(torch.isnan(made), original, made)
     return keep * original + (1 - keep) * made
-
-
-def _finer(field: Field, below: tuple[int, int], size: tuple[int, int], targets: torch.Tensor,
-           matcher: Matcher) -> Field:
-    """The field of the scale below carried to ``size``: each target points where the pixel under
-    it pointed, its offset scaled; a target over no match of the scale below keeps its own place,
-    and one whose source is not allowed gets a random one."""
-    (h0, w0), (h, w) = below, size
-    rows, cols = targets // w, targets % w
-    c_rows = ((rows + 0.5) * h0 / h - 0.5).round().long().clamp(0, h0 - 1)
-    c_cols = ((cols + 0.5) * w0 / w - 0.5).round().long().clamp(0, w0 - 1)
-    coarse = c_rows * w0 + c_cols
-    slot = torch.full((h0 * w0,), -1, dtype=torch.long)
-    slot[field.targets] = torch.arange(len(field.targets))
-    index = slot[coarse]
-    source = torch.where(index >= 0, field.sources[index.clamp(min=0)], coarse)
-    s_rows = (rows + ((source // w0 - c_rows) * h / h0).round().long()).clamp(0, h - 1)
-    s_cols = (cols + ((source % w0 - c_cols) * w / w0).round().long()).clamp(0, w - 1)
-    sources = s_rows * w + s_cols
-    spare = matcher.random(targets).sources
-    sources = torch.where(matcher.allowed[sources], sources, spare)
-    return Field(targets, sources, torch.zeros(len(targets)))
 
 
 def _start(original: torch.Tensor, inputs: FillInputs, generator: torch.Generator, novelty: float) -> torch.Tensor:

@@ -112,6 +112,28 @@ class Matcher:
         return rows * w + cols
 
 
+def carry(field: Field, below: tuple[int, int], size: tuple[int, int], targets: torch.Tensor,
+           matcher: Matcher) -> Field:
+    """The field of the scale below carried to ``size``: each target points where the pixel under
+    it pointed, its offset scaled; a target over no match of the scale below keeps its own place,
+    and one whose source is not allowed gets a random one."""
+    (h0, w0), (h, w) = below, size
+    rows, cols = targets // w, targets % w
+    c_rows = ((rows + 0.5) * h0 / h - 0.5).round().long().clamp(0, h0 - 1)
+    c_cols = ((cols + 0.5) * w0 / w - 0.5).round().long().clamp(0, w0 - 1)
+    coarse = c_rows * w0 + c_cols
+    slot = torch.full((h0 * w0,), -1, dtype=torch.long)
+    slot[field.targets] = torch.arange(len(field.targets))
+    index = slot[coarse]
+    source = torch.where(index >= 0, field.sources[index.clamp(min=0)], coarse)
+    s_rows = (rows + ((source // w0 - c_rows) * h / h0).round().long()).clamp(0, h - 1)
+    s_cols = (cols + ((source % w0 - c_cols) * w / w0).round().long()).clamp(0, w - 1)
+    sources = s_rows * w + s_cols
+    spare = matcher.random(targets).sources
+    sources = torch.where(matcher.allowed[sources], sources, spare)
+    return Field(targets, sources, torch.zeros(len(targets)))
+
+
 def _components(source: torch.Tensor, pool: torch.Tensor, patch: int, generator: torch.Generator) -> torch.Tensor:
     """(DIMS, C, patch, patch) convolution kernels projecting a patch on the principal components
     of the source's allowed patches (centred: a patch's mean is part of what is compared)."""

@@ -2,9 +2,11 @@
 
 At those scales an under-trained net predicts the average of the textures it could draw, which
 is fog. There, at every step, the stage remakes the net's clean estimate inside the region the
-sampler draws (ROI and band) of the window's own patches (``bank.py``): the estimate, taken to
-the blur level of the scale below, is matched against the scene's patches at that level and
-their sharp versions are copied; the net's layout stays, its grain is replaced by the scene's.
+sampler draws (ROI and band) of the window's own patches: a coherent nearest-neighbour field
+(``match.py``) matches the estimate, taken to the blur level of the scale below, against the
+scene's patches at that level, and each pixel takes the sharp centre of its match. The field is
+kept from step to step and carried up from scale to scale, so a step refines it in one round;
+the net's layout stays, its grain is replaced by the scene's.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import numpy as np
 import torch
 
 from ..model.pyramid import blur_level, mask_pyramid
-from .bank import PatchBank, as_tensor
+from .ops import PATCH, as_tensor, grow
+from .fill import ROUNDS, VOTE_SIGMA
+from .match import Matcher, carry, similarity, vote
 
 
 class PatchStage:
@@ -29,27 +33,36 @@ class PatchStage:
                  seed: int = 0):
         self.sizes = [tuple(image.shape[1:]) for image in images]
         self.first = max(1, len(images) - scales)   # the coarsest scale has no level below to match at
-        self.images, self.exclude, self.free, self.seed = images, exclude, free, int(seed)
-        self._banks: dict[int, PatchBank] = {}
+        self.images, self.exclude, self.free = images, exclude, free
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.scale, self.matcher, self.field = -1, None, None
 
     def __call__(self, x0: torch.Tensor, scale: int, t: int) -> torch.Tensor:
         if scale < self.first:
             return x0
-        bank = self._bank(scale)
+        if scale != self.scale:
+            self._begin(scale)
         free = as_tensor(self.free[scale])
         estimate = x0[0].cpu()
-        made = bank.estimate(as_tensor(blur_level(estimate.numpy(), self.sizes[scale - 1])), free > 0)
+        query = as_tensor(blur_level(estimate.numpy(), self.sizes[scale - 1]))
+        self.field = self.matcher.improve(self.field, query, ROUNDS)
+        made = vote(as_tensor(self.images[scale]), self.field, self.sizes[scale], PATCH,
+                    similarity(self.field.costs), VOTE_SIGMA)
+        made = torch.where(torch.isnan(made), estimate, made)
         return (estimate + free[None] * (made - estimate))[None].to(x0.device)
 
-    def _bank(self, scale: int) -> PatchBank:
-        """The scale's patches, built at its first step; the previous scale's bank is let go."""
-        if scale not in self._banks:
-            self._banks = {}
-            image = self.images[scale]
-            keys = as_tensor(blur_level(image, self.sizes[scale - 1]))
-            self._banks[scale] = PatchBank(as_tensor(image), torch.from_numpy(self.exclude[scale]), key_image=keys,
-                                           seed=self.seed + scale)
-        return self._banks[scale]
+    def _begin(self, scale: int) -> None:
+        """The scale's matcher (keys at the blur level of the scale below) and its field: carried
+        up from the scale below where the stage ran there, else random."""
+        image, below = self.images[scale], self.sizes[scale - 1]
+        allowed = ~grow(torch.from_numpy(self.exclude[scale]), PATCH // 2)
+        matcher = Matcher(as_tensor(blur_level(image, below)), allowed, PATCH, self.generator)
+        targets = grow(torch.from_numpy(self.free[scale] > 0), PATCH // 2).flatten().nonzero().flatten()
+        if self.field is not None and self.scale == scale - 1:
+            self.field = carry(self.field, below, self.sizes[scale], targets, matcher)
+        else:
+            self.field = matcher.random(targets)
+        self.scale, self.matcher = scale, matcher
 
 
 def patch_stage(images: list[np.ndarray], roi: np.ndarray, keep: list[np.ndarray], scales: int,
