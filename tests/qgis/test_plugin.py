@@ -190,10 +190,13 @@ def test_drawn_roi_layer_is_outlined_not_filled(plugin):
 
 
 def _connect(plugin, backend):
+    from conftest import BACKEND
+
     dock, controller = plugin.dock, plugin.controller
+    dock.where.setCurrentIndex(0)
     dock.autostart.setChecked(False)
     dock.url.setText(backend["url"])
-    dock.token.setText(backend["token"])
+    dock.exe.setText(str(BACKEND))          # the local backend's token is read from it
     assert controller.connect() is not None
     assert wait_for(lambda: controller.connect_task is None, 30)
     assert controller.health["status"] == "ok" and "rs-geo-edit" in dock.health.text(), dock.health.text()
@@ -292,14 +295,14 @@ def test_cancel_mid_run_leaves_no_output(plugin, host, backend, tmp_path):
     QgsProject.instance().removeAllMapLayers()
 
 
-def test_backend_down_reports_without_freezing(plugin, host, tmp_path):
-    from conftest import free_port
+def test_backend_down_reports_without_freezing(plugin, host, backend, tmp_path):
+    from conftest import BACKEND, free_port
     from qgis.core import QgsProject
 
     dock, controller = plugin.dock, plugin.controller
     dock.autostart.setChecked(False)
     dock.url.setText(f"http://127.0.0.1:{free_port()}")
-    dock.token.setText("whatever")
+    dock.exe.setText(str(BACKEND))
     controller.connect()
     assert wait_for(lambda: controller.connect_task is None, 30)
     assert controller.health == {} and "not reachable" in dock.health.text()
@@ -403,11 +406,12 @@ def test_help_button_opens_the_bundled_help(plugin, plugin_dir):
 
 
 def _set_backend_settings(backend):
+    from conftest import BACKEND
     from qgis.core import QgsSettings
 
     settings = QgsSettings()
     settings.setValue("rs_geo_edit/url", backend["url"])
-    settings.setValue("rs_geo_edit/token", backend["token"])
+    settings.setValue("rs_geo_edit/executable", str(BACKEND))
 
 
 def _roi_file(tmp_path):
@@ -497,10 +501,12 @@ def test_processing_options_reach_the_backend(plugin, backend, tmp_path):
 
 
 def test_qgis_process_command_line(plugin_dir, backend, tmp_path):
+    from conftest import BACKEND
+
     home = tmp_path / "home"
     ini = home / ".local/share/QGIS/QGIS3/profiles/default/QGIS/QGIS3.ini"
     ini.parent.mkdir(parents=True)
-    ini.write_text("[rs_geo_edit]\nurl={}\ntoken={}\n".format(backend["url"], backend["token"]))
+    ini.write_text("[rs_geo_edit]\nurl={}\nexecutable={}\n".format(backend["url"], BACKEND))
     env = {**os.environ, "HOME": str(home), "QGIS_PLUGINPATH": str(plugin_dir), "QT_QPA_PLATFORM": "offscreen"}
     exe = "/usr/bin/qgis_process.bin"
     enable = subprocess.run([exe, "plugins", "enable", "rs_geo_edit_qgis"], env=env, capture_output=True,
