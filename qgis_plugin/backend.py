@@ -50,7 +50,7 @@ def read_token(executable: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def client_for(settings: BackendSettings, token: Optional[str] = None, timeout: float = 10.0) -> BackendClient:
+def client_for(settings: BackendSettings, token: Optional[str] = None) -> BackendClient:
     """The client of the backend ``settings`` name: a remote server with its authentication
     configuration, a local backend with its token (``token``, else read from the backend).
     Blocking (the local token is read by running the backend): call it from a worker thread."""
@@ -58,8 +58,8 @@ def client_for(settings: BackendSettings, token: Optional[str] = None, timeout: 
         if not settings.authcfg:
             raise BackendError(f"no credentials for the remote server {settings.url}: choose an authentication "
                                "configuration, or paste the server's token and press Store, in the Backend box")
-        return BackendClient(settings.url, authcfg=settings.authcfg, timeout=timeout, hint=REMOTE_HINT)
-    return BackendClient(settings.url, token if token is not None else read_token(settings.executable), timeout=timeout)
+        return BackendClient(settings.url, authcfg=settings.authcfg, hint=REMOTE_HINT)
+    return BackendClient(settings.url, token if token is not None else read_token(settings.executable))
 
 
 class LocalBackend:
@@ -77,7 +77,7 @@ class LocalBackend:
         """Start the service unless one already answers on the port; return its token once it is
         ready. Blocking (seconds): call it from a worker thread."""
         token = read_token(self.executable)
-        client = BackendClient(self.url, token, timeout=2)
+        client = BackendClient(self.url, token)
         try:
             client.health()
             return token  # started elsewhere: use it, do not own it

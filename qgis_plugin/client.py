@@ -1,7 +1,7 @@
 """The service's HTTP API, and nothing else: no widgets, no QGIS project, no polling.
 
-Every call goes through QGIS's network stack (``network.send``) and blocks until the service
-answers (at most ``timeout`` seconds), so the plugin makes them only from worker threads
+Every call goes through QGIS's network stack (``network.send``, QGIS's network timeout applies)
+and blocks until the service answers, so the plugin makes them only from worker threads
 (QgsTask.run, or a Processing algorithm, which QGIS runs in its own task).
 
 A local backend is called with the token it gives (``rs-geo-edit serve --print-token``), never
@@ -32,27 +32,25 @@ class BackendClient:
     """``token``: the bearer token of a local backend; ``authcfg``: the QGIS authentication
     configuration of a remote server; ``hint``: what to do when the backend does not answer."""
 
-    def __init__(self, url: str, token: str = "", authcfg: str = "", timeout: float = 10.0, hint: str = LOCAL_HINT):
+    def __init__(self, url: str, token: str = "", authcfg: str = "", hint: str = LOCAL_HINT):
         self.url, self.token, self.authcfg = url.strip().rstrip("/"), token.strip(), authcfg.strip()
-        self.timeout, self.hint = timeout, hint
+        self.hint = hint
 
     def _request(self, method: str, path: str, body: Optional[dict] = None):
         data = json.dumps(body).encode() if body is not None else None
         reply = self._call(method, path, data, {"Content-Type": "application/json"} if data is not None else None)
         return json.loads(reply.body.decode() or "{}")
 
-    def _send(self, method: str, path: str, data: Optional[bytes] = None, headers: Optional[dict] = None,
-              timeout: Optional[float] = None) -> Reply:
+    def _send(self, method: str, path: str, data: Optional[bytes] = None, headers: Optional[dict] = None) -> Reply:
         """One call as it went: an answer of any status, or none (status None)."""
         headers = dict(headers or {})
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        return send(method, self.url + path, data, headers, self.authcfg, timeout or self.timeout)
+        return send(method, self.url + path, data, headers, self.authcfg)
 
-    def _call(self, method: str, path: str, data: Optional[bytes] = None, headers: Optional[dict] = None,
-              timeout: Optional[float] = None) -> Reply:
+    def _call(self, method: str, path: str, data: Optional[bytes] = None, headers: Optional[dict] = None) -> Reply:
         """A successful answer; else BackendError with the backend's own message, or the reason none came."""
-        return self._checked(self._send(method, path, data, headers, timeout))
+        return self._checked(self._send(method, path, data, headers))
 
     def _checked(self, reply: Reply) -> Reply:
         if reply.status is None:
@@ -112,8 +110,7 @@ class BackendClient:
                     raise BackendError("upload cancelled")
                 fh.seek(offset)
                 reply = self._send("PATCH", f"/uploads/{upload_id}", fh.read(chunk),
-                                   {"Content-Type": "application/offset+octet-stream", "Upload-Offset": str(offset)},
-                                   timeout=max(self.timeout, 60.0))
+                                   {"Content-Type": "application/offset+octet-stream", "Upload-Offset": str(offset)})
                 if reply.status is not None and reply.status < 400:
                     offset, failures = json.loads(reply.body.decode())["offset"], 0
                 elif reply.status == 409 and "upload-offset" in reply.headers:
@@ -152,6 +149,6 @@ class BackendClient:
 
     def download(self, job_id: str, index: int, dest: Path) -> int:
         """Window ``index`` of a finished remote job into ``dest``; returns its size."""
-        reply = self._call("GET", f"/jobs/{job_id}/result/{index}", timeout=max(self.timeout, 60.0))
+        reply = self._call("GET", f"/jobs/{job_id}/result/{index}")
         Path(dest).write_bytes(reply.body)
         return os.path.getsize(dest)

@@ -2,10 +2,11 @@
 SSL settings and exceptions, custom CA certificates, authentication configurations and the
 network logger apply to every request the plugin makes.
 
-``send`` blocks its thread until the answer or the timeout: the plugin calls it only from worker
-threads (QgsTask.run, or a Processing algorithm, which QGIS runs in a task of its own). It spins a
-local event loop over QGIS's manager for that thread, with any HTTP verb (the resumable upload
-appends with PATCH, which QgsBlockingNetworkRequest of QGIS 3.22 does not offer).
+``send`` blocks its thread until the answer: the plugin calls it only from worker threads
+(QgsTask.run, or a Processing algorithm, which QGIS runs in a task of its own). GET, POST and
+DELETE are QgsBlockingNetworkRequests; the resumable upload appends with PATCH, which
+QgsBlockingNetworkRequest of QGIS 3.22 does not offer, so that one verb runs in a local event loop
+over QGIS's manager for the thread.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Optional
 from urllib.parse import urlsplit
 
-from qgis.core import QgsApplication, QgsNetworkAccessManager
+from qgis.core import QgsApplication, QgsBlockingNetworkRequest, QgsNetworkAccessManager
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QByteArray, QCoreApplication, QEventLoop, QThread, QTimer, QUrl
-from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
+from qgis.PyQt.QtNetwork import QNetworkProxy, QNetworkProxyQuery, QNetworkReply, QNetworkRequest
 
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 _main_manager: list = []   # QGIS's manager of the main thread, once seen
@@ -61,31 +63,57 @@ def _manager(url: str) -> QgsNetworkAccessManager:
 
 
 def send(method: str, url: str, data: Optional[bytes] = None, headers: Optional[dict] = None,
-         authcfg: str = "", timeout: float = 10.0) -> Reply:
+         authcfg: str = "", timeout: float = 60.0) -> Reply:
     """``method`` ``url`` with ``data`` and ``headers``; ``authcfg``: the id of a QGIS
-    authentication configuration that QGIS applies to the request. Waits at most ``timeout``
+    authentication configuration that QGIS applies to the request. GET, POST and DELETE go through
+    QgsBlockingNetworkRequest (QGIS's own timeout applies); other verbs wait at most ``timeout``
     seconds without an answer."""
     request = QNetworkRequest(QUrl(url))
-    request.setAttribute(QNetworkRequest.CacheLoadControlAttribute, QNetworkRequest.AlwaysNetwork)
-    request.setAttribute(QNetworkRequest.CacheSaveControlAttribute, False)
     for key, value in (headers or {}).items():
         request.setRawHeader(key.encode(), str(value).encode())
+    manager = _manager(url)
+    if method not in ("GET", "POST", "DELETE"):
+        return _custom(manager, method, request, data, authcfg, timeout)
+    blocking = QgsBlockingNetworkRequest()
+    blocking.setAuthCfg(authcfg)
+    if method == "GET":
+        blocking.get(request, True)
+    elif method == "POST":
+        blocking.post(request, QByteArray(data or b""), True)
+    else:
+        blocking.deleteResource(request)
+    content = blocking.reply()
+    status = content.attribute(QNetworkRequest.HttpStatusCodeAttribute)
+    if status is None or 0 < content.error() < 200:   # no answer, or the connection broke off in it
+        return Reply(None, error=_no_answer(blocking.errorMessage() or content.errorString(), manager, url,
+                                            content.error()))
+    headers = {bytes(k).decode().lower(): bytes(content.rawHeader(k)).decode() for k in content.rawHeaderList()}
+    return Reply(int(status), bytes(content.content()), headers)
+
+
+def _custom(manager, method: str, request: QNetworkRequest, data: Optional[bytes], authcfg: str,
+            timeout: float) -> Reply:
+    """A verb QgsBlockingNetworkRequest does not offer, in a local event loop of this thread."""
+    request.setAttribute(QNetworkRequest.CacheLoadControlAttribute, QNetworkRequest.AlwaysNetwork)
     auth = QgsApplication.authManager()
     if authcfg:
         applied, request = auth.updateNetworkRequest(request, authcfg)
         if not applied:
             return Reply(None, error=_auth_failure(authcfg))
-    manager = _manager(url)
     reply = manager.sendCustomRequest(request, method.encode(), QByteArray(data or b""))
-    if authcfg and not auth.updateNetworkReply(reply, authcfg):
-        reply.abort()
-        reply.deleteLater()
-        return Reply(None, error=_auth_failure(authcfg))
-    timed_out = _wait(reply, timeout)
     try:
-        return _reply(reply, manager, timeout if timed_out else None)
+        if authcfg and not auth.updateNetworkReply(reply, authcfg):
+            reply.abort()
+            return Reply(None, error=_auth_failure(authcfg))
+        timed_out = _wait(reply, timeout)
+        status = reply.attribute(QNetworkRequest.HttpStatusCodeAttribute)
+        if status is None or 0 < reply.error() < 200:
+            error = f"no answer within {timeout:.0f} s" if timed_out else reply.errorString()
+            return Reply(None, error=_no_answer(error, manager, request.url().toString(), reply.error()))
+        headers = {bytes(k).decode().lower(): bytes(v).decode() for k, v in reply.rawHeaderPairs()}
+        return Reply(int(status), bytes(reply.readAll()), headers)
     finally:
-        reply.deleteLater()
+        sip.delete(reply)   # now, in its thread; not in whichever later event loop of this pooled thread
 
 
 def _wait(reply: QNetworkReply, timeout: float) -> bool:
@@ -104,20 +132,23 @@ def _wait(reply: QNetworkReply, timeout: float) -> bool:
     return bool(expired)
 
 
-def _reply(reply: QNetworkReply, manager: QgsNetworkAccessManager, timed_out: Optional[float]) -> Reply:
-    status = reply.attribute(QNetworkRequest.HttpStatusCodeAttribute)
-    if status is None:
-        error = f"no answer within {timed_out:.0f} s" if timed_out else reply.errorString()
-        if QNetworkReply.ProxyConnectionRefusedError <= reply.error() <= QNetworkReply.UnknownProxyError:
-            proxy = manager.fallbackProxy()
-            error = (f"through QGIS's proxy {proxy.hostName()}:{proxy.port()}: {reply.errorString()}; check "
-                     "Settings > Options > Network")
-        elif reply.error() == QNetworkReply.SslHandshakeFailedError:
-            error = (f"{reply.errorString()}; QGIS's SSL settings apply (Settings > Options > Authentication > "
-                     "SSL server exceptions and certificate authorities)")
-        return Reply(None, error=error)
-    headers = {bytes(k).decode().lower(): bytes(v).decode() for k, v in reply.rawHeaderPairs()}
-    return Reply(int(status), bytes(reply.readAll()), headers)
+def _no_answer(error: str, manager: QgsNetworkAccessManager, url: str, code: int) -> str:
+    """Why no answer came, naming QGIS's proxy or SSL settings where they are involved."""
+    proxy = _proxy_of(manager, QUrl(url))
+    if proxy:
+        return f"{error}, through QGIS's proxy {proxy}: check it in Settings > Options > Network"
+    if code == QNetworkReply.SslHandshakeFailedError:
+        return (f"{error}; QGIS's SSL settings apply (Settings > Options > Authentication: SSL server "
+                "exceptions, certificate authorities)")
+    return error
+
+
+def _proxy_of(manager: QgsNetworkAccessManager, url: QUrl) -> str:
+    """``host:port`` of the proxy QGIS sends ``url`` through ("" when it connects directly)."""
+    factory = manager.proxyFactory()
+    proxies = factory.queryProxy(QNetworkProxyQuery(url)) if factory is not None else [manager.proxy()]
+    used = next((p for p in proxies if p.type() != QNetworkProxy.NoProxy), None)
+    return f"{used.hostName()}:{used.port()}" if used is not None and used.hostName() else ""
 
 
 def _auth_failure(authcfg: str) -> str:
