@@ -258,6 +258,45 @@ def test_connect_starts_the_local_backend_without_blocking_qgis(plugin, tmp_path
     assert process is not None and process.poll() is not None       # and stopped again
 
 
+def test_run_right_after_connect_waits_for_the_starting_backend(plugin, host, tmp_path, monkeypatch):
+    """Connect on a stopped local backend, then Run at once: the edit waits for the backend that is
+    starting and ends with its result, not with 'not reachable'."""
+    from conftest import BACKEND, free_port
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    for key, folder in (("RS_GEO_EDIT_DATA_DIR", "data"), ("RS_GEO_EDIT_CONFIG_DIR", "config"),
+                        ("RS_GEO_EDIT_CACHE", "cache")):
+        monkeypatch.setenv(key, str(tmp_path / folder))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    dock, controller = plugin.dock, plugin.controller
+    layer = _raster_layer(tmp_path)
+    QgsProject.instance().setCrs(layer.crs())
+    host.canvas.setDestinationCrs(layer.crs())
+    controller.roi_layer = None
+    _draw(plugin, host, layer, [(250, 200), (450, 200), (450, 400), (250, 400)])
+    dock.mode.setCurrentText("regenerate")
+    dock.where.setCurrentIndex(0)
+    dock.url.setText(f"http://127.0.0.1:{free_port()}")
+    dock.exe.setText(str(BACKEND))
+    dock.autostart.setChecked(True)
+    try:
+        connecting = controller.connect()
+        task = controller.run(TINY)
+        assert connecting is not None and task is not None and not connecting.connection.done
+        assert dock.stage.text() == "waiting for the backend to start ..."
+        assert not dock.run_button.isEnabled() and dock.cancel_button.isEnabled()
+        assert wait_for(lambda: controller.task is None, 300), dock.stage.text()
+        assert dock.stage.text() == "done", dock.stage.text()
+        assert task.connection is connecting.connection and controller.local.process.poll() is None
+        results = [l for l in QgsProject.instance().mapLayers().values()
+                   if isinstance(l, QgsRasterLayer) and l.name().endswith("(rs-geo-edit)")]
+        assert len(results) == 1 and Path(results[0].source()).is_file()
+    finally:
+        controller.stop_backend()
+        dock.autostart.setChecked(False)
+        QgsProject.instance().removeAllMapLayers()
+
+
 def test_end_to_end_job_adds_the_result_layer(plugin, host, backend, tmp_path):
     from qgis.core import QgsProject, QgsRasterLayer
 
