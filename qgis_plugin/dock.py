@@ -15,7 +15,7 @@ from qgis.PyQt.QtCore import Qt, QUrl, pyqtSignal
 from qgis.PyQt.QtGui import QDesktopServices
 from qgis.PyQt.QtWidgets import (QApplication, QCheckBox, QComboBox, QDockWidget, QFormLayout, QHBoxLayout, QLabel,
                                  QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton,
-                                 QScrollArea, QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
+                                 QScrollArea, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from .entities import EditForm, InstallSpec, Job
 from .preferences import BackendSettings
@@ -74,7 +74,7 @@ class EditDock(QDockWidget):
         layout.addLayout(self._run_row())
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
-        layout.addWidget(self.progress)
+        layout.addLayout(_row(self.progress, self.compare_button))
         self.stage = QLabel("idle")
         self.stage.setWordWrap(True)
         layout.addWidget(self.stage)
@@ -114,7 +114,8 @@ class EditDock(QDockWidget):
         self.selected_only.setToolTip("Edit only the selected features of the ROI layer")
         self.draw = QPushButton("Draw ROI")
         self.draw.setToolTip("Left click: add a vertex; right click: finish; Esc: cancel")
-        form.addRow(_row(self.draw, self.selected_only))
+        form.addRow("", self.selected_only)
+        form.addRow(self.draw)
         self.prompt = QLineEdit()
         self.prompt.setPlaceholderText("e.g. dense forest")
         self.prompt.setToolTip("What should be in the ROIs; an ROI's own 'prompt' attribute takes precedence")
@@ -138,7 +139,7 @@ class EditDock(QDockWidget):
         self.compare_button.setCheckable(True)
         self.compare_button.setEnabled(False)
         self.compare_button.setToolTip("Flip the map between the source and the last result, zoomed to the ROIs")
-        return _row(self.run_button, self.cancel_button, self.compare_button)
+        return _row(self.run_button, self.cancel_button)
 
     def _jobs_box(self) -> QgsCollapsibleGroupBox:
         box = QgsCollapsibleGroupBox("Jobs")
@@ -193,7 +194,9 @@ class EditDock(QDockWidget):
         self.connect_button = QPushButton("Connect")
         self.diagnostics_button = QPushButton("Diagnostics")
         self.diagnostics_button.setToolTip("Copy plugin, QGIS and backend details to the clipboard")
-        self.help_button = QPushButton("Help")
+        self.help_button = QToolButton()
+        self.help_button.setText("?")
+        self.help_button.setToolTip("Help")
         form.addRow(_row(self.connect_button, self.diagnostics_button, self.help_button))
         self.health = QLabel("not connected")
         self.health.setWordWrap(True)
