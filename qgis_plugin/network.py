@@ -84,6 +84,8 @@ def send(method: str, url: str, data: Optional[bytes] = None, headers: Optional[
         blocking.deleteResource(request)
     content = blocking.reply()
     status = content.attribute(QNetworkRequest.HttpStatusCodeAttribute)
+    if status is None and authcfg and content.error() == QNetworkReply.NoError:   # never sent
+        return Reply(None, error=_auth_failure(authcfg))
     if status is None or 0 < content.error() < 200:   # no answer, or the connection broke off in it
         return Reply(None, error=_no_answer(blocking.errorMessage() or content.errorString(), manager, url,
                                             content.error()))

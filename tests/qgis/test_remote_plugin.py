@@ -203,8 +203,11 @@ def test_processing_runs_on_the_remote_server_too(plugin, backend, tmp_path):
 
     from test_plugin import _roi_file, _set_backend_settings
 
+    from rs_geo_edit_qgis.credentials import store_token
+
     _set_backend_settings(backend)
     QgsSettings().setValue("rs_geo_edit/remote", "true")
+    QgsSettings().setValue("rs_geo_edit/authcfg", store_token(backend["url"], backend["token"]))
     try:
         raster = write_raster(tmp_path / "p.tif")
         out = tmp_path / "p_out.tif"
@@ -300,7 +303,11 @@ def test_the_token_round_trips_through_the_authentication_database(plugin, backe
     plugin.controller.connect()
     assert wait_for(lambda: plugin.controller.connect_task is None, 30)
     assert f"configuration '{wrong}' does not hold this server's token" in plugin.dock.health.text()
-    QgsApplication.authManager().removeAuthenticationConfig(wrong)
+    QgsApplication.authManager().removeAuthenticationConfig(wrong)     # removed behind the dock's back
+    plugin.controller.connect()
+    assert wait_for(lambda: plugin.controller.connect_task is None, 30)
+    assert f"QGIS has no authentication configuration '{wrong}'" in plugin.dock.health.text(), \
+        plugin.dock.health.text()
 
 
 def test_a_plain_token_in_the_settings_moves_into_the_authentication_database(plugin, host, backend,
