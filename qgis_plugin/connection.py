@@ -66,6 +66,10 @@ class ConnectionService(QObject):
         """The connection an edit with ``settings`` uses: the current one when it was made for the
         same settings and has not failed (it may still be under way), else a new connect."""
         current = self.current
+        if current is not None and current.settings != settings and not current.done:
+            busy = Connection(settings)   # one connect at a time: that one's backend is not this one
+            busy.fail(f"a connect to {current.settings.url} is under way: run again when it has finished")
+            return busy
         if current is None or current.settings != settings or current.failed:
             self.connect_to(settings)
         return self.current
