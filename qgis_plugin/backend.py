@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 from qgis.core import QgsTask
 
-from .client import REMOTE_HINT, BackendClient
+from .client import LOCAL_HINT, REMOTE_HINT, STARTED_HINT, BackendClient
 from .entities import Job
 from .errors import BackendError
 from .installer import default_folder, venv_executable
@@ -59,7 +59,8 @@ def client_for(settings: BackendSettings, token: Optional[str] = None) -> Backen
             raise BackendError(f"no credentials for the remote server {settings.url}: choose an authentication "
                                "configuration, or paste the server's token and press Store, in the Backend box")
         return BackendClient(settings.url, authcfg=settings.authcfg, hint=REMOTE_HINT)
-    return BackendClient(settings.url, token if token is not None else read_token(settings.executable))
+    return BackendClient(settings.url, token if token is not None else read_token(settings.executable),
+                         hint=STARTED_HINT if settings.starts_local else LOCAL_HINT)
 
 
 class LocalBackend:

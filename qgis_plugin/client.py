@@ -23,7 +23,9 @@ from .entities import Job
 from .errors import BackendError
 from .network import Reply, send
 
-LOCAL_HINT = "start it with 'rs-geo-edit serve' or tick 'start the local backend'"
+LOCAL_HINT = "start it with 'rs-geo-edit serve', or tick 'start it' in the dock's Backend box"
+STARTED_HINT = ("it stopped answering: press Connect to start it again (its log: rs-geo-edit/serve.log in the "
+                "QGIS profile folder)")
 REMOTE_HINT = "check the URL, and that 'rs-geo-edit serve' runs there"
 TRANSIENT = (409, 500, 502, 503, 504)   # an upload resumes after these (and after no answer at all)
 
