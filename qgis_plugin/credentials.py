@@ -53,12 +53,6 @@ def store_token(url: str, token: str, name: Optional[str] = None) -> str:
     return config.id()
 
 
-def stored_token(authcfg: str) -> str:
-    """The token an authentication configuration made by ``store_token`` holds ("" when none)."""
-    loaded, config = _unlocked().loadAuthenticationConfig(authcfg, QgsAuthMethodConfig(), True)
-    return config.config("password") if loaded and config.method() == METHOD else ""
-
-
 def config_name(authcfg: str) -> str:
     return QgsApplication.authManager().availableAuthMethodConfigs().get(authcfg, QgsAuthMethodConfig()).name()
 

@@ -67,6 +67,15 @@ def _remote_ready(plugin_or_fresh, backend, tmp_path, name="scene"):
     return raster, layer
 
 
+def stored_token(authcfg: str) -> str:
+    """The password (the token) an authentication configuration holds, decrypted by QGIS."""
+    from qgis.core import QgsApplication, QgsAuthMethodConfig
+
+    loaded, config = QgsApplication.authManager().loadAuthenticationConfig(authcfg, QgsAuthMethodConfig(), True)
+    assert loaded and config.method() == "Basic"
+    return config.config("password")
+
+
 def _store_token(plugin, backend) -> str:
     """The server's token pasted into the dock and stored: an authentication configuration."""
     plugin.dock.token.setText(backend["token"])
@@ -279,8 +288,6 @@ def test_the_token_round_trips_through_the_authentication_database(plugin, backe
     hold only its id, and QGIS applies it to the plugin's requests (the server lets them in)."""
     from qgis.core import QgsApplication, QgsSettings
 
-    from rs_geo_edit_qgis.credentials import stored_token
-
     _connect(plugin, backend)
     plugin.dock.where.setCurrentIndex(1)
     authcfg = _store_token(plugin, backend)
@@ -318,7 +325,6 @@ def test_a_plain_token_in_the_settings_moves_into_the_authentication_database(pl
     from qgis.core import QgsSettings
 
     import rs_geo_edit_qgis
-    from rs_geo_edit_qgis.credentials import stored_token
 
     settings = QgsSettings()
     for key, value in {"url": backend["url"], "token": backend["token"], "remote": "true", "authcfg": ""}.items():
