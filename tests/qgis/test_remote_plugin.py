@@ -349,6 +349,20 @@ def test_a_plain_token_in_the_settings_moves_into_the_authentication_database(pl
     finally:
         again.unload()
 
+    # a local backend's token is not kept anywhere: the backend gives it at each connect
+    from qgis.core import QgsApplication
+
+    configs = set(QgsApplication.authManager().configIds())
+    settings.setValue("rs_geo_edit/remote", "false")
+    settings.setValue("rs_geo_edit/token", backend["token"])
+    local = rs_geo_edit_qgis.classFactory(host)
+    local.initGui()
+    try:
+        assert QgsSettings().value("rs_geo_edit/token") is None
+        assert set(QgsApplication.authManager().configIds()) == configs
+    finally:
+        local.unload()
+
 
 # ------------------------------------------------------------------ QGIS's network stack
 def _forwarding_proxy(names: dict, user: str, password: str):
