@@ -1,5 +1,7 @@
 """Connecting to the backend: starts the local service when asked (owning only what it started)
-and reads its health and recent jobs, in a ConnectTask; reports through signals."""
+and reads its health and recent jobs, in a ConnectTask; reports through signals. An edit asks
+for the connection of its settings (``connection_for``): the one under way or made, else a new
+one, so Run pressed while the local backend starts waits for it."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ from typing import Optional
 from qgis.core import Qgis, QgsApplication
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
-from .backend import ConnectTask, LocalBackend
-from .client import BackendError
+from .backend import Connection, ConnectTask, LocalBackend
+from .errors import BackendError
 from .preferences import BackendSettings
 
 METADATA = Path(__file__).with_name("metadata.txt")
@@ -23,7 +25,7 @@ class ConnectionService(QObject):
     finished = pyqtSignal()                  # the connect task ended, either way
     unavailable = pyqtSignal(str)            # why no backend answers
     message = pyqtSignal(str, object)        # text and Qgis message level, for the message bar
-    address = pyqtSignal(str, str)           # url and token of the backend that answered
+    address = pyqtSignal(str)                # url of the backend that answered
     health_changed = pyqtSignal(object)      # its /health
     jobs_found = pyqtSignal(object)          # its recent jobs (list of Job)
 
@@ -32,6 +34,7 @@ class ConnectionService(QObject):
         self.local: Optional[LocalBackend] = None   # the service this plugin started, if any
         self.health: dict = {}
         self.task: Optional[ConnectTask] = None
+        self.current: Optional[Connection] = None   # the latest connect's outcome, or the one under way
         self.closed = False   # a task may end after the plugin is unloaded: its report is then dropped
 
     def connect_to(self, settings: BackendSettings) -> Optional[ConnectTask]:
@@ -46,15 +49,35 @@ class ConnectionService(QObject):
                 self.local = LocalBackend(settings.executable, settings.port, log)
             local = self.local if settings.starts_local else None
         except (BackendError, OSError) as exc:  # a URL without a port, an unwritable profile
+            self.current = Connection(settings)
+            self.current.fail(str(exc))
             self.unavailable.emit(str(exc))
             return None
         task = ConnectTask(settings, local)
+        self.current = task.connection
         task.taskCompleted.connect(lambda: self._ended(task))
         task.taskTerminated.connect(lambda: self._ended(task))
         self.task = task
         self.connecting.emit(local is not None)
         QgsApplication.taskManager().addTask(task)
         return task
+
+    def connection_for(self, settings: BackendSettings) -> Connection:
+        """The connection an edit with ``settings`` uses: the current one when it was made for the
+        same settings and has not failed (it may still be under way), else a new connect."""
+        current = self.current
+        if current is not None and current.settings != settings and not current.done:
+            busy = Connection(settings)   # one connect at a time: that one's backend is not this one
+            busy.fail(f"a connect to {current.settings.url} is under way: run again when it has finished")
+            return busy
+        if current is None or current.settings != settings or current.failed:
+            self.connect_to(settings)
+        return self.current
+
+    def forget(self, connection: Connection) -> None:
+        """``connection``'s backend stopped answering: the next edit connects again."""
+        if self.current is connection and connection.done:
+            self.current = None
 
     def _ended(self, task: ConnectTask) -> None:
         self.task = None
@@ -67,7 +90,7 @@ class ConnectionService(QObject):
             self.unavailable.emit(error)
             self.message.emit(error, Qgis.Warning)
             return
-        self.address.emit(task.url, task.token)
+        self.address.emit(task.url)
         self.health = task.health
         self.health_changed.emit(task.health)
         self.jobs_found.emit(task.jobs)

@@ -8,7 +8,9 @@ from typing import Optional
 
 from qgis.core import Qgis
 
+from .compare import CompareService
 from .connection import ConnectionService
+from .credentials import CredentialsError, migrate_plain_token, store_token
 from .drawing import DrawnRois
 from .editing import EditService
 from .installer import default_folder, default_python
@@ -27,13 +29,26 @@ class EditController:
         self.drawing = DrawnRois(iface.mapCanvas())
         self.connection = ConnectionService()
         self.installer = InstallService(self.preferences)
-        self.editing = EditService(RemoteJobs(store), self.drawing.layer, self.backend_settings)
+        self.editing = EditService(RemoteJobs(store), self.drawing.layer, self.backend_settings, self.connection)
+        self.compare = CompareService(iface.mapCanvas())
+        self._migrate_token()
         dock.show_backend_settings(self.preferences.backend())
         dock.show_install_spec(self.preferences.install(default_folder(), default_python()))
         self._wire_drawing()
         self._wire_connection()
         self._wire_install()
         self._wire_editing()
+        self._wire_compare()
+
+    def _migrate_token(self) -> None:
+        """A token earlier versions kept in the settings goes into QGIS's authentication database."""
+        try:
+            moved = migrate_plain_token(self.preferences)
+        except CredentialsError as exc:
+            self.notify(f"the remote server's token is still in the plugin's settings: {exc}", Qgis.Warning)
+            return
+        if moved:
+            self.notify(moved)
 
     def _wire_drawing(self) -> None:
         self.dock.drawRequested.connect(self.dock.choose_drawn_rois)
@@ -45,6 +60,7 @@ class EditController:
         dock, connection = self.dock, self.connection
         dock.connectRequested.connect(lambda: self.connect())
         dock.diagnosticsRequested.connect(self.copy_diagnostics)
+        dock.storeTokenRequested.connect(lambda: self.store_token())
         connection.connecting.connect(lambda local: dock.set_connecting(True, local))
         connection.finished.connect(lambda: dock.set_connecting(False))
         connection.unavailable.connect(dock.show_backend_error)
@@ -79,6 +95,11 @@ class EditController:
         editing.job_changed.connect(dock.put_job)
         editing.message.connect(self.notify)
 
+    def _wire_compare(self) -> None:
+        self.editing.loaded.connect(self.compare.set_result)
+        self.compare.available.connect(self.dock.set_compare_available)
+        self.dock.compareToggled.connect(self.compare.show_source)
+
     # ---------------------------------------------------------------------------------- slots
     def notify(self, text: str, level=Qgis.Info) -> None:
         self.iface.messageBar().pushMessage("rs-geo-edit", text, level=level, duration=8)
@@ -91,8 +112,22 @@ class EditController:
         """Start the local backend if asked, then show its health and recent jobs: all in a task."""
         return self.connection.connect_to(self.backend_settings())
 
+    def store_token(self) -> Optional[str]:
+        """The token pasted in the dock becomes an authentication configuration, chosen for the server."""
+        url = self.dock.backend_settings().url
+        try:
+            authcfg = store_token(url, self.dock.token_text())
+        except CredentialsError as exc:
+            self.notify(str(exc), Qgis.Warning)
+            return None
+        self.dock.show_credentials(authcfg)
+        self.backend_settings()
+        self.notify(f"the token of {url} is stored in QGIS's authentication database (id {authcfg})")
+        return authcfg
+
     def run(self, options: Optional[dict] = None):
-        """Submit the dock's edit (with job ``options``, e.g. {"steps": 500}) and follow it in a task."""
+        """Submit the dock's edit (with job ``options``, e.g. {"steps": 500}) and follow it in a task;
+        without a connection for the dock's settings, connect first (the task waits for it)."""
         return self.editing.run(self.dock.edit_form(), options)
 
     def copy_diagnostics(self) -> str:
@@ -111,6 +146,7 @@ class EditController:
         self.installer.close()
         self.connection.close()
         self.drawing.close()
+        self.compare.close()
 
     # ------------------------------------------------- the services' state, as tests and QGIS read it
     @property

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from qgis.core import QgsMapLayerProxyModel
-from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
+from qgis.gui import QgsAuthConfigSelect, QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, QUrl, pyqtSignal
 from qgis.PyQt.QtGui import QDesktopServices
-from qgis.PyQt.QtWidgets import (QApplication, QCheckBox, QComboBox, QDockWidget, QFormLayout, QGroupBox,
-                                 QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit,
-                                 QProgressBar, QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget)
+from qgis.PyQt.QtWidgets import (QApplication, QCheckBox, QComboBox, QDockWidget, QFormLayout, QHBoxLayout, QLabel,
+                                 QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton,
+                                 QScrollArea, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from .entities import EditForm, InstallSpec, Job
 from .preferences import BackendSettings
@@ -24,6 +24,32 @@ from .settings import MODES, PRESETS
 JOB_ID = Qt.UserRole
 JOB_LOADABLE = Qt.UserRole + 1
 HELP_FILE = Path(__file__).with_name("help.html")
+COMBO_CHARACTERS = 10   # a combo box may shrink to this many characters: the dock stays narrow
+
+
+def _form(parent=None) -> QFormLayout:
+    """A form whose labels go above their fields when the dock is too narrow for both on one line."""
+    form = QFormLayout(parent)
+    form.setRowWrapPolicy(QFormLayout.WrapLongRows)
+    form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+    form.setContentsMargins(4, 4, 4, 4)
+    return form
+
+
+def _narrow(combo: QComboBox) -> QComboBox:
+    """A combo box that does not widen the dock to its longest item."""
+    combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(COMBO_CHARACTERS)
+    combo.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+    return combo
+
+
+def _row(*widgets: QWidget) -> QHBoxLayout:
+    row = QHBoxLayout()
+    row.setSpacing(4)
+    for widget in widgets:
+        row.addWidget(widget)
+    return row
 
 
 class EditDock(QDockWidget):
@@ -34,17 +60,21 @@ class EditDock(QDockWidget):
     loadRequested = pyqtSignal()
     diagnosticsRequested = pyqtSignal()
     installRequested = pyqtSignal()
+    storeTokenRequested = pyqtSignal()
+    compareToggled = pyqtSignal(bool)     # True: show the source where the result is
 
     def __init__(self, parent=None):
         super().__init__("rs-geo-edit", parent)
         self.setObjectName("RsGeoEditDock")
         root = QWidget()
         layout = QVBoxLayout(root)
-        layout.addLayout(self._edit_form())
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.setSpacing(4)
+        layout.addWidget(self._edit_box())
         layout.addLayout(self._run_row())
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
-        layout.addWidget(self.progress)
+        layout.addLayout(_row(self.progress, self.compare_button))
         self.stage = QLabel("idle")
         self.stage.setWordWrap(True)
         layout.addWidget(self.stage)
@@ -52,66 +82,75 @@ class EditDock(QDockWidget):
         layout.addWidget(self._backend_box())
         layout.addWidget(self._install_box())
         layout.addStretch(1)
-        scroll = QScrollArea()  # the whole form stays reachable on a small screen
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        scroll.setWidget(root)
-        self.setWidget(scroll)
+        self.scroll = QScrollArea()  # the whole form stays reachable on a small screen
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QScrollArea.NoFrame)
+        self.scroll.setWidget(root)
+        self.setWidget(self.scroll)
         for button, intent in ((self.draw, self.drawRequested), (self.run_button, self.runRequested),
                                (self.cancel_button, self.cancelRequested),
                                (self.connect_button, self.connectRequested), (self.load_button, self.loadRequested),
                                (self.diagnostics_button, self.diagnosticsRequested),
-                               (self.install_button, self.installRequested)):
+                               (self.install_button, self.installRequested),
+                               (self.store_token_button, self.storeTokenRequested)):
             button.clicked.connect(lambda _=False, intent=intent: intent.emit())
+        self.compare_button.toggled.connect(self.compareToggled)
         self.help_button.clicked.connect(self.open_help)
 
     # ---------------------------------------------------------------------------------- layout
-    def _edit_form(self) -> QFormLayout:
-        form = QFormLayout()
-        self.raster = QgsMapLayerComboBox()
+    def _edit_box(self) -> QgsCollapsibleGroupBox:
+        box = QgsCollapsibleGroupBox("Edit")
+        form = _form(box)
+        self.raster = _narrow(QgsMapLayerComboBox())
         self.raster.setFilters(QgsMapLayerProxyModel.RasterLayer)
         form.addRow("Raster", self.raster)
-        self.roi_source = QComboBox()
+        self.roi_source = _narrow(QComboBox())
         self.roi_source.addItems(["Drawn ROIs", "Polygon layer"])
         form.addRow("ROIs", self.roi_source)
-        self.roi_layer_combo = QgsMapLayerComboBox()
+        self.roi_layer_combo = _narrow(QgsMapLayerComboBox())
         self.roi_layer_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
         form.addRow("ROI layer", self.roi_layer_combo)
-        self.selected_only = QCheckBox("selected features only")
-        form.addRow("", self.selected_only)
+        self.selected_only = QCheckBox("selected only")
+        self.selected_only.setToolTip("Edit only the selected features of the ROI layer")
         self.draw = QPushButton("Draw ROI")
         self.draw.setToolTip("Left click: add a vertex; right click: finish; Esc: cancel")
-        form.addRow("", self.draw)
+        form.addRow("", self.selected_only)
+        form.addRow(self.draw)
         self.prompt = QLineEdit()
-        self.prompt.setPlaceholderText("e.g. dense forest (ROIs' own 'prompt' attributes take precedence)")
+        self.prompt.setPlaceholderText("e.g. dense forest")
+        self.prompt.setToolTip("What should be in the ROIs; an ROI's own 'prompt' attribute takes precedence")
         form.addRow("Prompt", self.prompt)
-        self.mode = QComboBox()
+        self.mode = _narrow(QComboBox())
         self.mode.addItems(MODES)
         form.addRow("Mode", self.mode)
-        self.preset = QComboBox()
+        self.preset = _narrow(QComboBox())
         self.preset.addItems(PRESETS)
         form.addRow("Preset", self.preset)
         self.seed = QSpinBox()
         self.seed.setRange(0, 2 ** 31 - 1)
         form.addRow("Seed", self.seed)
-        return form
+        return box
 
     def _run_row(self) -> QHBoxLayout:
-        row = QHBoxLayout()
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
-        row.addWidget(self.run_button)
-        row.addWidget(self.cancel_button)
-        return row
+        self.compare_button = QPushButton("Show source")
+        self.compare_button.setCheckable(True)
+        self.compare_button.setEnabled(False)
+        self.compare_button.setToolTip("Flip the map between the source and the last result, zoomed to the ROIs")
+        return _row(self.run_button, self.cancel_button)
 
-    def _jobs_box(self) -> QGroupBox:
-        box = QGroupBox("Jobs")
+    def _jobs_box(self) -> QgsCollapsibleGroupBox:
+        box = QgsCollapsibleGroupBox("Jobs")
         layout = QVBoxLayout(box)
+        layout.setContentsMargins(4, 4, 4, 4)
         self.history = QListWidget()
         self.history.setToolTip("The backend's recent jobs (listed on Connect). A finished job whose result "
                                 "is not in the project can be loaded.")
+        self.history.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.history.setTextElideMode(Qt.ElideRight)
+        self.history.setMaximumHeight(120)
         layout.addWidget(self.history)
         self.load_button = QPushButton("Load result")
         self.load_button.setEnabled(False)
@@ -119,42 +158,55 @@ class EditDock(QDockWidget):
         layout.addWidget(self.load_button)
         return box
 
-    def _backend_box(self) -> QGroupBox:
-        box = QGroupBox("Backend")
-        form = QFormLayout(box)
-        self.where = QComboBox()
-        self.where.addItems(["local (this machine)", "remote server (URL + token)"])
+    def _backend_box(self) -> QgsCollapsibleGroupBox:
+        box = QgsCollapsibleGroupBox("Backend")
+        form = self.backend_form = _form(box)
+        self.where = _narrow(QComboBox())
+        self.where.addItems(["local (this machine)", "remote server"])
         self.where.setToolTip("local: the backend reads the scene from its file. Remote: a server (e.g. a GPU "
                               "machine) that cannot see your files; only the windows around the ROIs are "
                               "uploaded and the result is written here.")
         self.where.currentIndexChanged.connect(self._on_where)
         form.addRow("Runs on", self.where)
         self.url = QLineEdit()
+        form.addRow("URL", self.url)
+        self.credentials = QgsAuthConfigSelect()
+        self.credentials.setToolTip("The remote server's token, kept in QGIS's authentication database")
+        form.addRow("Auth", self.credentials)
         self.token = QLineEdit()
         self.token.setEchoMode(QLineEdit.Password)
+        self.token.setPlaceholderText("server's token")
+        self.token.setToolTip("Paste the server's token (rs-geo-edit serve --print-token there) and press Store: "
+                              "it becomes an authentication configuration, not a setting")
+        self.store_token_button = QPushButton("Store")
+        self.token_row = QWidget()
+        row = _row(self.token, self.store_token_button)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.token_row.setLayout(row)
+        form.addRow("Token", self.token_row)
         self.exe = QLineEdit()
-        self.exe.setToolTip("The rs-geo-edit executable, e.g. ~/rs-geo-edit/.venv/bin/rs-geo-edit")
-        self.autostart = QCheckBox("start the local backend")
-        form.addRow("URL", self.url)
-        form.addRow("Token", self.token)
-        form.addRow("Executable", self.exe)
+        self.exe.setToolTip("The rs-geo-edit executable, e.g. ~/rs-geo-edit/.venv/bin/rs-geo-edit; the local "
+                            "backend's token is read from it at each connect")
+        form.addRow("Program", self.exe)
+        self.autostart = QCheckBox("start it")
+        self.autostart.setToolTip("Start the local backend on Connect (or on Run) when it is not running")
         form.addRow("", self.autostart)
-        row = QHBoxLayout()
         self.connect_button = QPushButton("Connect")
-        self.diagnostics_button = QPushButton("Copy diagnostics")
-        self.help_button = QPushButton("Help")
-        for button in (self.connect_button, self.diagnostics_button, self.help_button):
-            row.addWidget(button)
-        form.addRow(row)
+        self.diagnostics_button = QPushButton("Diagnostics")
+        self.diagnostics_button.setToolTip("Copy plugin, QGIS and backend details to the clipboard")
+        self.help_button = QToolButton()
+        self.help_button.setText("?")
+        self.help_button.setToolTip("Help")
+        form.addRow(_row(self.connect_button, self.diagnostics_button, self.help_button))
         self.health = QLabel("not connected")
         self.health.setWordWrap(True)
         form.addRow(self.health)
         return box
 
-    def _install_box(self) -> QGroupBox:
+    def _install_box(self) -> QgsCollapsibleGroupBox:
         box = QgsCollapsibleGroupBox("Install backend")
         box.setCollapsed(True)
-        form = QFormLayout(box)
+        form = _form(box)
         self.install_folder = QgsFileWidget()
         self.install_folder.setStorageMode(QgsFileWidget.GetDirectory)
         self.install_folder.setToolTip("A new or empty folder for the backend's virtual environment")
@@ -164,7 +216,8 @@ class EditDock(QDockWidget):
         self.install_package.setToolTip("rs-geo-edit (from the package index), a wheel file or a source folder")
         self.install_pip_args = QLineEdit()
         self.install_pip_args.setToolTip("Extra pip arguments, e.g. --index-url https://example.org/simple")
-        self.install_system = QCheckBox("use the interpreter's packages (e.g. an installed torch)")
+        self.install_system = QCheckBox("system packages")
+        self.install_system.setToolTip("Let the environment use the interpreter's packages (e.g. an installed torch)")
         form.addRow("Folder", self.install_folder)
         form.addRow("Python", self.install_python)
         form.addRow("Package", self.install_package)
@@ -175,6 +228,7 @@ class EditDock(QDockWidget):
         self.install_log = QPlainTextEdit()
         self.install_log.setReadOnly(True)
         self.install_log.setMaximumBlockCount(2000)
+        self.install_log.setLineWrapMode(QPlainTextEdit.WidgetWidth)
         form.addRow(self.install_log)
         return box
 
@@ -189,22 +243,36 @@ class EditDock(QDockWidget):
         self.roi_source.setCurrentIndex(0)
 
     def backend_settings(self) -> BackendSettings:
-        return BackendSettings(url=self.url.text().strip(), token=self.token.text().strip(),
+        return BackendSettings(url=self.url.text().strip(), authcfg=self.credentials.configId(),
                                executable=self.exe.text().strip(), autostart=self.autostart.isChecked(),
                                remote=self.where.currentIndex() == 1)
 
     def show_backend_settings(self, settings: BackendSettings) -> None:
         self.url.setText(settings.url)
-        self.token.setText(settings.token)
+        self.credentials.setConfigId(settings.authcfg)
         self.exe.setText(settings.executable)
         self.autostart.setChecked(settings.autostart)
         self.where.setCurrentIndex(1 if settings.remote else 0)
         self._on_where()
 
     def _on_where(self, *_) -> None:
+        """Show the settings of where the backend runs: a program here, or a server's credentials."""
         local = self.where.currentIndex() == 0
-        self.exe.setEnabled(local)
-        self.autostart.setEnabled(local)
+        for widget, shown in ((self.exe, local), (self.autostart, local), (self.credentials, not local),
+                              (self.token_row, not local)):
+            widget.setVisible(shown)
+            widget.setEnabled(shown)
+            label = self.backend_form.labelForField(widget)
+            if label is not None:
+                label.setVisible(shown)
+
+    def token_text(self) -> str:
+        return self.token.text().strip()
+
+    def show_credentials(self, authcfg: str) -> None:
+        """A newly stored token: its configuration is chosen, the pasted token cleared."""
+        self.credentials.setConfigId(authcfg)
+        self.token.clear()
 
     def install_spec(self) -> InstallSpec:
         return InstallSpec(folder=self.install_folder.filePath().strip(), python=self.install_python.filePath().strip(),
@@ -228,10 +296,9 @@ class EditDock(QDockWidget):
     def show_backend_error(self, error: str) -> None:
         self.health.setText(f"backend unavailable: {error}")
 
-    def show_backend_address(self, url: str, token: str) -> None:
-        """The backend that answered (a started local one picks its own token)."""
+    def show_backend_address(self, url: str) -> None:
+        """The backend that answered (a started local one may be on another address)."""
         self.url.setText(url)
-        self.token.setText(token)
 
     def backend_status(self) -> str:
         return self.health.text()
@@ -265,6 +332,12 @@ class EditDock(QDockWidget):
     def set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+
+    def set_compare_available(self, available: bool) -> None:
+        """A result to compare with its source is in the project, or no longer."""
+        self.compare_button.setEnabled(available)
+        if not available or self.compare_button.isChecked():
+            self.compare_button.setChecked(False)
 
     def show_stage(self, text: str) -> None:
         self.stage.setText(text)

@@ -1,6 +1,7 @@
 """Edits from the dock: submit one (here or on a remote server), follow it in a task, cancel it,
-list the backend's jobs and load a finished one's result. Reports through signals; the remote
-jobs this machine sent are kept in a ``RemoteJobs`` registry."""
+list the backend's jobs and load a finished one's result. An edit runs on the connection of the
+current settings: one under way (the local backend starting) is waited for, none is made first.
+Reports through signals; the remote jobs this machine sent are kept in a ``RemoteJobs`` registry."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from .preferences import BackendSettings
 from .remote import RemoteEditTask
 from .remote_jobs import RemoteJobs
 from .request import build_request
-from .settings import backend_client
 
 
 class EditService(QObject):
@@ -28,19 +28,21 @@ class EditService(QObject):
     listed = pyqtSignal(object, object)    # the backend's jobs, and the ids of those that can be loaded
     job_changed = pyqtSignal(object, bool)  # one job's new state, and whether it can be loaded
     message = pyqtSignal(str, object)      # text and Qgis message level, for the message bar
+    loaded = pyqtSignal(object, object)    # a result layer added to the project, and its job
 
     def __init__(self, registry: RemoteJobs, drawn_layer: Callable[[], object],
-                 settings: Callable[[], BackendSettings], parent=None):
-        """``settings()``: the backend settings to submit with, read when an edit starts."""
+                 settings: Callable[[], BackendSettings], connections, parent=None):
+        """``settings()``: the backend settings to submit with, read when an edit starts;
+        ``connections``: the ``ConnectionService`` whose connection an edit runs on."""
         super().__init__(parent)
         self.registry, self.drawn_layer, self.settings = registry, drawn_layer, settings
+        self.connections = connections
         self.jobs: dict[str, Job] = {}
         self.task: Optional[EditTask] = None
         self.closed = False   # a task may end after the plugin is unloaded: its report is then dropped
 
-    def _client(self):
-        settings = self.settings()
-        return backend_client(settings.url, settings.token)
+    def _connection(self):
+        return self.connections.connection_for(self.settings())
 
     def run(self, form: EditForm, options: Optional[dict] = None) -> Optional[EditTask]:
         """Submit ``form``'s edit (with job ``options``, e.g. {"steps": 500}) and follow it."""
@@ -53,13 +55,12 @@ class EditService(QObject):
             return None
         if options:
             request["options"] = dict(options)
-        settings = self.settings()
-        if settings.remote:
+        if self.settings().remote:
             if request["mode"] == "copy":  # its content comes from outside the windows that travel
                 self.message.emit("copy mode needs the whole scene: run it on a local backend", Qgis.Warning)
                 return None
-            return self._follow(RemoteEditTask(backend_client(settings.url, settings.token), request))
-        return self._follow(EditTask(backend_client(settings.url, settings.token), request))
+            return self._follow(RemoteEditTask(self._connection(), request))
+        return self._follow(EditTask(self._connection(), request))
 
     def _follow(self, task):
         task.progressChanged.connect(lambda _: self.closed or self._progress(task))
@@ -67,7 +68,11 @@ class EditService(QObject):
         task.taskTerminated.connect(lambda: self._ended(task))
         self.task = task
         self.running.emit(True)
-        self.stage.emit("submitting ..." if task.job_id is None else "following ...")
+        if not task.connection.done:
+            self.stage.emit("waiting for the backend to start ..." if self.settings().starts_local
+                            else "waiting for the backend to answer ...")
+        else:
+            self.stage.emit("submitting ..." if task.job_id is None else "following ...")
         QgsApplication.taskManager().addTask(task)
         return task
 
@@ -92,11 +97,13 @@ class EditService(QObject):
         if job is not None and job.state == "done":
             self.ended.emit("done", "")
             self.load_job(job)
-        elif job is not None and job.state == "cancelled":
+        elif job.state == "cancelled" if job is not None else task.isCanceled():
             self.ended.emit("cancelled", "")
             self.message.emit("edit cancelled; nothing was written", Qgis.Info)
         else:
             error = task.error or (job.error if job else None) or "the edit failed"
+            if task.unreachable:
+                self.connections.forget(task.connection)
             self.ended.emit("failed", error)
             self.message.emit(error, Qgis.Critical)
 
@@ -131,9 +138,9 @@ class EditService(QObject):
             return None
         if is_remote_job(job) and (job.state != "done" or not os.path.exists(job.output)):
             files = self.registry.files(job.id)
-            return self._follow(RemoteEditTask(self._client(), job_id=job.id, files=files))
+            return self._follow(RemoteEditTask(self._connection(), job_id=job.id, files=files))
         if job.state in ("queued", "running"):
-            return self._follow(EditTask(self._client(), job_id=job.id))
+            return self._follow(EditTask(self._connection(), job_id=job.id))
         return self.load_job(job)
 
     def load_job(self, job: Job) -> Optional[QgsRasterLayer]:
@@ -144,6 +151,7 @@ class EditService(QObject):
             self.message.emit(str(exc), Qgis.Warning)
             return None
         self.job_changed.emit(job, False)
+        self.loaded.emit(layer, job)
         return layer
 
     def close(self) -> None:

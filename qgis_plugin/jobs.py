@@ -8,8 +8,9 @@ from typing import Callable, Optional
 
 from qgis.core import QgsTask
 
-from .client import BackendClient, BackendError
+from .client import BackendClient
 from .entities import Job
+from .errors import BackendError
 
 CANCEL_WAIT = 30.0  # seconds to wait for the backend to confirm a cancel (it lands within ~2 s)
 
@@ -47,16 +48,19 @@ def _sleep(seconds: float, wake: Callable[[], bool]) -> None:
 
 
 class EditTask(QgsTask):
-    """A job followed in QGIS's task manager. ``job`` holds the latest state (read it on the main
-    thread from ``progressChanged``); ``taskCompleted``/``taskTerminated`` report the end."""
+    """A job followed in QGIS's task manager, on the backend of ``connection`` (a
+    ``backend.Connection``: the task first waits for a connect still under way, e.g. a local
+    backend starting). ``job`` holds the latest state (read it on the main thread from
+    ``progressChanged``); ``taskCompleted``/``taskTerminated`` report the end."""
 
-    def __init__(self, client: BackendClient, request: Optional[dict] = None, job_id: Optional[str] = None,
+    def __init__(self, connection, request: Optional[dict] = None, job_id: Optional[str] = None,
                  poll: float = 0.5):
         title = (request or {}).get("prompt") or (request or {}).get("mode") or job_id or "edit"
         super().__init__(f"rs-geo-edit: {title}", QgsTask.CanCancel)
-        self.client, self.request, self.job_id, self.poll = client, request, job_id, poll
+        self.connection, self.request, self.job_id, self.poll = connection, request, job_id, poll
         self.job: Optional[Job] = None
         self.error: Optional[str] = None
+        self.unreachable = False   # the backend stopped answering (status None)
         self.detached = False
 
     def detach(self) -> None:
@@ -70,14 +74,20 @@ class EditTask(QgsTask):
 
     def run(self) -> bool:  # worker thread: no widgets here
         try:
-            self.job = follow_job(self.client, self.request, job_id=self.job_id, is_canceled=self.is_canceled,
-                                  on_update=self._update, poll=self.poll, is_detached=lambda: self.detached)
-        except BackendError as exc:
+            self.job = self.follow(self.connection.client(self.is_canceled))
+        except (BackendError, ValueError, OSError) as exc:
             self.error = str(exc)
+            self.unreachable = getattr(exc, "status", 0) is None and self.connection.done \
+                and not self.connection.failed
             return False
         if self.job.state == "failed":
             self.error = self.job.error or "the job failed"
-        return self.job.state == "done"
+        return self.job.state == "done" and not self.detached
+
+    def follow(self, client: BackendClient) -> Job:
+        """Submit (or follow) the job on ``client``'s backend until it ends."""
+        return follow_job(client, self.request, job_id=self.job_id, is_canceled=self.is_canceled,
+                          on_update=self._update, poll=self.poll, is_detached=lambda: self.detached)
 
     def _update(self, job: Job) -> None:
         self.job = job

@@ -9,6 +9,7 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
+from .network import remember_main_manager
 from .provider import EditProvider
 
 ICON = Path(__file__).with_name("icon.svg")
@@ -23,6 +24,7 @@ class RsGeoEditPlugin:
         self.provider = None
 
     def initProcessing(self):  # noqa: N802 (qgis_process calls this with iface=None)
+        remember_main_manager()   # QGIS calls this on the main thread; requests then come from tasks
         if self.provider is None:
             provider = EditProvider()
             # another instance may hold the id already; then leave its provider alone on unload

@@ -1,5 +1,7 @@
 """The plugin's stored choices (backend and installer), over an injected key-value store. Qt-free:
-QGIS gives it a QgsSettings store, tests a dict."""
+QGIS gives it a QgsSettings store, tests a dict. No secret is stored here: a remote server's
+credentials are the id of a QGIS authentication configuration (``authcfg``); a local backend's
+token is read from the backend at each connect."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .client import BackendError
+from .errors import BackendError
 from .entities import DEFAULT_PACKAGE, InstallSpec
 
 
@@ -17,6 +19,8 @@ class Store(Protocol):
     def value(self, key: str, default: Any = None) -> Any: ...
 
     def setValue(self, key: str, value: Any) -> None: ...  # noqa: N802 (QgsSettings's name)
+
+    def remove(self, key: str) -> None: ...
 
 
 class MemoryStore:
@@ -31,11 +35,14 @@ class MemoryStore:
     def setValue(self, key: str, value: Any) -> None:  # noqa: N802
         self.values[key] = value
 
+    def remove(self, key: str) -> None:
+        self.values.pop(key, None)
+
 
 @dataclass(frozen=True)
 class BackendSettings:
     url: str = "http://127.0.0.1:8765"
-    token: str = ""
+    authcfg: str = ""       # a remote server's credentials: a QGIS authentication configuration id
     executable: str = "rs-geo-edit"
     autostart: bool = False
     remote: bool = False    # a server that cannot read this machine's files: the windows are uploaded
@@ -67,16 +74,23 @@ class Preferences:
 
     def backend(self) -> BackendSettings:
         return BackendSettings(url=self.store.value("url", BackendSettings.url),
-                               token=self.store.value("token", ""),
+                               authcfg=self.store.value("authcfg", ""),
                                executable=self.store.value("executable", BackendSettings.executable),
                                autostart=self._flag("autostart"), remote=self._flag("remote"))
 
     def save_backend(self, settings: BackendSettings) -> BackendSettings:
-        for key in ("url", "token", "executable"):
+        for key in ("url", "authcfg", "executable"):
             self.store.setValue(key, getattr(settings, key))
         self._set_flag("autostart", settings.autostart)
         self._set_flag("remote", settings.remote)
         return settings
+
+    def plain_token(self) -> str:
+        """A token that earlier versions kept in the settings in plain text ("" when none)."""
+        return str(self.store.value("token", "") or "")
+
+    def forget_plain_token(self) -> None:
+        self.store.remove("token")
 
     def install(self, default_folder: Path, default_python: str) -> InstallSpec:
         """The last spec installed, with the given defaults for what was never set."""

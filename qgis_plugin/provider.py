@@ -13,14 +13,15 @@ from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingExcep
                        QgsProcessingParameterString, QgsProcessingProvider)
 from qgis.PyQt.QtGui import QIcon
 
-from .client import BackendError
+from .backend import client_for
 from .entities import OptionSpec, load_option_specs
+from .errors import BackendError
 from .jobs import follow_job
 from .remote import RemoteEdit
 from .layers import source_path
 from .rois import features_geojson
 from .preferences import Preferences
-from .settings import MODES, PRESETS, QgsSettingsStore, backend_client
+from .settings import MODES, PRESETS, QgsSettingsStore
 
 # Options the algorithm's own parameters (or Processing itself) already decide.
 FIXED = {"scene", "aoi", "prompt", "mode", "preset", "seed", "output", "layer", "prompt_field", "copy_from",
@@ -74,7 +75,7 @@ class EditAlgorithm(QgsProcessingAlgorithm):
 
     def shortHelpString(self):  # noqa: N802
         return ("Edits the ROIS of INPUT with the rs-geo-edit backend (a running 'rs-geo-edit serve'; URL and "
-                "token from the plugin's settings) and writes OUTPUT, a GeoTIFF with the input's CRS and "
+                "credentials from the plugin's settings) and writes OUTPUT, a GeoTIFF with the input's CRS and "
                 "metadata. MODE text follows PROMPT (or each ROI's 'prompt' attribute). The other parameters "
                 "are the backend's editing options; left empty, the preset decides. Example: "
                 "qgis_process run rs_geo_edit:edit -- INPUT=scene.tif ROIS=rois.gpkg MODE=1 STEPS=500 "
@@ -133,7 +134,6 @@ class EditAlgorithm(QgsProcessingAlgorithm):
                    "seed": self.parameterAsInt(parameters, self.SEED, context),
                    "output": self.parameterAsOutputLayer(parameters, self.OUTPUT, context), "options": options}
         settings = Preferences(QgsSettingsStore()).backend()
-        client = backend_client(settings.url, settings.token)
 
         def report(job):
             if not feedback.isCanceled():
@@ -142,6 +142,7 @@ class EditAlgorithm(QgsProcessingAlgorithm):
                 feedback.setProgressText(f"{job.stage}: {job.message}")
 
         try:
+            client = client_for(settings)
             if settings.remote:  # the dock's "Runs on: remote server": only the windows travel
                 if request["mode"] == "copy":
                     raise QgsProcessingException("copy mode needs the whole scene: run it on a local backend")

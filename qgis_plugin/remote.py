@@ -22,8 +22,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
-from .client import BackendClient, BackendError
+from .client import BackendClient
 from .entities import Job, LocalFiles
+from .errors import BackendError
 from .jobs import EditTask, follow_job
 
 # Shares of the progress bar: uploading, the remote job's own progress, then downloading and writing.
@@ -226,27 +227,21 @@ class RemoteEdit:
 
 
 class RemoteEditTask(EditTask):
-    """A :class:`RemoteEdit` in QGIS's task manager; ``job`` holds the latest state (read it on the
-    main thread from ``progressChanged``); ``taskCompleted``/``taskTerminated`` report the end."""
+    """A :class:`RemoteEdit` in QGIS's task manager, on the backend of ``connection``; ``job``
+    holds the latest state (read it on the main thread from ``progressChanged``);
+    ``taskCompleted``/``taskTerminated`` report the end."""
 
-    def __init__(self, client: BackendClient, request: Optional[dict] = None, *, job_id: Optional[str] = None,
+    def __init__(self, connection, request: Optional[dict] = None, *, job_id: Optional[str] = None,
                  files: Optional[LocalFiles] = None, poll: float = 0.5):
-        super().__init__(client, request, job_id, poll)
+        super().__init__(connection, request, job_id, poll)
         self.setDescription(f"{self.description()} (remote)")
-        self.edit = RemoteEdit(client, request, job_id=job_id, files=files, report=self._report)
-        self.files = self.edit.files
+        self.files = files or LocalFiles(scene=request["scene"], output=request["output"])
 
-    def _report(self, job: Job) -> None:
-        self.job_id = self.edit.job_id   # known once the job is submitted: the dock remembers it then
+    def _report(self, job: Job, edit: RemoteEdit) -> None:
+        self.job_id = edit.job_id   # known once the job is submitted: the dock remembers it then
         self._update(job)
 
-    def run(self) -> bool:  # worker thread: no widgets here
-        try:
-            self.job = self.edit.run(self.is_canceled, lambda: self.detached, self.poll)
-        except (BackendError, ValueError, OSError) as exc:
-            self.error = str(exc)
-            return False
-        if self.job.state == "failed":
-            self.error = self.job.error or "the remote job failed"
-        return self.job.state == "done" and not self.detached
-
+    def follow(self, client: BackendClient) -> Job:  # worker thread: no widgets here
+        edit = RemoteEdit(client, self.request, job_id=self.job_id, files=self.files,
+                          report=lambda job: self._report(job, edit))
+        return edit.run(self.is_canceled, lambda: self.detached, self.poll)

@@ -1,7 +1,7 @@
 """Build the QGIS plugin zip (installable through Plugins > Install from ZIP).
 
 The zip holds one folder, rs_geo_edit_qgis/, with the plugin's Python files, its options schema,
-icon, help page and changelog, the top-level metadata.txt (the single source of the plugin's
+icon, help page (with its screenshot) and changelog, the top-level metadata.txt (the single source of the plugin's
 metadata), the LICENSE and the README.
 
 Usage: python3 scripts/package_plugin.py [--out dist/rs_geo_edit_qgis.zip]
@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = "rs_geo_edit_qgis"
-PLUGIN_FILES = ("*.py", "options_schema.json", "icon.svg", "help.html", "CHANGELOG.md")
+PLUGIN_FILES = ("*.py", "options_schema.json", "icon.svg", "help.html", "images/*.png", "CHANGELOG.md")
 
 
 def build(out: Path) -> Path:
@@ -27,7 +27,7 @@ def build(out: Path) -> Path:
             if not paths:
                 raise SystemExit(f"qgis_plugin/{pattern} is missing: the plugin cannot be packaged without it")
             for path in paths:
-                zf.write(path, f"{FOLDER}/{path.name}")
+                zf.write(path, f"{FOLDER}/{path.relative_to(ROOT / 'qgis_plugin').as_posix()}")
         for name in ("metadata.txt", "LICENSE", "README.md"):
             zf.write(ROOT / name, f"{FOLDER}/{name}")
     tmp.replace(out)

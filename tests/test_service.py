@@ -80,6 +80,9 @@ def test_auth_validation_and_limits(service, scene, tmp_path):
     assert httpx.post(service.url + "/jobs", json=body).status_code == 401
     assert httpx.post(service.url + "/jobs", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
     assert httpx.get(service.url + "/jobs").status_code == 401
+    # the token as the password of HTTP Basic (how a QGIS authentication configuration carries it)
+    assert httpx.get(service.url + "/jobs", auth=("anyone", service.token)).status_code == 200
+    assert httpx.get(service.url + "/jobs", auth=(service.token, "wrong")).status_code == 401
     missing = str(tmp_path / "nowhere" / "x.tif")
     resp = service.client.post("/jobs", json={"scene": missing, "aoi": str(aoi)})
     assert resp.status_code == 422 and missing in resp.json()["detail"]

@@ -24,6 +24,7 @@ os.environ.setdefault("XDG_RUNTIME_DIR", _runtime)
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKEND = ROOT / ".venv" / "bin" / "rs-geo-edit"
+MASTER_PASSWORD = "the analyst's master password"
 sys.path.append("/usr/share/qgis/python/plugins")
 
 from qgis.core import QgsApplication  # noqa: E402
@@ -94,6 +95,10 @@ def qgis_app(tmp_path_factory):
     QgsApplication.setPrefixPath("/usr", True)
     app = QgsApplication([], True, str(profile))
     app.initQgis()
+    # the profile's authentication database, unlocked as an analyst would with the master password
+    auth = QgsApplication.authManager()
+    auth.setPasswordHelperEnabled(False)
+    assert auth.setMasterPassword(MASTER_PASSWORD, True)
     from processing.core.Processing import Processing
 
     Processing.initialize()
@@ -172,7 +177,15 @@ def backend(tmp_path_factory):
         proc.kill()
         pytest.fail("backend did not start")
     token = (tmp / "config" / "token").read_text().strip()
+    # the plugin reads a local backend's token from the backend (serve --print-token), as on the
+    # analyst's machine: the same configuration folder as the service's
+    before = os.environ.get("RS_GEO_EDIT_CONFIG_DIR")
+    os.environ["RS_GEO_EDIT_CONFIG_DIR"] = env["RS_GEO_EDIT_CONFIG_DIR"]
     yield {"url": url, "token": token, "env": env, "tmp": tmp}
+    if before is None:
+        os.environ.pop("RS_GEO_EDIT_CONFIG_DIR", None)
+    else:
+        os.environ["RS_GEO_EDIT_CONFIG_DIR"] = before
     proc.terminate()
     proc.wait(timeout=20)
 

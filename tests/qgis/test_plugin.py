@@ -190,10 +190,13 @@ def test_drawn_roi_layer_is_outlined_not_filled(plugin):
 
 
 def _connect(plugin, backend):
+    from conftest import BACKEND
+
     dock, controller = plugin.dock, plugin.controller
+    dock.where.setCurrentIndex(0)
     dock.autostart.setChecked(False)
     dock.url.setText(backend["url"])
-    dock.token.setText(backend["token"])
+    dock.exe.setText(str(BACKEND))          # the local backend's token is read from it
     assert controller.connect() is not None
     assert wait_for(lambda: controller.connect_task is None, 30)
     assert controller.health["status"] == "ok" and "rs-geo-edit" in dock.health.text(), dock.health.text()
@@ -255,6 +258,45 @@ def test_connect_starts_the_local_backend_without_blocking_qgis(plugin, tmp_path
     assert process is not None and process.poll() is not None       # and stopped again
 
 
+def test_run_right_after_connect_waits_for_the_starting_backend(plugin, host, tmp_path, monkeypatch):
+    """Connect on a stopped local backend, then Run at once: the edit waits for the backend that is
+    starting and ends with its result, not with 'not reachable'."""
+    from conftest import BACKEND, free_port
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    for key, folder in (("RS_GEO_EDIT_DATA_DIR", "data"), ("RS_GEO_EDIT_CONFIG_DIR", "config"),
+                        ("RS_GEO_EDIT_CACHE", "cache")):
+        monkeypatch.setenv(key, str(tmp_path / folder))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    dock, controller = plugin.dock, plugin.controller
+    layer = _raster_layer(tmp_path)
+    QgsProject.instance().setCrs(layer.crs())
+    host.canvas.setDestinationCrs(layer.crs())
+    controller.roi_layer = None
+    _draw(plugin, host, layer, [(250, 200), (450, 200), (450, 400), (250, 400)])
+    dock.mode.setCurrentText("regenerate")
+    dock.where.setCurrentIndex(0)
+    dock.url.setText(f"http://127.0.0.1:{free_port()}")
+    dock.exe.setText(str(BACKEND))
+    dock.autostart.setChecked(True)
+    try:
+        connecting = controller.connect()
+        task = controller.run(TINY)
+        assert connecting is not None and task is not None and not connecting.connection.done
+        assert dock.stage.text() == "waiting for the backend to start ..."
+        assert not dock.run_button.isEnabled() and dock.cancel_button.isEnabled()
+        assert wait_for(lambda: controller.task is None, 300), dock.stage.text()
+        assert dock.stage.text() == "done", dock.stage.text()
+        assert task.connection is connecting.connection and controller.local.process.poll() is None
+        results = [l for l in QgsProject.instance().mapLayers().values()
+                   if isinstance(l, QgsRasterLayer) and l.name().endswith("(rs-geo-edit)")]
+        assert len(results) == 1 and Path(results[0].source()).is_file()
+    finally:
+        controller.stop_backend()
+        dock.autostart.setChecked(False)
+        QgsProject.instance().removeAllMapLayers()
+
+
 def test_end_to_end_job_adds_the_result_layer(plugin, host, backend, tmp_path):
     from qgis.core import QgsProject, QgsRasterLayer
 
@@ -292,14 +334,14 @@ def test_cancel_mid_run_leaves_no_output(plugin, host, backend, tmp_path):
     QgsProject.instance().removeAllMapLayers()
 
 
-def test_backend_down_reports_without_freezing(plugin, host, tmp_path):
-    from conftest import free_port
+def test_backend_down_reports_without_freezing(plugin, host, backend, tmp_path):
+    from conftest import BACKEND, free_port
     from qgis.core import QgsProject
 
     dock, controller = plugin.dock, plugin.controller
     dock.autostart.setChecked(False)
     dock.url.setText(f"http://127.0.0.1:{free_port()}")
-    dock.token.setText("whatever")
+    dock.exe.setText(str(BACKEND))
     controller.connect()
     assert wait_for(lambda: controller.connect_task is None, 30)
     assert controller.health == {} and "not reachable" in dock.health.text()
@@ -403,11 +445,12 @@ def test_help_button_opens_the_bundled_help(plugin, plugin_dir):
 
 
 def _set_backend_settings(backend):
+    from conftest import BACKEND
     from qgis.core import QgsSettings
 
     settings = QgsSettings()
     settings.setValue("rs_geo_edit/url", backend["url"])
-    settings.setValue("rs_geo_edit/token", backend["token"])
+    settings.setValue("rs_geo_edit/executable", str(BACKEND))
 
 
 def _roi_file(tmp_path):
@@ -497,10 +540,12 @@ def test_processing_options_reach_the_backend(plugin, backend, tmp_path):
 
 
 def test_qgis_process_command_line(plugin_dir, backend, tmp_path):
+    from conftest import BACKEND
+
     home = tmp_path / "home"
     ini = home / ".local/share/QGIS/QGIS3/profiles/default/QGIS/QGIS3.ini"
     ini.parent.mkdir(parents=True)
-    ini.write_text("[rs_geo_edit]\nurl={}\ntoken={}\n".format(backend["url"], backend["token"]))
+    ini.write_text("[rs_geo_edit]\nurl={}\nexecutable={}\n".format(backend["url"], BACKEND))
     env = {**os.environ, "HOME": str(home), "QGIS_PLUGINPATH": str(plugin_dir), "QT_QPA_PLATFORM": "offscreen"}
     exe = "/usr/bin/qgis_process.bin"
     enable = subprocess.run([exe, "plugins", "enable", "rs_geo_edit_qgis"], env=env, capture_output=True,

@@ -63,7 +63,26 @@ def _remote_ready(plugin_or_fresh, backend, tmp_path, name="scene"):
     dock.mode.setCurrentText("regenerate")
     dock.seed.setValue(5)
     dock.where.setCurrentIndex(1)
+    _store_token(plugin_or_fresh, backend)
     return raster, layer
+
+
+def stored_token(authcfg: str) -> str:
+    """The password (the token) an authentication configuration holds, decrypted by QGIS."""
+    from qgis.core import QgsApplication, QgsAuthMethodConfig
+
+    loaded, config = QgsApplication.authManager().loadAuthenticationConfig(authcfg, QgsAuthMethodConfig(), True)
+    assert loaded and config.method() == "Basic"
+    return config.config("password")
+
+
+def _store_token(plugin, backend) -> str:
+    """The server's token pasted into the dock and stored: an authentication configuration."""
+    plugin.dock.token.setText(backend["token"])
+    plugin.dock.store_token_button.click()
+    authcfg = plugin.dock.credentials.configId()
+    assert authcfg and plugin.dock.token.text() == ""
+    return authcfg
 
 
 @pytest.fixture
@@ -193,8 +212,11 @@ def test_processing_runs_on_the_remote_server_too(plugin, backend, tmp_path):
 
     from test_plugin import _roi_file, _set_backend_settings
 
+    from rs_geo_edit_qgis.credentials import store_token
+
     _set_backend_settings(backend)
     QgsSettings().setValue("rs_geo_edit/remote", "true")
+    QgsSettings().setValue("rs_geo_edit/authcfg", store_token(backend["url"], backend["token"]))
     try:
         raster = write_raster(tmp_path / "p.tif")
         out = tmp_path / "p_out.tif"
@@ -259,10 +281,95 @@ def test_a_result_that_does_not_fit_the_scene_leaves_no_file(plugin, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["box.tif", "scene.tif"]
 
 
-def _forwarding_proxy(names: dict):
-    """A real HTTP forward proxy on 127.0.0.1, as a site's proxy is: it resolves the host names in
-    ``names`` itself (the client cannot), forwards each request and records (method, absolute
-    URL, Authorization, Proxy-Authorization) of every request it carried."""
+
+# ------------------------------------------------------------------ credentials in QGIS's auth database
+def test_the_token_round_trips_through_the_authentication_database(plugin, backend, remote_setting):
+    """Stored from the dock, the token is an encrypted authentication configuration: the settings
+    hold only its id, and QGIS applies it to the plugin's requests (the server lets them in)."""
+    from qgis.core import QgsApplication, QgsSettings
+
+    _connect(plugin, backend)
+    plugin.dock.where.setCurrentIndex(1)
+    authcfg = _store_token(plugin, backend)
+    assert stored_token(authcfg) == backend["token"]
+    plugin.controller.connect()
+    assert wait_for(lambda: plugin.controller.connect_task is None, 30)
+    assert plugin.controller.health.get("status") == "ok", plugin.dock.health.text()
+    settings = QgsSettings()
+    assert settings.value("rs_geo_edit/authcfg") == authcfg and settings.value("rs_geo_edit/token") is None
+    ini = Path(settings.fileName()).read_text()
+    assert backend["token"] not in ini
+    database = Path(QgsApplication.authManager().authenticationDatabasePath()).read_bytes()
+    assert backend["token"].encode() not in database                   # encrypted with the master password
+
+    # a configuration that does not hold the server's token: the refusal says so
+    from rs_geo_edit_qgis.credentials import store_token
+
+    wrong = store_token(backend["url"], "not-the-token", name="rs-geo-edit wrong")
+    plugin.dock.credentials.setConfigId(wrong)
+    plugin.controller.connect()
+    assert wait_for(lambda: plugin.controller.connect_task is None, 30)
+    assert f"configuration '{wrong}' does not hold this server's token" in plugin.dock.health.text()
+    QgsApplication.authManager().removeAuthenticationConfig(wrong)     # removed behind the dock's back
+    plugin.controller.connect()
+    assert wait_for(lambda: plugin.controller.connect_task is None, 30)
+    assert f"QGIS has no authentication configuration '{wrong}'" in plugin.dock.health.text(), \
+        plugin.dock.health.text()
+
+
+def test_a_plain_token_in_the_settings_moves_into_the_authentication_database(plugin, host, backend,
+                                                                             remote_setting):
+    """Settings written by an earlier version (the token in plain text): the next start of the
+    plugin moves the token into an authentication configuration and removes it from the settings;
+    the remote server then answers with it."""
+    from qgis.core import QgsSettings
+
+    import rs_geo_edit_qgis
+
+    settings = QgsSettings()
+    for key, value in {"url": backend["url"], "token": backend["token"], "remote": "true", "authcfg": ""}.items():
+        settings.setValue(f"rs_geo_edit/{key}", value)
+    fresh = rs_geo_edit_qgis.classFactory(host)
+    fresh.initGui()
+    try:
+        assert QgsSettings().value("rs_geo_edit/token") is None
+        authcfg = QgsSettings().value("rs_geo_edit/authcfg")
+        assert authcfg and stored_token(authcfg) == backend["token"]
+        assert fresh.dock.credentials.configId() == authcfg and fresh.dock.where.currentIndex() == 1
+        assert "moved from the plugin's settings" in host.bar.currentItem().text()
+        fresh.controller.connect()
+        assert wait_for(lambda: fresh.controller.connect_task is None, 30)
+        assert fresh.controller.health.get("status") == "ok", fresh.dock.health.text()
+    finally:
+        fresh.unload()
+    again = rs_geo_edit_qgis.classFactory(host)       # once: nothing left to move
+    again.initGui()
+    try:
+        assert QgsSettings().value("rs_geo_edit/authcfg") == authcfg
+    finally:
+        again.unload()
+
+    # a local backend's token is not kept anywhere: the backend gives it at each connect
+    from qgis.core import QgsApplication
+
+    configs = set(QgsApplication.authManager().configIds())
+    settings.setValue("rs_geo_edit/remote", "false")
+    settings.setValue("rs_geo_edit/token", backend["token"])
+    local = rs_geo_edit_qgis.classFactory(host)
+    local.initGui()
+    try:
+        assert QgsSettings().value("rs_geo_edit/token") is None
+        assert set(QgsApplication.authManager().configIds()) == configs
+    finally:
+        local.unload()
+
+
+# ------------------------------------------------------------------ QGIS's network stack
+def _forwarding_proxy(names: dict, user: str, password: str):
+    """A real HTTP forward proxy on 127.0.0.1 that wants its users to log in (407), as a site's
+    proxy does: it resolves the host names in ``names`` itself (the client cannot), forwards each
+    request and records (method, absolute URL, Authorization) of every request it carried."""
+    import base64
     import http.server
     import threading
     import urllib.error
@@ -270,16 +377,26 @@ def _forwarding_proxy(names: dict):
     import urllib.request
 
     seen = []
+    login = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(http.server.BaseHTTPRequestHandler):   # HTTP/1.0: a connection per request
+        def reply(self, status, body, kind, extra=()):
+            self.send_response(status)
+            for key, value in (("Content-Type", kind or "application/json"), ("Content-Length", str(len(body))),
+                               *extra):
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(body)
+
         def forward(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            data = self.rfile.read(length) if length else None
+            if self.headers.get("Proxy-Authorization") != login:
+                return self.reply(407, b"log in", "text/plain", [("Proxy-Authenticate", 'Basic realm="site"')])
             url = urllib.parse.urlsplit(self.path)
             target = url._replace(netloc=f"{names.get(url.hostname, url.hostname)}:{url.port}").geturl()
-            seen.append((self.command, self.path, self.headers.get("Authorization"),
-                         self.headers.get("Proxy-Authorization")))
-            length = int(self.headers.get("Content-Length") or 0)
-            request = urllib.request.Request(target, data=self.rfile.read(length) if length else None,
-                                             method=self.command)
+            seen.append((self.command, self.path, self.headers.get("Authorization")))
+            request = urllib.request.Request(target, data=data, method=self.command)
             for key in ("Authorization", "Content-Type", "Upload-Offset"):
                 if self.headers.get(key):
                     request.add_header(key, self.headers[key])
@@ -289,11 +406,7 @@ def _forwarding_proxy(names: dict):
                     status, body, kind = response.status, response.read(), response.headers.get("Content-Type")
             except urllib.error.HTTPError as exc:
                 status, body, kind = exc.code, exc.read(), exc.headers.get("Content-Type")
-            self.send_response(status)
-            self.send_header("Content-Type", kind or "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(status, body, kind)
 
         do_GET = do_POST = do_PATCH = do_DELETE = forward
 
@@ -305,44 +418,147 @@ def _forwarding_proxy(names: dict):
     return server, seen
 
 
-def test_a_remote_backend_is_reached_through_the_proxy_qgis_is_set_to_use(plugin, backend):
+def _set_proxy(port=None, user="", password=""):
+    """What QGIS's Options > Network page saves, then applies (no port: proxy off)."""
+    from qgis.core import QgsNetworkAccessManager, QgsSettings
+
+    settings = QgsSettings()
+    if port is None:
+        settings.remove("proxy")
+    else:
+        for key, value in {"proxyEnabled": True, "proxyType": "HttpProxy", "proxyHost": "127.0.0.1",
+                           "proxyPort": str(port), "proxyUser": user, "proxyPassword": password}.items():
+            settings.setValue(f"proxy/{key}", value)
+    QgsNetworkAccessManager.instance().setupDefaultProxyAndCache()
+
+
+def test_a_remote_edit_goes_through_the_proxy_qgis_is_set_to_use(plugin, host, backend, tmp_path, remote_setting):
     import base64
 
-    from qgis.core import QgsNetworkAccessManager, QgsSettings
-    from rs_geo_edit_qgis.client import BackendError
-    from rs_geo_edit_qgis.settings import backend_client, proxy_for
+    from qgis.core import QgsProject
 
     port = backend["url"].rsplit(":", 1)[1]
     remote = f"http://gpu-server.test:{port}"   # a name that only the proxy resolves
-    server, seen = _forwarding_proxy({"gpu-server.test": "127.0.0.1"})
-    settings = QgsSettings()
-    manager = QgsNetworkAccessManager.instance()
+    server, seen = _forwarding_proxy({"gpu-server.test": "127.0.0.1"}, "analyst", "s3cret:@x")
+    dock = plugin.dock
     try:
-        # what QGIS's Options > Network page saves, then applies
-        for key, value in {"proxyEnabled": True, "proxyType": "HttpProxy", "proxyHost": "127.0.0.1",
-                           "proxyPort": str(server.server_port), "proxyUser": "analyst",
-                           "proxyPassword": "s3cret:@x", "proxyExcludedUrls": ["http://intranet.test"]}.items():
-            settings.setValue(f"proxy/{key}", value)
-        manager.setupDefaultProxyAndCache()
+        _set_proxy(server.server_port, "analyst", "s3cret:@x")
+        _connect(plugin, backend)                     # this machine's backend: reached directly
+        assert seen == []
+        _remote_ready(plugin, backend, tmp_path, name="proxied")
+        dock.url.setText(remote)
+        task = plugin.controller.run(TINY)
+        assert wait_for(lambda: plugin.controller.task is None, 240), dock.stage.text()
+        assert dock.stage.text() == "done", dock.stage.text()
+        assert Path(task.files.output).is_file()
+        carried = {(method, url.split("?")[0].replace(task.job_id or "-", "{job}")) for method, url, _ in seen}
+        assert {("GET", f"{remote}/health"), ("POST", f"{remote}/plan"), ("POST", f"{remote}/uploads"),
+                ("POST", f"{remote}/jobs"), ("GET", f"{remote}/jobs/{{job}}/result"),
+                ("GET", f"{remote}/jobs/{{job}}/result/0")} <= carried, carried
+        assert any(method == "PATCH" and "/uploads/" in url for method, url, _ in seen)
+        basic = "Basic " + base64.b64encode(f"rs-geo-edit:{backend['token']}".encode()).decode()
+        assert {auth for _, _, auth in seen} == {basic}          # QGIS applied the auth configuration
 
-        assert backend_client(remote, backend["token"]).health()["device"] != "starting"
-        method, url, auth, proxy_auth = seen[-1]
-        assert (method, url, auth) == ("GET", remote + "/health", f"Bearer {backend['token']}")
-        assert proxy_auth == "Basic " + base64.b64encode(b"analyst:s3cret:@x").decode()
-
-        # a local backend and an excluded URL are reached directly, as QGIS reaches them
-        assert proxy_for(backend["url"]) is None and proxy_for("http://intranet.test:8765/") is None
-        carried = len(seen)
-        backend_client(backend["url"], backend["token"]).health()
-        assert len(seen) == carried
-
-        settings.setValue("proxy/proxyEnabled", False)
-        manager.setupDefaultProxyAndCache()
-        assert proxy_for(remote) is None
-        with pytest.raises(BackendError, match="not reachable"):
-            backend_client(remote, backend["token"], timeout=5).health()
-        assert len(seen) == carried
-    finally:
-        settings.remove("proxy")
-        manager.setupDefaultProxyAndCache()
         server.shutdown()
+        server.server_close()                                     # the proxy goes down: the refusal names it
+        plugin.controller.connect()
+        assert wait_for(lambda: plugin.controller.connect_task is None, 60)
+        assert f"proxy 127.0.0.1:{server.server_port}" in dock.health.text(), dock.health.text()
+
+        _set_proxy(None)                                          # no proxy: the name resolves nowhere
+        plugin.controller.connect()
+        assert wait_for(lambda: plugin.controller.connect_task is None, 60)
+        assert "gpu-server.test" in dock.health.text() and "check the URL" in dock.health.text(), dock.health.text()
+    finally:
+        _set_proxy(None)
+        server.shutdown()
+    QgsProject.instance().removeAllMapLayers()
+
+
+def _dropping_relay(port: int, drop: set):
+    """A relay to the service on ``port`` that cuts the connection of the PATCH requests numbered
+    in ``drop`` (1-based) in the middle, as a flaky network does: half of the chunk reaches the
+    service, and the answer breaks off. Returns the server and the numbers of the dropped requests."""
+    import http.client
+    import http.server
+    import socket
+    import threading
+
+    patches, dropped = [0], []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def relay(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "host")}
+            if self.command == "PATCH":
+                patches[0] += 1
+                if patches[0] in drop:
+                    dropped.append(patches[0])
+                    with socket.create_connection(("127.0.0.1", port)) as sock:
+                        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                        sock.sendall(f"PATCH {self.path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{head}\r\n".encode()
+                                     + body[:length // 2])
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n{")
+                    self.close_connection = True
+                    return
+            upstream = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            upstream.request(self.command, self.path, body or None, {**headers, "Host": f"127.0.0.1:{port}"})
+            response = upstream.getresponse()
+            data = response.read()
+            self.send_response(response.status)
+            for key, value in response.getheaders():
+                if key.lower() not in ("content-length", "connection", "transfer-encoding", "date", "server"):
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            upstream.close()
+
+        do_GET = do_POST = do_PATCH = do_DELETE = relay
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, dropped
+
+
+def test_the_upload_survives_a_server_that_drops_twice_in_the_middle(plugin, backend, tmp_path):
+    """Chunks 2 and 4 of 7 are cut off halfway: the client waits, asks the server how much it
+    holds, and goes on from there; the server ends with the file, byte for byte."""
+    from qgis.core import QgsApplication, QgsTask
+
+    from rs_geo_edit_qgis.client import REMOTE_HINT, BackendClient
+    from rs_geo_edit_qgis.credentials import store_token
+
+    window = write_raster(tmp_path / "window.tif", size=384)
+    assert 6 * 65536 < window.stat().st_size <= 7 * 65536
+    server, dropped = _dropping_relay(int(backend["url"].rsplit(":", 1)[1]), drop={2, 4})
+    client = BackendClient(f"http://127.0.0.1:{server.server_port}", authcfg=store_token(backend["url"], backend["token"]),
+                           hint=REMOTE_HINT)
+    offsets, out = [], {}
+
+    def upload(task):
+        out["id"] = client.upload(window, offsets.append, chunk=65536)
+        return True
+
+    try:
+        t0 = time.monotonic()
+        task = QgsTask.fromFunction("upload", upload)
+        QgsApplication.taskManager().addTask(task)
+        assert wait_for(lambda: task.status() in (QgsTask.Complete, QgsTask.Terminated), 120), offsets
+        elapsed = time.monotonic() - t0
+    finally:
+        server.shutdown()
+    assert "id" in out, (offsets, getattr(task, "exception", None))
+    assert dropped == [2, 4] and elapsed > 2 * 1.0                 # waited at least 1 s after each drop
+    assert offsets[-1] == window.stat().st_size
+    assert any(0 < b - a < 65536 for a, b in zip(offsets, offsets[1:]))   # resumed from a half chunk
+    state = api(backend, "GET", f"/uploads/{out['id']}")
+    assert state["complete"] and state["offset"] == window.stat().st_size
+    held = backend["tmp"] / "data" / "uploads" / f"{out['id']}.tif"
+    assert held.read_bytes() == window.read_bytes()

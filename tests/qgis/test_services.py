@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-QT_FREE = ("preferences", "remote_jobs", "naming", "entities")
+QT_FREE = ("preferences", "remote_jobs", "naming", "entities", "errors")
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_preferences_default_then_round_trip(pkg):
     prefs = Preferences(store)
     assert prefs.backend() == BackendSettings()
     assert prefs.install(Path("/p/venv"), "/usr/bin/python3") == InstallSpec(folder="/p/venv", python="/usr/bin/python3")
-    chosen = BackendSettings(url="http://gpu:9000", token="t", executable="/x/rs-geo-edit", autostart=True, remote=True)
+    chosen = BackendSettings(url="http://gpu:9000", authcfg="k3y9a1z", executable="/x/rs-geo-edit", autostart=True, remote=True)
     assert prefs.save_backend(chosen) is chosen
     spec = InstallSpec(folder="/v", python="/py", package="./backend", pip_args=("--no-deps", "-q"),
                        system_site_packages=True)
@@ -49,6 +49,18 @@ def test_preferences_default_then_round_trip(pkg):
     assert again.backend() == chosen and again.install(Path("/other"), "/other/python") == spec
     # flags as QgsSettings writes them; the installer's pip arguments as one line
     assert store.values["autostart"] == "true" and store.values["install_pip_args"] == "--no-deps -q"
+    # no secret among the settings: the credentials are an authentication configuration's id
+    assert "token" not in store.values and store.values["authcfg"] == "k3y9a1z"
+
+
+def test_a_plain_token_of_earlier_versions_is_read_then_forgotten(pkg):
+    from rs_geo_edit_qgis.preferences import MemoryStore, Preferences
+
+    store = MemoryStore({"url": "http://gpu:9000", "token": "s3cret", "remote": "true"})
+    prefs = Preferences(store)
+    assert prefs.plain_token() == "s3cret" and prefs.backend().authcfg == ""
+    prefs.forget_plain_token()
+    assert prefs.plain_token() == "" and "token" not in store.values and store.values["url"] == "http://gpu:9000"
 
 
 def test_preferences_read_flags_stored_as_booleans(pkg):

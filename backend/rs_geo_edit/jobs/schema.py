@@ -213,7 +213,7 @@ def error_response(description: str) -> dict:
     return {"model": ErrorView, "description": description}
 
 
-AUTH = {401: error_response("missing or wrong bearer token"),
+AUTH = {401: error_response("missing or wrong token (bearer, or the password of HTTP Basic)"),
         429: error_response("too many failed authentications from this address lately: wait and check the token")}
 
 

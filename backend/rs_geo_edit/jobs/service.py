@@ -1,6 +1,8 @@
 """The FastAPI app of ``rs-geo-edit serve``: submit, follow and cancel edit jobs over HTTP.
 
-Every endpoint but /health needs ``Authorization: Bearer <token>``, and every request a Host
+Every endpoint but /health needs ``Authorization: Bearer <token>`` (or the token as the password
+of HTTP Basic, any user name, for clients that keep it as a Basic credential, such as a QGIS
+authentication configuration), and every request a Host
 header naming this machine's loopback or the bound address (a page on another site that
 rebinds its DNS name to 127.0.0.1 is refused). Jobs live in the SQLite store and run in worker
 processes; this process validates at the door (body size, option bounds, scene and AOI headers,
@@ -20,7 +22,7 @@ from typing import Optional
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 
 from .. import __version__
 from ..config import MODES
@@ -203,7 +205,7 @@ def create_app(store: JobStore, token: str, data_dir: Path, workers: int, *, poo
     the uploads of remote edits."""
     app = FastAPI(title="rs-geo-edit", version=__version__, responses=ERRORS,
                   description="Text-guided generative editing of georeferenced scenes: local job service.")
-    bearer = HTTPBearer(auto_error=False)
+    bearer, basic = HTTPBearer(auto_error=False), HTTPBasic(auto_error=False)
     failures = FailedAuthLimit()
 
     @app.exception_handler(RequestValidationError)
@@ -212,10 +214,12 @@ def create_app(store: JobStore, token: str, data_dir: Path, workers: int, *, poo
         return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
 
     async def authorised(request: Request,
-                         credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
+                         credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer),
+                         password: Optional[HTTPBasicCredentials] = Depends(basic)) -> None:
         client = request.client.host if request.client else "unknown"
         failures.check(client)
-        if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
+        given = credentials.credentials if credentials else password.password if password else None
+        if given is None or not secrets.compare_digest(given.encode(), token.encode()):
             failures.failed(client)
             raise HTTPException(401, "missing or wrong token: send 'Authorization: Bearer <token>' "
                                      "(see rs-geo-edit serve --print-token)", headers={"WWW-Authenticate": "Bearer"})
