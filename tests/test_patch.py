@@ -134,7 +134,7 @@ def test_patch_engine_copy_mode_brings_the_donor(tmp_path):
 def test_patch_engine_draws_texture_not_fog_on_the_bundled_scene(tmp_path):
     """A 64 px forest ROI of the bundled aerial scene: the generated pixels' luminance detail
     against the ring (grain matching off: the figure on the raw pixels) is near real content's
-    (>= 0.6; seeds 0-2 gave 0.66-0.88, the scene itself 1.0); the same edit blurred by 1.5 px,
+    (>= 0.6; seeds 0-2 gave 0.58-0.72, the default seed 0 0.72, the scene itself 1.0); the same edit blurred by 1.5 px,
     fog, scores below 0.3 (about 0.07), so the figure catches it."""
     from scipy.ndimage import gaussian_filter
 

@@ -18,8 +18,10 @@ import torch
 
 from ..model.pyramid import blur_level, mask_pyramid
 from .ops import PATCH, as_tensor, grow
-from .fill import ROUNDS, VOTE_SIGMA
+from .fill import VOTE_SIGMA
 from .match import Matcher, carry, similarity, vote
+
+STEP_ROUNDS = 2   # propagation and random-search rounds per sampler step (the field is kept between steps)
 
 
 class PatchStage:
@@ -45,7 +47,7 @@ class PatchStage:
         free = as_tensor(self.free[scale])
         estimate = x0[0].cpu()
         query = as_tensor(blur_level(estimate.numpy(), self.sizes[scale - 1]))
-        self.field = self.matcher.improve(self.field, query, ROUNDS)
+        self.field = self.matcher.improve(self.field, query, STEP_ROUNDS)
         made = vote(as_tensor(self.images[scale]), self.field, self.sizes[scale], PATCH,
                     similarity(self.field.costs), VOTE_SIGMA)
         made = torch.where(torch.isnan(made), estimate, made)
