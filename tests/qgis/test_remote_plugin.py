@@ -410,12 +410,7 @@ def _forwarding_proxy(names: dict, user: str, password: str):
 
         do_GET = do_POST = do_PATCH = do_DELETE = forward
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, seen
+    return _serve(Handler), seen
 
 
 def _set_proxy(port=None, user="", password=""):
@@ -519,12 +514,15 @@ def _dropping_relay(port: int, drop: set):
 
         do_GET = do_POST = do_PATCH = do_DELETE = relay
 
-        def log_message(self, *args):
-            pass
+    return _serve(Handler), dropped
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+
+def _serve(handler):
+    """A quiet threading HTTP server of ``handler`` on a free port of 127.0.0.1, serving."""
+    handler.log_message = lambda self, *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, dropped
+    return server
 
 
 def test_the_upload_survives_a_server_that_drops_twice_in_the_middle(plugin, backend, tmp_path):
