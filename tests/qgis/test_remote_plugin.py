@@ -371,7 +371,6 @@ def _forwarding_proxy(names: dict, user: str, password: str):
     request and records (method, absolute URL, Authorization) of every request it carried."""
     import base64
     import http.server
-    import threading
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -477,7 +476,6 @@ def _dropping_relay(port: int, drop: set):
     import http.client
     import http.server
     import socket
-    import threading
 
     patches, dropped = [0], []
 
@@ -519,6 +517,9 @@ def _dropping_relay(port: int, drop: set):
 
 def _serve(handler):
     """A quiet threading HTTP server of ``handler`` on a free port of 127.0.0.1, serving."""
+    import http.server
+    import threading
+
     handler.log_message = lambda self, *args: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
