@@ -140,7 +140,7 @@ def load_clip(name: str, device="cpu", weights_dir: Optional[Path] = None, offli
 def _constructed(spec: ClipSpec, device) -> ClipModel:
     from .landcover import LandcoverCLIP, LandcoverTokenizer
 
-    model = LandcoverCLIP(spec.arch).to(device)
+    model = LandcoverCLIP(judge=spec.arch == "rsge-judge").to(device)
     # the towers read RGB in [0, 1] as it is: no normalisation
     return ClipModel(model, LandcoverTokenizer(spec.arch), model.image_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), spec,
                      None)

@@ -56,7 +56,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import IncompatibleOptions
-from .clip import CONSTRUCTED
 
 CONCEPTS = ("snow", "water", "forest", "road", "field")
 CONCEPT_WORDS: dict[str, tuple[str, ...]] = {
@@ -196,14 +195,12 @@ def judge_fractions(rgb):
 
 
 class LandcoverCLIP(nn.Module):
-    """The constructed model ``name`` (one of :data:`CONSTRUCTED`), frozen: its text tower is a
-    fixed word table, its image tower the guide's scores or the judge's fractions."""
+    """A constructed model, frozen: its text tower is a fixed word table, its image tower the
+    guide's evidence (``rsge-landcover``) or, with ``judge``, the judge's fractions (``rsge-judge``)."""
 
-    def __init__(self, name: str):
+    def __init__(self, judge: bool = False):
         super().__init__()
-        if name not in CONSTRUCTED:
-            raise IncompatibleOptions(f"`clip` {name!r}: the constructed models are {', '.join(CONSTRUCTED)}")
-        self.name, self.image_size = name, IMAGE_SIZE
+        self.judge, self.image_size = judge, IMAGE_SIZE
         self.words = nn.Parameter(word_table(), requires_grad=False)
         self.eval()
 
@@ -214,7 +211,7 @@ class LandcoverCLIP(nn.Module):
     def encode_image(self, images):
         """(N, 3, S, S) RGB in [0, 1] -> (N, 1 + len(CONCEPTS)): the constant axis, then each
         land cover's evidence (guide) or pixel fraction (judge). Differentiable."""
-        if self.name == "rsge-judge":
+        if self.judge:
             evidence, bias = judge_fractions(images), JUDGE_BIAS
         else:
             evidence, bias = landcover_evidence(landcover_scores(images)), 1.0
