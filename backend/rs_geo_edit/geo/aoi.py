@@ -18,6 +18,7 @@ from shapely.geometry.base import BaseGeometry
 from ..errors import AOIError, AOIOutsideScene, AOIWarning
 
 POLYGONAL = ("Polygon", "MultiPolygon")
+CAPTION_FIELD = "caption"   # a feature's description of what its ROI should show (training pairs)
 
 
 @dataclass
@@ -28,6 +29,7 @@ class ROI:
     prompt: Optional[str]
     feature: int                     # 0-based index of the feature in the AOI layer
     role: str = "target"             # "target" (edited) or "source" (copy-mode content)
+    caption: Optional[str] = None    # the feature's CAPTION_FIELD attribute, if any
 
 
 @dataclass
@@ -184,7 +186,9 @@ def _aoi_of(gdf, name: str, layer: Optional[str], scene_crs, footprint: Polygon,
         prompt = str(prompt).strip() if isinstance(prompt, str) and prompt.strip() else default_prompt
         role = getattr(row, role_field, None) if role_field in columns else None
         role = "source" if isinstance(role, str) and role.strip().lower() == "source" else "target"
-        rois.append(ROI(geometry=clipped, prompt=prompt, feature=idx, role=role))
+        caption = getattr(row, CAPTION_FIELD, None) if CAPTION_FIELD in columns else None
+        caption = caption.strip() if isinstance(caption, str) and caption.strip() else None
+        rois.append(ROI(geometry=clipped, prompt=prompt, feature=idx, role=role, caption=caption))
 
     for note in skipped:
         warnings.warn(f"AOI {Path(name).name}: skipped {note}", AOIWarning, stacklevel=3)
