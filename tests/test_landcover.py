@@ -14,7 +14,7 @@ from rs_geo_edit.guidance.clip import load_clip, parse_spec
 
 PROMPTS = ["snow", "open water", "dense forest", "a paved road"]
 # places of the bundled scene (centre row, col, half side, pixels): what a viewer sees there
-PLACES = {"snow": (200, 460, 32), "dense forest": (820, 240, 32), "a paved road": (400, 560, 20)}
+PLACES = {"snow": (200, 460, 32), "dense forest": (820, 240, 64), "a paved road": (400, 560, 20)}
 
 
 def _crop(row, col, half):

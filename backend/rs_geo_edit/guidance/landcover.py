@@ -15,25 +15,30 @@ adds nothing. "snow-covered field" is snow + field, "dense forest" is forest, "o
 water. A word outside the vocabulary, or a prompt naming no land cover, is an error naming the
 vocabulary: these models mean only what they were built to mean.
 
-**Image tower of ``rsge-landcover``** (the guide): statistics of the whole view (64 px, RGB in
-[0, 1]) as unitless cues, each squashed by tanh into [-1, 1]. A land cover's score is the mean of
-its cues and its evidence ``4 sigmoid(4 (score - 0.5))``, from ~0.01 (every cue against) to ~3.5
-(every cue for), bounded so that no cue can be pushed on its own without end:
+**Image tower of ``rsge-landcover``** (the guide): statistics of the whole view (128 px, RGB
+in [0, 1]) as cues in [-1, 1]. A land cover's score is the mean of its cues; its evidence,
+``4 sigmoid(4 (score - 0.5))``, runs from ~0.01 (every cue against) to ~3.5 (every cue for), so
+that no cue can be pushed on its own without end:
 
-    luminance L  mean of 0.299 R + 0.587 G + 0.114 B     white    (0.06 - mean chroma) / 0.03
-    texture      log3(mean |luminance - its 3x3 mean| / 0.004)
-    green        mean(G - (R + B) / 2) / 0.02            blue     mean(B - (R + G) / 2) / 0.03
-    linear       (coherence of the view's structure tensor - 0.3) / 0.15   (one dominant direction)
-    mid          1 - ((L - 0.5) / 0.2)^2
+    bright   mean of R, G and B (alike: a push on it changes no hue)
+    grey     tanh((0.06 - mean chroma) / 0.03), chroma = max - min of R, G, B
+    texture  log3(RMS of (luminance - its 3x3 mean) / 0.005);  smooth = tanh(-texture)
+    green    tanh(mean(G - (R + B) / 2) / 0.02)        blue   tanh(mean(B - (R + G) / 2) / 0.03)
+    linear   tanh((coherence of the view's structure tensor - 0.3) / 0.15): one dominant direction
+    near(x, target, width) = 1 - 2 d / (d + width), d = |x - target|: 1 at the target, 0 at
+             ``width`` from it, towards -1 far away (a cue that overshooting loses)
 
-    snow    (L - 0.6) / 0.12, white, -texture           bright, white, smooth
-    water   (0.3 - L) / 0.1, blue, -texture             dark, blue, flat
-    forest  (0.35 - L) / 0.1, green, texture            dark, green, textured
-    road    white, linear, mid                          grey, linear, mid brightness
-    field   (L - 0.35) / 0.1, -texture                  open land: smooth, not dark, any colour
+    snow    tanh((bright - 0.6) / 0.12), grey, smooth               bright, white, smooth
+    water   tanh((0.3 - bright) / 0.1), blue, smooth                dark, blue, flat
+    forest  tanh((0.35 - bright) / 0.1), green, near(texture, 0.8, 1)   dark, green, crown texture
+    road    grey, linear, near(bright, 0.5, 0.3)                    grey, linear, mid-bright
+    field   tanh((bright - 0.35) / 0.1), smooth                     open land: smooth, not dark
+
+The texture is an RMS, not a mean magnitude, so its gradient is the high-pass itself (a
+smoothing or sharpening flow) rather than a sign pattern.
 
 **Image tower of ``rsge-judge``** (a judge built apart from the guide): the fraction of the
-view's pixels that pass per-pixel tests, at half the resolution (32 px), in HSV value ``v`` and
+view's pixels that pass per-pixel tests, at half the resolution (64 px), in HSV value ``v`` and
 saturation ``s`` with the 5 x 5 local spread of ``v`` (soft thresholds, sigmoids):
 
     snow   v > 0.72, s < 0.12, spread < 0.04      water  v < 0.3, spread < 0.012, B > R
@@ -41,8 +46,9 @@ saturation ``s`` with the 5 x 5 local spread of ``v`` (soft thresholds, sigmoids
     field  spread < 0.035, v > 0.35 (open land, any colour)
 
 It measures the same land covers from other pixel features (per-pixel counts at another
-resolution instead of window means, HSV instead of luminance and chroma, local spread instead
-of a high-pass), so raising the guide's objective does not by itself raise the judge's score:
+resolution instead of window means, HSV value and saturation instead of mean brightness and
+chroma, a local spread instead of a high-pass), so raising the guide's objective does not by
+itself raise the judge's score:
 ``eval`` judges ``rsge-landcover`` edits with it.
 """
 
@@ -73,7 +79,7 @@ NEUTRAL_WORDS = ("a", "an", "the", "of", "with", "and", "in", "on", "by", "showi
                  "above", "covered", "dense", "open", "thick", "large", "small", "some", "area", "land", "scene",
                  "region", "full")
 CONTEXT = 32          # tokens per prompt (longer prompts are refused)
-IMAGE_SIZE = 64       # input side, pixels
+IMAGE_SIZE = 128      # input side, pixels
 JUDGE_BIAS = 0.25     # the judge's constant axis: a view with no land cover scores 0 on every prompt
 EVIDENCE_SCALE = 4.0  # the guide's largest evidence of a land cover; its constant axis is 1
 
@@ -139,22 +145,29 @@ def _box_mean(x, size: int):
 
 def landcover_scores(rgb):
     """The guide's land-cover scores (N, len(CONCEPTS)) of (N, 3, S, S) RGB in [0, 1]: for each
-    land cover the mean of its cues, each cue squashed by tanh into [-1, 1]."""
+    land cover the mean of its cues, each in [-1, 1]."""
     r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
     lum = (0.299 * r + 0.587 * g + 0.114 * b)[:, None]
-    mean = lum.mean(dim=(1, 2, 3))
-    white = (0.06 - (rgb.amax(1) - rgb.amin(1)).mean(dim=(1, 2))) / 0.03
-    texture = torch.log(((lum - _box_mean(lum, 3)).abs().mean(dim=(1, 2, 3)) + 1e-4) / 0.004) / math.log(3)
-    green = (g - (r + b) / 2).mean(dim=(1, 2)) / 0.02
-    blue = (b - (r + g) / 2).mean(dim=(1, 2)) / 0.03
-    linear = (coherence(lum) - 0.3) / 0.15
-    mid = 1 - ((mean - 0.5) / 0.2) ** 2
-    cues = ([(mean - 0.6) / 0.12, white, -texture],            # snow
-            [(0.3 - mean) / 0.1, blue, -texture],               # water
-            [(0.35 - mean) / 0.1, green, texture],              # forest
-            [white, linear, mid],                               # road
-            [(mean - 0.35) / 0.1, -texture])                    # field
-    return torch.stack([torch.stack(c, dim=1).tanh().mean(dim=1) for c in cues], dim=1)
+    bright = rgb.mean(dim=(1, 2, 3))    # R, G and B alike: a push on it changes no hue
+    grey = torch.tanh((0.06 - (rgb.amax(1) - rgb.amin(1)).mean(dim=(1, 2))) / 0.03)
+    texture = torch.log((((lum - _box_mean(lum, 3)) ** 2).mean(dim=(1, 2, 3)) + 1e-8).sqrt() / 0.005) / math.log(3)
+    smooth = torch.tanh(-texture)
+    green = torch.tanh((g - (r + b) / 2).mean(dim=(1, 2)) / 0.02)
+    blue = torch.tanh((b - (r + g) / 2).mean(dim=(1, 2)) / 0.03)
+    linear = torch.tanh((coherence(lum) - 0.3) / 0.15)
+    cues = ([torch.tanh((bright - 0.6) / 0.12), grey, smooth],                 # snow
+            [torch.tanh((0.3 - bright) / 0.1), blue, smooth],                  # water
+            [torch.tanh((0.35 - bright) / 0.1), green, near(texture, 0.8, 1.0)],  # forest
+            [grey, linear, near(bright, 0.5, 0.3)],                           # road
+            [torch.tanh((bright - 0.35) / 0.1), smooth])                      # field
+    return torch.stack([torch.stack(c, dim=1).mean(dim=1) for c in cues], dim=1)
+
+
+def near(value, target: float, width: float):
+    """1 at ``target``, 0 at ``width`` from it, towards -1 far away: a cue that a push beyond the
+    land cover's usual value loses rather than wins, and whose pull fades slowly (as 1 / d^2)."""
+    distance = ((value - target) ** 2 + (0.05 * width) ** 2).sqrt()
+    return 1 - 2 * distance / (distance + width)
 
 
 def landcover_evidence(scores):
