@@ -90,7 +90,9 @@ def _trained_window():
 def test_guidance_moves_the_roi_towards_the_prompt_and_nothing_else():
     """The stage alone, on a trained window: towards "dense forest" with the controlled encoder,
     the ROI gets darker and greener (measured here on the pixels) than the same seed unguided;
-    the update is exactly zero outside the ROI, whose mask stays fixed within a scale."""
+    the update is exactly zero outside the ROI (an L, so that its bounding box, which CLIP sees
+    and whose every pixel has a gradient, holds pixels outside it), whose mask stays fixed
+    within a scale."""
     from rs_geo_edit.model.sampler import KeepOriginal, Sampler
     from rs_geo_edit.model.pyramid import mask_pyramid
 
@@ -99,6 +101,7 @@ def test_guidance_moves_the_roi_towards_the_prompt_and_nothing_else():
     sizes = list(pyr.spec.sizes)
     roi = np.zeros((80, 80), bool)
     roi[20:60, 24:64] = True
+    roi[20:40, 44:64] = False      # an L: its bounding box holds pixels outside it, which CLIP sees
     masks = mask_pyramid(roi, sizes)
     text = ensemble_embedding(landcover, template_phrasings("dense forest"))
     constraint = KeepOriginal(keep=[torch.from_numpy((~m).astype(np.float32))[None, None] for m in masks],
@@ -109,10 +112,10 @@ def test_guidance_moves_the_roi_towards_the_prompt_and_nothing_else():
             torch.Generator().manual_seed(4), constraint, [hook] if hook is not None else [])
 
     def brightness(x):
-        return float(((x[0, :, 20:60, 24:64] + 1) / 2).mean())
+        return float(((x[0][:, torch.from_numpy(roi)] + 1) / 2).mean())
 
     def greenness(x):
-        r, g, b = (x[0, :, 20:60, 24:64] + 1) / 2
+        r, g, b = (x[0][:, torch.from_numpy(roi)] + 1) / 2
         return float((g - (r + b) / 2).mean())
 
     guide = ClipGuidance(landcover, [masks], [text], [0, 1, 2], t_start_finest=sched.t_start[-1], strength=0.5,
