@@ -72,7 +72,8 @@ def test_eval_judges_a_text_edit_with_another_model_against_the_same_seed_unguid
     assert given.returncode == 0, given.stderr
     (same,) = json.loads((tmp_path / "given.json").read_text())["rois"]
     assert same["clip_score_unguided"] == row["clip_score_unguided"] and same["clip_gain"] == row["clip_gain"]
-    own = run_cli("eval", tmp_path / "forest.tif", *scoring, "--judge", "rsge-landcover", "--json", tmp_path / "own.json")
+    own = run_cli("eval", tmp_path / "forest.tif", *scoring, "--judge", "rsge-landcover",
+                  "--json", tmp_path / "own.json")
     assert own.returncode == 0, own.stderr
     assert "rsge-landcover guided forest.tif and now judges it" in own.stderr
     assert json.loads((tmp_path / "own.json").read_text())["judge_is_guide"]

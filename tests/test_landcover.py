@@ -52,8 +52,8 @@ def test_reads_the_land_cover_of_the_bundled_scene(name):
     for prompt, place in places.items():
         best, cosines = _best_prompt(clip, _crop(*place))
         assert best == prompt, (prompt, cosines)
-    flat_dark_blue = torch.tensor([0.08, 0.15, 0.25]).view(1, 3, 1, 1) + 0.004 * torch.randn(1, 3, 64, 64,
-                                                                                                generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    flat_dark_blue = torch.tensor([0.08, 0.15, 0.25]).view(1, 3, 1, 1) + 0.004 * noise
     assert _best_prompt(clip, flat_dark_blue)[0] == "open water"
 
 

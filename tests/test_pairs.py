@@ -164,7 +164,8 @@ def test_readme_loading_example_runs(tmp_path, scene_and_aoi, monkeypatch):
     lines = printed.getvalue().splitlines()
     assert len(lines) == len(rows) == 2
     for line, row in zip(lines, rows):
-        assert line == f"{row['id']} {row['instruction']} {row['caption']} (3, 48, 48) uint8 {row['metrics']['roi_pixels']}"
+        pixels = row["metrics"]["roi_pixels"]
+        assert line == f"{row['id']} {row['instruction']} {row['caption']} (3, 48, 48) uint8 {pixels}"
 
 
 def test_instruct_engine_pairs(tmp_path, scene_and_aoi, tiny_instruct):

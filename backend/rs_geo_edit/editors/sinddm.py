@@ -218,12 +218,11 @@ class SinDDMEditor:
         fine = patch_stage(pyramid.images, request.roi, keep, cfg.patch_scales, int(request.seed))
         del keep
         pyramid.images = []
-        paste = guide = None
+        paste = None
         if self._pastes(request):
             paste = CopyPaste.build(request, sizes, cfg.copy_weight, band, self.device,
                                     cfg.copy_hold, cfg.copy_wiggle)
-        if targets is not None:
-            guide = self._guidance(request, sizes, schedule, targets)
+        guide = self._guidance(request, sizes, schedule, targets) if targets is not None else None
         generator = torch.Generator().manual_seed(int(request.seed))
 
         def on_step(scale: int, done: int, total: int) -> None:

@@ -2,10 +2,10 @@
 
 ``--clip NAME`` takes a known name (``remoteclip-vit-b-32``, ``remoteclip-rn50``,
 ``remoteclip-vit-l-14``), an open_clip architecture with one of its pretrained tags
-(``ViT-B-32:openai``), ``ARCH:/path/to/weights.pt``, or a constructed model of
-``landcover.py`` (``rsge-landcover``, ``rsge-judge``: meaning known by construction, no weights). Weights are looked for, in order, at an
-explicit path, in the folder ``RS_GEO_EDIT_WEIGHTS`` (passed down as ``weights_dir``), and in
-the Hugging Face hub cache (repo ``chendelong/RemoteCLIP``; downloaded unless HF_HUB_OFFLINE is
+(``ViT-B-32:openai``), ``ARCH:/path/to/weights.pt``, or a model built in ``landcover.py``
+(``rsge-landcover``, ``rsge-judge``: meaning known by construction, no weights). Weights are
+looked for, in order, at an explicit path, in the folder ``RS_GEO_EDIT_WEIGHTS`` (passed down
+as ``weights_dir``), and in the Hugging Face hub cache (repo ``chendelong/RemoteCLIP``; downloaded unless HF_HUB_OFFLINE is
 set). When none can be had, :class:`WeightsNotFound` says which file to put where.
 
 Models are loaded once per process, in eval mode, frozen, on the editing device.
@@ -58,7 +58,8 @@ def parse_spec(name: str) -> ClipSpec:
         return ClipSpec(name, arch, filename=filename)
     arch, _, rest = key.partition(":")
     if not rest:
-        raise IncompatibleOptions(f"`clip` {name!r}: use one of {', '.join((*KNOWN, *CONSTRUCTED))}, ARCH:TAG (e.g. ViT-B-32:openai) "
+        names = ", ".join((*KNOWN, *CONSTRUCTED))
+        raise IncompatibleOptions(f"`clip` {name!r}: use one of {names}, ARCH:TAG (e.g. ViT-B-32:openai) "
                                   "or ARCH:/path/to/weights.pt")
     if rest == "random":
         return ClipSpec(name, arch, random=True)
@@ -88,7 +89,8 @@ def resolve_weights(spec: ClipSpec, weights_dir: Optional[Path] = None, offline:
         raise WeightsNotFound(
             f"CLIP weights {spec.filename} not found: put the file at {where}{spec.filename} "
             f"(from https://huggingface.co/{HUB_REPO}), or fetch it where the network allows with "
-            f"'rs-geo-edit weights fetch {spec.name}'; modes regenerate and copy need no weights") from None
+            f"'rs-geo-edit weights fetch {spec.name}'; modes regenerate and copy need no weights, nor does text "
+            "mode with `clip` rsge-landcover (a built-in demonstration encoder)") from None
 
 
 class ClipModel:
@@ -133,7 +135,8 @@ def load_clip(name: str, device="cpu", weights_dir: Optional[Path] = None, offli
     spec = parse_spec(name)
     key = (spec, str(device), str(weights_dir))
     if key not in _LOADED:
-        _LOADED[key] = _constructed(spec, device) if spec.constructed else _open_clip(spec, device, weights_dir, offline)
+        _LOADED[key] = (_constructed(spec, device) if spec.constructed
+                        else _open_clip(spec, device, weights_dir, offline))
     return _LOADED[key]
 
 
