@@ -432,7 +432,7 @@ def _print_eval(reports: list[dict], source: Path) -> None:
     several = len(reports) > 1
     for report in reports:
         if report["judge"] is not None:
-            guide = report["guide"] or "no CLIP"
+            guide = report["guide"] or ("no CLIP" if report["provenance"] else "an unknown model (no provenance)")
             made = (f"made in {report['unguided_s']:.1f} s from its provenance" if report["unguided_s"] is not None
                     else report["unguided"] or "none (not a SinDDM text edit)")
             out.print(f"{Path(report['output']).name}: guided by {guide}, judged by {report['judge']['name']}"

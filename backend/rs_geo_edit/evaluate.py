@@ -80,6 +80,11 @@ def choose_judge(outputs: list, judge: Optional[str]) -> tuple[str, list[Optiona
 
     guides = [guide_of(output) for output in outputs]
     if judge is None:
+        for output in outputs:
+            if _record(output) is None:
+                warnings.warn(f"{Path(output).name} has no provenance JSON beside it: the model that guided it is "
+                              "unknown, so the default judge may be that model; name one with `judge`", UserWarning,
+                              stacklevel=2)
         return default_judge(guides), guides
     for output, guide in zip(outputs, guides):
         if guide and guide.strip().lower() == judge.strip().lower():
@@ -136,7 +141,8 @@ def evaluate(output: str | Path, source: str | Path, aoi: str | Path, config, ju
                 raise SceneError(f"{ds.name!r} is not an edit of {str(source)!r}: sizes or band counts differ")
         for ew in plan.windows:
             rows.extend(_window_rows(src, out, reference, ew, transform, plan.rgb, band_px, judge))
-    return {"output": str(output), "engine": engine_of(output), "guide": guide_of(output), "source": str(source),
+    return {"output": str(output), "engine": engine_of(output), "guide": guide_of(output),
+            "provenance": _record(output) is not None, "source": str(source),
             "aoi": str(aoi), "band_px": band_px, "rois": rows, "unguided": str(unguided) if unguided else None,
             "judge": judge.describe() if judge is not None else None,
             "judge_is_guide": judge is not None and judge.spec.name.lower() == (guide_of(output) or "").lower()}
