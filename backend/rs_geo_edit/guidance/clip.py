@@ -5,8 +5,9 @@
 (``ViT-B-32:openai``), ``ARCH:/path/to/weights.pt``, or a model built in ``landcover.py``
 (``rsge-landcover``, ``rsge-judge``: meaning known by construction, no weights). Weights are
 looked for, in order, at an explicit path, in the folder ``RS_GEO_EDIT_WEIGHTS`` (passed down
-as ``weights_dir``), and in the Hugging Face hub cache (repo ``chendelong/RemoteCLIP``; downloaded unless HF_HUB_OFFLINE is
-set). When none can be had, :class:`WeightsNotFound` says which file to put where.
+as ``weights_dir``), and in the Hugging Face hub cache (repo ``chendelong/RemoteCLIP``;
+downloaded unless HF_HUB_OFFLINE is set). When none can be had, :class:`WeightsNotFound` says
+which file to put where.
 
 Models are loaded once per process, in eval mode, frozen, on the editing device.
 """
