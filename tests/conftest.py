@@ -14,6 +14,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 CLI = [sys.executable, "-m", "rs_geo_edit.cli"]
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "backend" / "rs_geo_edit" / "data" / "aerial_3857.tif"
+SAMPLE_AOI = SAMPLE.with_name("aerial_aoi.geojson")
+# Text-path tests on the bundled scene: a small model and the bundled ROI's 256 px window edited
+# at 96 px (max_side), so one training (seconds) serves every edit through the model cache.
+TEXT_MODEL = {"steps": 150, "width": 16, "crop": 32, "batch": 2}
+TEXT_ARGS = ["--steps", "150", "--width", "16", "--crop", "32", "--batch", "2", "--max-side", "96", "--threads", "1"]
 
 
 def texture(rng: np.random.Generator, bands: int, height: int, width: int) -> np.ndarray:
@@ -209,6 +214,24 @@ def service(tmp_path):
     svc = Service(tmp_path).start()
     yield svc
     svc.stop()
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    """The model cache the tests share: $RS_GEO_EDIT_CACHE (scripts/test.sh sets it, so models
+    survive between runs), else a folder of this session."""
+    folder = os.environ.get("RS_GEO_EDIT_CACHE")
+    return Path(folder) if folder else tmp_path_factory.mktemp("model-cache")
+
+
+def sample_aoi_with_prompt(path: Path, prompt: str) -> Path:
+    """The bundled ROI with ``prompt`` as its feature's prompt, written to ``path`` (GeoJSON)."""
+    import geopandas as gpd
+
+    aoi = gpd.read_file(SAMPLE_AOI)
+    aoi["prompt"] = [prompt] * len(aoi)
+    aoi.to_file(path, driver="GeoJSON", engine="pyogrio")
+    return path
 
 
 def run_cli(*args, timeout=600):

@@ -1,6 +1,12 @@
-"""Seam metrics behave as defined."""
+"""Seam metrics behave as defined; ``eval`` judges a text edit with a model other than its guide
+and reports the gain over the unguided edit of the same seed."""
+
+import json
 
 import numpy as np
+import pytest
+
+from conftest import SAMPLE, TEXT_ARGS, run_cli, sample_aoi_with_prompt
 
 from rs_geo_edit.eval import boundary_step, outside_fidelity, seam_gradient_ratio
 
@@ -28,3 +34,46 @@ def test_outside_fidelity():
     assert outside_fidelity(b, a, mask) == 1 - 1 / 50
     f = np.full((1, 4, 4), np.nan, np.float32)
     assert outside_fidelity(f, f.copy(), np.zeros((4, 4), bool)) == 1.0
+
+
+def test_the_default_judge_is_never_the_guide():
+    from rs_geo_edit.errors import IncompatibleOptions
+    from rs_geo_edit.guidance.clip import DEFAULT, INDEPENDENT_JUDGE, default_judge
+
+    assert default_judge(["rsge-landcover"]) == "rsge-judge" and default_judge(["RSGE-Judge"]) == "rsge-landcover"
+    assert default_judge(["remoteclip-vit-b-32", None]) == INDEPENDENT_JUDGE
+    assert default_judge([INDEPENDENT_JUDGE]) == DEFAULT and default_judge([None]) == DEFAULT
+    with pytest.raises(IncompatibleOptions, match="name a judge that guided none of them"):
+        default_judge(["rsge-landcover", "rsge-judge"])
+
+
+def test_eval_judges_a_text_edit_with_another_model_against_the_same_seed_unguided(tmp_path, model_cache):
+    """A forest edit guided by rsge-landcover is judged by rsge-judge, which scores it above the
+    unguided edit of the same seed that eval makes from the provenance; that reference is the
+    regenerate edit of the same seed (the same scores as one made by hand). Judging with the
+    guide takes asking, and says what it measures."""
+    aoi = sample_aoi_with_prompt(tmp_path / "forest.geojson", "dense forest")
+    common = ("--aoi", aoi, *TEXT_ARGS, "--cache-dir", model_cache, "--seed", "3", "--quiet")
+    for mode, name in (("text", "forest.tif"), ("regenerate", "plain.tif")):
+        proc = run_cli(SAMPLE, *common, "--mode", mode, "--clip", "rsge-landcover", "-o", tmp_path / name)
+        assert proc.returncode == 0, proc.stderr
+    scoring = ("--source", SAMPLE, "--aoi", aoi, "--max-side", "96")
+    proc = run_cli("eval", tmp_path / "forest.tif", *scoring, "--json", tmp_path / "auto.json")
+    assert proc.returncode == 0, proc.stderr
+    assert "guided by rsge-landcover, judged by rsge-judge" in proc.stdout
+    report = json.loads((tmp_path / "auto.json").read_text())
+    (row,) = report["rois"]
+    print(row)
+    assert report["judge"]["name"] == "rsge-judge" and report["guide"] == "rsge-landcover"
+    assert not report["judge_is_guide"] and report["unguided_s"] is not None
+    assert row["clip_gain"] == row["clip_score_edit"] - row["clip_score_unguided"] > 5
+    given = run_cli("eval", tmp_path / "forest.tif", *scoring, "--unguided", tmp_path / "plain.tif",
+                    "--json", tmp_path / "given.json")
+    assert given.returncode == 0, given.stderr
+    (same,) = json.loads((tmp_path / "given.json").read_text())["rois"]
+    assert same["clip_score_unguided"] == row["clip_score_unguided"] and same["clip_gain"] == row["clip_gain"]
+    own = run_cli("eval", tmp_path / "forest.tif", *scoring, "--judge", "rsge-landcover",
+                  "--json", tmp_path / "own.json")
+    assert own.returncode == 0, own.stderr
+    assert "rsge-landcover guided forest.tif and now judges it" in own.stderr
+    assert json.loads((tmp_path / "own.json").read_text())["judge_is_guide"]

@@ -1,4 +1,7 @@
-"""Text guidance with small randomly initialised open_clip models built here (no downloads)."""
+"""Text guidance: loading, ensembling and the ROI-masked stage. Real open_clip architectures come
+as small randomly initialised models built here (no downloads): they prove loading and plumbing,
+never meaning; what guidance does to an ROI is measured with the controlled encoder
+``rsge-landcover`` (here on a trained window, in test_text_path.py on the bundled scene)."""
 
 import json
 import threading
@@ -84,16 +87,23 @@ def _trained_window():
     return ema, pyr, sched
 
 
-def test_guidance_raises_clip_cosine_inside_roi_only(tiny_clip):
+def test_guidance_moves_the_roi_towards_the_prompt_and_nothing_else():
+    """The stage alone, on a trained window: towards "dense forest" with the controlled encoder,
+    the ROI gets darker and greener (measured here on the pixels) than the same seed unguided;
+    the update is exactly zero outside the ROI (an L, so that its bounding box, which CLIP sees
+    and whose every pixel has a gradient, holds pixels outside it), whose mask stays fixed
+    within a scale."""
     from rs_geo_edit.model.sampler import KeepOriginal, Sampler
     from rs_geo_edit.model.pyramid import mask_pyramid
 
+    landcover = load_clip("rsge-landcover")
     net, pyr, sched = _trained_window()
     sizes = list(pyr.spec.sizes)
     roi = np.zeros((80, 80), bool)
     roi[20:60, 24:64] = True
+    roi[20:40, 44:64] = False      # an L: its bounding box holds pixels outside it, which CLIP sees
     masks = mask_pyramid(roi, sizes)
-    text = ensemble_embedding(tiny_clip, template_phrasings("a red tiled roof"))
+    text = ensemble_embedding(landcover, template_phrasings("dense forest"))
     constraint = KeepOriginal(keep=[torch.from_numpy((~m).astype(np.float32))[None, None] for m in masks],
                               originals=[torch.from_numpy(i)[None] for i in pyr.images])
 
@@ -101,16 +111,18 @@ def test_guidance_raises_clip_cosine_inside_roi_only(tiny_clip):
         return Sampler(net, sched, sizes, 3, device=torch.device("cpu"), stride=2).run(
             torch.Generator().manual_seed(4), constraint, [hook] if hook is not None else [])
 
-    def cosine(x):
-        crop = (x[:, :, 20:60, 24:64] + 1) / 2
-        crop = torch.nn.functional.interpolate(crop, size=(64, 64), mode="bilinear", align_corners=False)
-        return float(tiny_clip.encode_image(crop) @ text.T)
+    def brightness(x):
+        return float(((x[0][:, torch.from_numpy(roi)] + 1) / 2).mean())
 
-    guide = ClipGuidance(tiny_clip, [masks], [text], [0, 1, 2], t_start_finest=sched.t_start[-1], strength=0.5,
+    def greenness(x):
+        r, g, b = (x[0][:, torch.from_numpy(roi)] + 1) / 2
+        return float((g - (r + b) / 2).mean())
+
+    guide = ClipGuidance(landcover, [masks], [text], [0, 1, 2], t_start_finest=sched.t_start[-1], strength=0.5,
                          views=3, momentum=0.5, seed=0)
     plain, guided = run(None), run(guide)
-    print("cosine plain", cosine(plain), "guided", cosine(guided))
-    assert cosine(guided) > cosine(plain) + 0.05, (cosine(plain), cosine(guided))
+    print("brightness", brightness(plain), brightness(guided), "greenness", greenness(plain), greenness(guided))
+    assert brightness(guided) < brightness(plain) - 0.03 and greenness(guided) > greenness(plain) + 0.03
     assert guide.stats.steps >= 2
     assert guide.stats.max_outside_update == 0.0          # the update is exactly zero outside the ROI
     for scale, sums in guide.stats.mask_sums.items():     # the mask never changes within a scale
@@ -119,7 +131,9 @@ def test_guidance_raises_clip_cosine_inside_roi_only(tiny_clip):
     assert torch.equal(guided[0][:, torch.from_numpy(outside)], plain[0][:, torch.from_numpy(outside)])
 
 
-def test_text_mode_end_to_end_exact_outside(tiny_clip, tmp_path):
+def test_an_open_clip_model_guides_through_the_pipeline(tiny_clip, tmp_path):
+    """A real open_clip architecture (random weights) is loaded, guides, and is recorded; the
+    pixels beyond the ROI and blend band are the source's."""
     from rs_geo_edit.config import GuidanceConfig, make_config
     from rs_geo_edit.imaging import distance_to
     from rs_geo_edit.pipeline import edit_scene, make_editor
@@ -134,17 +148,10 @@ def test_text_mode_end_to_end_exact_outside(tiny_clip, tmp_path):
     roi = np.zeros((96, 96), bool)
     roi[30:62, 30:62] = True
     far = distance_to(roi) > 16
-    assert np.array_equal(a[:, far], b[:, far])
+    assert np.array_equal(a[:, far], b[:, far]) and not np.array_equal(a[:, roi], b[:, roi])
     window = result.record["editor"]["windows"][0]
     assert window["guidance"]["steps"] > 0
     assert result.record["editor"]["clip"]["arch"] == "rsge-tiny"
-    from rs_geo_edit.config import EditConfig
-    from rs_geo_edit.evaluate import evaluate
-
-    report = evaluate(tmp_path / "o.tif", scene, aoi, config, tiny_clip)
-    row, = report["rois"]
-    assert row["outside_fidelity"] == 1.0 and row["prompt"] == "a lake"
-    assert -100 <= row["clip_score_edit"] <= 100 and -100 <= row["clip_score_source"] <= 100
 
 
 class _Chat(BaseHTTPRequestHandler):

@@ -256,7 +256,7 @@ def test_eval_compares_engines_on_the_same_rois(tmp_path, tiny_instruct):
     instruct = _config(tiny_instruct, windows=windows)
     edit_scene(scene, aoi, tmp_path / "instruct.tif", config=instruct, editor=make_editor(instruct))
     proc = subprocess.run(CLI + ["eval", str(tmp_path / "sinddm.tif"), str(tmp_path / "instruct.tif"), "--source",
-                                 str(scene), "--aoi", str(aoi), "--clip", "none", "--feather", "6", "--json",
+                                 str(scene), "--aoi", str(aoi), "--judge", "none", "--feather", "6", "--json",
                                  str(tmp_path / "cmp.json")],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr

@@ -15,7 +15,7 @@ import pytest
 import rasterio
 
 from conftest import ROOT, pixel_box, write_aoi, write_scene
-from rs_geo_edit.config import BlendConfig, InstructConfig, make_config
+from rs_geo_edit.config import BlendConfig, GuidanceConfig, InstructConfig, make_config
 from rs_geo_edit.errors import JobCancelled, OutputError
 from rs_geo_edit.pairs import chip_window, make_pairs, read_records
 
@@ -40,7 +40,8 @@ def scene_and_aoi(tmp_path):
                         tags={"SENSOR": "test-cam"})
     # One ROI in the middle, one against the top-left corner (its chip is moved inside the scene).
     geoms = [pixel_box(scene, 70, 80, 90, 96), pixel_box(scene, 2, 4, 20, 18)]
-    aoi = write_aoi(tmp_path / "aoi.geojson", geoms, properties={"prompt": ["flooded fields", "burnt forest"]})
+    aoi = write_aoi(tmp_path / "aoi.geojson", geoms, properties={"prompt": ["flooded fields", "burnt forest"],
+                                                                 "caption": ["fields under water", None]})
     return scene, aoi
 
 
@@ -94,7 +95,9 @@ def test_cli_pairs_layout_records_and_resume(tmp_path, scene_and_aoi):
     assert (centred["window"]["col_off"], centred["window"]["row_off"]) == (48, 56)
     corner = next(r for r in records if r["id"] == "scene-f1-s5")
     assert (corner["window"]["col_off"], corner["window"]["row_off"]) == (0, 0)
-    assert corner["prompt"] == "burnt forest"
+    # a regenerate edit reads no prompt: no instruction; the caption is the feature's, where it has one
+    assert all(r["instruction"] is None and "prompt" not in r for r in records)
+    assert centred["caption"] == "fields under water" and corner["caption"] is None
     assert not centred["roi_clipped"] and not corner["roi_clipped"]
     a, b = (rasterio.open(out / f"scene-f0-s{s}/post.tif").read() for s in (5, 6))
     assert not np.array_equal(a, b), "variants differ by seed"
@@ -161,7 +164,8 @@ def test_readme_loading_example_runs(tmp_path, scene_and_aoi, monkeypatch):
     lines = printed.getvalue().splitlines()
     assert len(lines) == len(rows) == 2
     for line, row in zip(lines, rows):
-        assert line.startswith(f"{row['id']} {row['prompt']} (3, 48, 48) uint8 {row['metrics']['roi_pixels']}")
+        pixels = row["metrics"]["roi_pixels"]
+        assert line == f"{row['id']} {row['instruction']} {row['caption']} (3, 48, 48) uint8 {pixels}"
 
 
 def test_instruct_engine_pairs(tmp_path, scene_and_aoi, tiny_instruct):
@@ -172,12 +176,29 @@ def test_instruct_engine_pairs(tmp_path, scene_and_aoi, tiny_instruct):
     assert [r["status"] for r in rows] == ["done"] * 4
     record = rows[0]
     assert record["engine"] == "instruct" and record["editor"]["pipeline"] == "StableDiffusionInstructPix2PixPipeline"
+    # the prompt is what was asked; the caption is the feature's (an instruction describes no target)
+    assert [(r["instruction"], r["caption"]) for r in rows] == [("flooded fields", "fields under water")] * 2 + \
+        [("burnt forest", None)] * 2
     folder = tmp_path / "pairs" / record["id"]
     with rasterio.open(folder / "pre.tif") as pre, rasterio.open(folder / "post.tif") as post, \
             rasterio.open(folder / "mask.tif") as mask:
         same = np.all(pre.read() == post.read(), axis=0)
         m = mask.read(1)
     assert same[m == 0].all() and (~same[m == 1]).mean() > 0.9
+
+
+def test_text_pairs_record_the_prompt_as_instruction_and_caption(tmp_path):
+    """A text edit guided by CLIP is asked its prompt, which also describes its target; a
+    feature's own caption takes precedence as the description."""
+    scene = write_scene(tmp_path / "scene.tif", height=96, width=96)
+    aoi = write_aoi(tmp_path / "aoi.geojson", [pixel_box(scene, 10, 10, 30, 30), pixel_box(scene, 60, 60, 80, 80)],
+                    properties={"prompt": ["open water", "dense forest"], "caption": [None, "a spruce stand"]})
+    config = _tiny_config(mode="text", guidance=GuidanceConfig(clip="rsge-landcover"))
+    rows = make_pairs(scene, aoi, tmp_path / "pairs", config, chip=40)
+    assert [r["status"] for r in rows] == ["done", "done"]
+    assert [(r["instruction"], r["caption"]) for r in read_records(tmp_path / "pairs").values()] == [
+        ("open water", "open water"), ("dense forest", "a spruce stand")]
+    assert all(r["editor"]["clip"]["name"] == "rsge-landcover" and "prompt" not in r for r in rows)
 
 
 def test_batch_pairs_with_the_instruct_engine(tmp_path, tiny_instruct):

@@ -375,56 +375,48 @@ def _serve(host: str, port: int, workers: int, data_dir: Path, token: str, extra
 
 
 @app.command("eval", epilog="Examples:\n\n  rs-geo-edit eval scene_edited.tif --source scene.tif --aoi rois.geojson --prompt forest\n\n"
+                             "  rs-geo-edit eval snow.tif --source scene.tif --aoi rois.geojson --judge rsge-judge\n\n"
                              "  rs-geo-edit eval sinddm.tif instruct.tif --source scene.tif --aoi rois.geojson --json cmp.json")
-@with_options("prompt", "prompt_field", "layer", "clip", "feather", "device", "margin", "margin_frac", "margin_max",
+@with_options("prompt", "prompt_field", "layer", "feather", "device", "margin", "margin_frac", "margin_max",
               "max_side", "rgb_bands")
 def eval_command(
     outputs: Annotated[List[Path], typer.Argument(help="Edited GeoTIFF(s) of the source, e.g. one per engine.")],
     source: Annotated[Path, typer.Option("--source", "-s", help="The scene it was edited from.")],
     aoi: AoiOpt,
+    judge: Optional[str] = typer.Option(
+        None, "--judge", help="The CLIP that scores the edits (any --clip name, or none): by default one that guided "
+                              "none of them (rsge-judge for rsge-landcover edits, ViT-L-14:openai for RemoteCLIP "
+                              "ones). Naming the guide itself scores its own objective, with a warning."),
+    unguided: Optional[Path] = typer.Option(
+        None, "--unguided", help="The unguided edit of the same seed and window to measure the gain against "
+                                 "\\[default: made here from the output's provenance, for a SinDDM text edit]."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics as JSON."),
     options: Optional[dict] = None,
 ) -> None:
-    """Score edits per ROI: CLIP score, outside-ROI fidelity, seam metrics; several outputs compare.
+    """Score edits per ROI: judge score and its gain over the unguided edit, fidelity, seams, realism.
 
-    CLIP score (100 x cosine) of the edited and the source crop against the prompt (--clip none
-    skips it), the fraction of identical pixels outside the ROIs and blend band (--feather: the
-    edit's), seam-gradient ratio and boundary step. Give the window options the edit had. Several
-    outputs (e.g. --engine sinddm and --engine instruct) are scored on the same ROIs."""
+    The judge is a CLIP other than the one that guided the edit (--judge). It scores (100 x cosine
+    against the prompt) the edited crop, the source crop and the unguided edit of the same seed and
+    window (made here from the output's provenance: same parameters, no guidance); the gain is the
+    edit's score minus the unguided one's. Also: the fraction of identical pixels outside the ROIs
+    and blend band (--feather: the edit's), seam-gradient ratio, boundary step and the realism
+    figures. Give the window options the edit had. Several outputs are scored on the same ROIs."""
 
     def body():
         import json
+        import tempfile
 
-        from rich.table import Table
-
-        from .evaluate import evaluate
+        from .editors import resolve_device
+        from .evaluate import evaluate_outputs
         from .files import atomic_path
 
         config = _edit_options(options).to_config()
-        clip = config.guidance.clip
-        model = None
-        if clip.lower() != "none":
-            from .guidance.clip import load_clip
-            from .editors import resolve_device
-
-            weights = config.guidance.weights_dir
-            model = load_clip(clip, resolve_device(config.device), Path(weights) if weights else None)
-        reports = [evaluate(output, source, aoi, config, model) for output in outputs]
-        title = f"evaluation of {outputs[0]}" if len(outputs) == 1 else f"{len(outputs)} edits of {source}"
-        table = Table(title=title)
-        columns = ("feature", "prompt", "ROI px", "CLIP edit", "CLIP source", "fidelity", "luminance", "colour",
-                   "seam", "step")
-        for col in (("output", "engine") if len(outputs) > 1 else ()) + columns:
-            table.add_column(col)
-        fmt = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
-        for report in reports:
-            for r in report["rois"]:
-                first = (Path(report["output"]).name, report["engine"] or "-") if len(outputs) > 1 else ()
-                table.add_row(*first, str(r["feature"]), r["prompt"] or "-", str(r["roi_pixels"]),
-                              fmt(r.get("clip_score_edit")), fmt(r.get("clip_score_source")),
-                              fmt(r["outside_fidelity"]), fmt(r["luminance_detail"]), fmt(r["colour_detail"]),
-                              fmt(r["seam_ratio"]), fmt(r["boundary_step"]))
-        out.print(table)
+        weights = config.guidance.weights_dir
+        with tempfile.TemporaryDirectory(prefix="rs-geo-edit-eval-") as scratch:
+            reports = evaluate_outputs(list(outputs), source, aoi, config, judge, unguided=unguided,
+                                       device=resolve_device(config.device),
+                                       weights_dir=Path(weights) if weights else None, scratch=Path(scratch))
+        _print_eval(reports, source)
         if json_out:
             document = reports[0] if len(reports) == 1 else {"source": str(source), "aoi": str(aoi), "outputs": reports}
             with atomic_path(json_out) as tmp:
@@ -432,6 +424,35 @@ def eval_command(
             console.print(f"metrics written to {json_out}")
 
     _run(body)
+
+
+def _print_eval(reports: list[dict], source: Path) -> None:
+    from rich.table import Table
+
+    several = len(reports) > 1
+    for report in reports:
+        if report["judge"] is not None:
+            guide = report["guide"] or ("no CLIP" if report["provenance"] else "an unknown model (no provenance)")
+            made = (f"made in {report['unguided_s']:.1f} s from its provenance" if report["unguided_s"] is not None
+                    else report["unguided"] or "none (not a SinDDM text edit)")
+            out.print(f"{Path(report['output']).name}: guided by {guide}, judged by {report['judge']['name']}"
+                      + (" (the guide itself: its own objective)" if report["judge_is_guide"] else "")
+                      + f"; unguided reference: {made}", highlight=False)
+    table = Table(title=f"evaluation of {reports[0]['output']}" if not several else f"{len(reports)} edits of {source}")
+    columns = ("feature", "prompt", "ROI px", "judge edit", "judge unguided", "gain", "judge source", "fidelity",
+               "luminance", "colour", "seam", "step")
+    for col in (("output", "engine") if several else ()) + columns:
+        table.add_column(col)
+    fmt = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    for report in reports:
+        for r in report["rois"]:
+            first = (Path(report["output"]).name, report["engine"] or "-") if several else ()
+            table.add_row(*first, str(r["feature"]), r["prompt"] or "-", str(r["roi_pixels"]),
+                          *(fmt(r.get(k)) for k in ("clip_score_edit", "clip_score_unguided", "clip_gain",
+                                                    "clip_score_source")),
+                          *(fmt(r[k]) for k in ("outside_fidelity", "luminance_detail", "colour_detail", "seam_ratio",
+                                                "boundary_step")))
+    out.print(table)
 
 
 weights_app = typer.Typer(help="CLIP weights for text mode: list, fetch, verify.", no_args_is_help=True)

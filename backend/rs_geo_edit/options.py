@@ -82,7 +82,8 @@ class EditOptions:
     strength: float = option(_default(GuidanceConfig, "strength"), "Text mode: CLIP guidance step, relative to "
                              "the ROI's image norm (0.1 subtle, 1 strong).", minimum=0.0, maximum=10.0, group="basic")
     clip: str = option(_default(GuidanceConfig, "clip"), "CLIP for text mode: remoteclip-vit-b-32, remoteclip-rn50, "
-                       "remoteclip-vit-l-14, ARCH:TAG (open_clip) or ARCH:/path/weights.pt.", group="basic")
+                       "remoteclip-vit-l-14, ARCH:TAG (open_clip), ARCH:/path/weights.pt, or rsge-landcover (built in, "
+                       "no weights: a small land-cover vocabulary such as snow, water, forest, road, field).", group="basic")
     overwrite: bool = option(_default(OutputConfig, "overwrite"), "Replace an existing output.", group="basic")
     cog: bool = option(_default(OutputConfig, "cog"), "Write a Cloud-Optimized GeoTIFF with overviews.",
                        group="basic")

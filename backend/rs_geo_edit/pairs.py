@@ -68,8 +68,11 @@ def chip_window(roi_bbox: tuple[int, int, int, int], chip: int, height: int, wid
 
 def _key(scene_sha: str, roi, chip: int, seed: int, config: EditConfig) -> str:
     parameters = {k: v for k, v in config.to_dict().items() if k not in NOT_PIXELS}
-    blob = json.dumps({"scene": scene_sha, "roi": roi.geometry.wkb_hex, "prompt": roi.prompt, "chip": chip,
-                       "seed": seed, "parameters": parameters}, sort_keys=True, default=str)
+    inputs = {"scene": scene_sha, "roi": roi.geometry.wkb_hex, "prompt": roi.prompt, "chip": chip, "seed": seed,
+              "parameters": parameters}
+    if roi.caption is not None:     # a caption is recorded: changing it redoes the pair (keys without one unchanged)
+        inputs["caption"] = roi.caption
+    blob = json.dumps(inputs, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -155,8 +158,9 @@ def make_pairs(scene: str | Path, aoi: str | Path, out_dir: str | Path, config: 
     Returns one row per pair: ``{"id", "status", ...}`` with status ``done`` (made now, the row is
     its record), ``complete`` (made by an earlier run) or ``skipped`` (its ROI lies on nodata;
     ``error`` says so). A record holds the scene (path, sha256), CRS, the chip's transform, bounds
-    and window (scene pixels), the ROI's feature and prompt, engine, seed, variant, the editor's
-    description, every parameter, the files (relative to ``out_dir``) and metrics.
+    and window (scene pixels), the ROI's feature, the pair's ``instruction`` and ``caption``
+    (:func:`describe_pair`), engine, seed, variant, the editor's description, every parameter,
+    the files (relative to ``out_dir``) and metrics.
     """
     from .pipeline import make_editor
 
@@ -237,7 +241,7 @@ def _make_pair(scene, plan, task: PairTask, out_dir: Path, config: EditConfig, e
     return {
         "id": task.id, "key": task.key,
         "scene": str(Path(scene).resolve()), "scene_sha256": sha256_file(scene),
-        "aoi": str(Path(plan.aoi.path).resolve()), "feature": task.roi.feature, "prompt": task.roi.prompt,
+        "aoi": str(Path(plan.aoi.path).resolve()), "feature": task.roi.feature, **describe_pair(task.roi, config),
         "engine": config.engine, "seed": task.seed, "variant": task.variant,
         "crs": plan.crs, "transform": list(chip_transform)[:6],
         "bounds": list(window_bounds(task.window, transform)),
@@ -251,6 +255,17 @@ def _make_pair(scene, plan, task: PairTask, out_dir: Path, config: EditConfig, e
         "software": "rs-geo-edit", "version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def describe_pair(roi, config: EditConfig) -> dict:
+    """What was asked apart from what describes the target: ``instruction``, the prompt the edit
+    read (text mode, or the instruct engine, which reads it in any mode; None otherwise: a
+    regenerate edit reads no prompt), and ``caption``, the feature's caption attribute, else for
+    a text edit guided by CLIP its prompt (which describes the target), else None."""
+    reads_prompt = config.mode == "text" or config.engine == "instruct"
+    instruction = roi.prompt if reads_prompt else None
+    described = config.mode == "text" and config.engine == "sinddm"
+    return {"instruction": instruction, "caption": roi.caption or (roi.prompt if described else None)}
 
 
 def _write_mask(folder: Path, edit_record: dict) -> dict:

@@ -178,6 +178,8 @@ class SinDDMEditor:
 
     def edit(self, request, progress: StageReporter) -> "np.ndarray | EditedBox":
         self._threads()
+        # the prompts are read before training: a prompt CLIP cannot read stops the edit at once
+        targets = self._text_targets(request) if self.config.mode == "text" else None
         net, pyramid, schedule, stats, offset = self.trained_model(request.image, request.valid,
                                                                    progress.sub("train", 0.0, 0.85),
                                                                    request.window.index)
@@ -187,14 +189,16 @@ class SinDDMEditor:
         large = self._large_scales(request, pyramid.spec.sizes)
         schedule = schedule.started_at(cfg.start_mid, cfg.start_fine, large, cfg.start_large)
         stats["t_start_sampled"] = schedule.t_start
-        result = self.sample(net, pyramid, schedule, request, progress.sub("sample", 0.85, 1.0), stats, offset)
+        result = self.sample(net, pyramid, schedule, request, progress.sub("sample", 0.85, 1.0), stats, offset,
+                             targets)
         stats["sample_s"] = round(time.perf_counter() - started, 2)
         stats["window"] = request.window.index
         self.windows.append(stats)
         return result
 
     def sample(self, net, pyramid: Pyramid, schedule, request, progress: StageReporter, stats: dict,
-               scale_offset: int = 0) -> "np.ndarray | EditedBox":
+               scale_offset: int = 0, targets: Optional[list] = None) -> "np.ndarray | EditedBox":
+        """Sample the window's ROIs; ``targets`` (text mode) are their prompts' text embeddings."""
         import torch
 
         from ..model.sampler import KeepOriginal, Sampler
@@ -214,12 +218,11 @@ class SinDDMEditor:
         fine = patch_stage(pyramid.images, request.roi, keep, cfg.patch_scales, int(request.seed))
         del keep
         pyramid.images = []
-        paste = guide = None
+        paste = None
         if self._pastes(request):
             paste = CopyPaste.build(request, sizes, cfg.copy_weight, band, self.device,
                                     cfg.copy_hold, cfg.copy_wiggle)
-        if self.config.mode == "text":
-            guide = self._guidance(request, sizes, schedule)
+        guide = self._guidance(request, sizes, schedule, targets) if targets is not None else None
         generator = torch.Generator().manual_seed(int(request.seed))
 
         def on_step(scale: int, done: int, total: int) -> None:
@@ -268,13 +271,13 @@ class SinDDMEditor:
 
         return [False] * len(sizes) if self._pastes(request) else large_scales(sizes, self.config.model.large_px)
 
-    def _guidance(self, request, sizes, schedule):
+    def _text_targets(self, request) -> list:
+        """The (1, D) text embedding of each ROI's prompt (ensembled unless switched off)."""
         from ..guidance.prompts import ensemble_embedding, llm_phrasings, load_synonyms, template_phrasings
-        from ..guidance.roi import ClipGuidance
 
         g = self.config.guidance
         synonyms = load_synonyms(g.synonyms)
-        masks, embeddings = [], []
+        embeddings = []
         for k, prompt in enumerate(request.prompts, start=1):
             if not prompt:
                 raise IncompatibleOptions(f"text mode: ROI {k} of window {request.window.index} has no prompt; pass "
@@ -286,7 +289,13 @@ class SinDDMEditor:
             else:
                 phrasings = template_phrasings(prompt, synonyms)
             embeddings.append(ensemble_embedding(self.clip, phrasings))
-            masks.append(mask_pyramid(request.labels == k, sizes))
+        return embeddings
+
+    def _guidance(self, request, sizes, schedule, embeddings: list):
+        from ..guidance.roi import ClipGuidance
+
+        g = self.config.guidance
+        masks = [mask_pyramid(request.labels == k, sizes) for k in range(1, len(embeddings) + 1)]
         return ClipGuidance(self.clip, masks, embeddings, request.rgb, t_start_finest=schedule.t_start[-1],
                             strength=g.strength, views=g.views, every=g.every, momentum=g.momentum,
                             stop_frac=g.stop_frac, seed=request.seed)

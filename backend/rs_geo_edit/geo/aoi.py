@@ -18,6 +18,7 @@ from shapely.geometry.base import BaseGeometry
 from ..errors import AOIError, AOIOutsideScene, AOIWarning
 
 POLYGONAL = ("Polygon", "MultiPolygon")
+CAPTION_FIELD = "caption"   # a feature's description of what its ROI should show (training pairs)
 
 
 @dataclass
@@ -28,6 +29,7 @@ class ROI:
     prompt: Optional[str]
     feature: int                     # 0-based index of the feature in the AOI layer
     role: str = "target"             # "target" (edited) or "source" (copy-mode content)
+    caption: Optional[str] = None    # the feature's CAPTION_FIELD attribute, if any
 
 
 @dataclass
@@ -134,6 +136,12 @@ def read_features(features: list[dict], crs, scene_crs, footprint: Polygon, *, n
                    prompt_field=prompt_field, role_field=role_field, default_prompt=default_prompt)
 
 
+def _text(row, name: str, columns) -> Optional[str]:
+    """The attribute ``name`` of a feature as stripped text; None where it is absent or blank."""
+    value = getattr(row, name, None) if name in columns else None
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
 def _aoi_of(gdf, name: str, layer: Optional[str], scene_crs, footprint: Polygon, *, prompt_field: str,
             role_field: str, default_prompt: Optional[str]) -> AOI:
     """The ROIs of the features of ``gdf`` (a GeoDataFrame with a CRS) read from ``name``."""
@@ -180,11 +188,10 @@ def _aoi_of(gdf, name: str, layer: Optional[str], scene_crs, footprint: Polygon,
         if clipped is None or clipped.area <= 0:
             skipped.append(f"feature {idx}: outside the scene")
             continue
-        prompt = getattr(row, prompt_field, None) if prompt_field in columns else None
-        prompt = str(prompt).strip() if isinstance(prompt, str) and prompt.strip() else default_prompt
-        role = getattr(row, role_field, None) if role_field in columns else None
-        role = "source" if isinstance(role, str) and role.strip().lower() == "source" else "target"
-        rois.append(ROI(geometry=clipped, prompt=prompt, feature=idx, role=role))
+        prompt = _text(row, prompt_field, columns) or default_prompt
+        role = "source" if (_text(row, role_field, columns) or "").lower() == "source" else "target"
+        rois.append(ROI(geometry=clipped, prompt=prompt, feature=idx, role=role,
+                        caption=_text(row, CAPTION_FIELD, columns)))
 
     for note in skipped:
         warnings.warn(f"AOI {Path(name).name}: skipped {note}", AOIWarning, stacklevel=3)

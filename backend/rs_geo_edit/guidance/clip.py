@@ -2,10 +2,12 @@
 
 ``--clip NAME`` takes a known name (``remoteclip-vit-b-32``, ``remoteclip-rn50``,
 ``remoteclip-vit-l-14``), an open_clip architecture with one of its pretrained tags
-(``ViT-B-32:openai``), or ``ARCH:/path/to/weights.pt``. Weights are looked for, in order, at an
-explicit path, in the folder ``RS_GEO_EDIT_WEIGHTS`` (passed down as ``weights_dir``), and in
-the Hugging Face hub cache (repo ``chendelong/RemoteCLIP``; downloaded unless HF_HUB_OFFLINE is
-set). When none can be had, :class:`WeightsNotFound` says which file to put where.
+(``ViT-B-32:openai``), ``ARCH:/path/to/weights.pt``, or a model built in ``landcover.py``
+(``rsge-landcover``, ``rsge-judge``: meaning known by construction, no weights). Weights are
+looked for, in order, at an explicit path, in the folder ``RS_GEO_EDIT_WEIGHTS`` (passed down
+as ``weights_dir``), and in the Hugging Face hub cache (repo ``chendelong/RemoteCLIP``;
+downloaded unless HF_HUB_OFFLINE is set). When none can be had, :class:`WeightsNotFound` says
+which file to put where.
 
 Models are loaded once per process, in eval mode, frozen, on the editing device.
 """
@@ -27,6 +29,12 @@ KNOWN = {
     "remoteclip-vit-l-14": ("ViT-L-14", "RemoteCLIP-ViT-L-14.pt"),
 }
 DEFAULT = "remoteclip-vit-b-32"
+CONSTRUCTED = ("rsge-landcover", "rsge-judge")   # guidance/landcover.py
+# eval's judge when none is named: a model other than the one that guided the edit. The
+# constructed models judge each other; a RemoteCLIP-guided edit is judged by OpenAI's CLIP,
+# trained on other data.
+PAIRED_JUDGES = {"rsge-landcover": "rsge-judge", "rsge-judge": "rsge-landcover"}
+INDEPENDENT_JUDGE = "ViT-L-14:openai"
 
 
 @dataclass(frozen=True)
@@ -39,16 +47,20 @@ class ClipSpec:
     path: Optional[Path] = None     # explicit weights file
     tag: Optional[str] = None       # open_clip pretrained tag (e.g. "openai")
     random: bool = False            # randomly initialised (tests, benchmarks)
+    constructed: bool = False       # built in code, no weights (guidance/landcover.py)
 
 
 def parse_spec(name: str) -> ClipSpec:
     key = name.strip()
+    if key.lower() in CONSTRUCTED:
+        return ClipSpec(name, key.lower(), constructed=True)
     if key.lower() in KNOWN:
         arch, filename = KNOWN[key.lower()]
         return ClipSpec(name, arch, filename=filename)
     arch, _, rest = key.partition(":")
     if not rest:
-        raise IncompatibleOptions(f"`clip` {name!r}: use one of {', '.join(KNOWN)}, ARCH:TAG (e.g. ViT-B-32:openai) "
+        names = ", ".join((*KNOWN, *CONSTRUCTED))
+        raise IncompatibleOptions(f"`clip` {name!r}: use one of {names}, ARCH:TAG (e.g. ViT-B-32:openai) "
                                   "or ARCH:/path/to/weights.pt")
     if rest == "random":
         return ClipSpec(name, arch, random=True)
@@ -59,7 +71,7 @@ def parse_spec(name: str) -> ClipSpec:
 
 def resolve_weights(spec: ClipSpec, weights_dir: Optional[Path] = None, offline: bool = False) -> Optional[str]:
     """A local file (or open_clip tag) for ``spec``; raises WeightsNotFound with the fix."""
-    if spec.random:
+    if spec.random or spec.constructed:
         return None
     if spec.path is not None:
         if spec.path.is_file():
@@ -78,7 +90,8 @@ def resolve_weights(spec: ClipSpec, weights_dir: Optional[Path] = None, offline:
         raise WeightsNotFound(
             f"CLIP weights {spec.filename} not found: put the file at {where}{spec.filename} "
             f"(from https://huggingface.co/{HUB_REPO}), or fetch it where the network allows with "
-            f"'rs-geo-edit weights fetch {spec.name}'; modes regenerate and copy need no weights") from None
+            f"'rs-geo-edit weights fetch {spec.name}'; modes regenerate and copy need no weights, nor does text "
+            "mode with `clip` rsge-landcover (a built-in demonstration encoder)") from None
 
 
 class ClipModel:
@@ -112,7 +125,7 @@ class ClipModel:
 
     def describe(self) -> dict:
         return {"name": self.spec.name, "arch": self.spec.arch, "weights": self.source,
-                "image_size": self.image_size}
+                "image_size": self.image_size, "constructed": self.spec.constructed}
 
 
 _LOADED: dict[tuple, ClipModel] = {}
@@ -120,13 +133,27 @@ _LOADED: dict[tuple, ClipModel] = {}
 
 def load_clip(name: str, device="cpu", weights_dir: Optional[Path] = None, offline: bool = False) -> ClipModel:
     """Load (once per process) the CLIP model ``name`` on ``device``."""
-    import open_clip
-    import torch
-
     spec = parse_spec(name)
     key = (spec, str(device), str(weights_dir))
-    if key in _LOADED:
-        return _LOADED[key]
+    if key not in _LOADED:
+        _LOADED[key] = (_constructed(spec, device) if spec.constructed
+                        else _open_clip(spec, device, weights_dir, offline))
+    return _LOADED[key]
+
+
+def _constructed(spec: ClipSpec, device) -> ClipModel:
+    from .landcover import LandcoverCLIP, LandcoverTokenizer
+
+    model = LandcoverCLIP(judge=spec.arch == "rsge-judge").to(device)
+    # the towers read RGB in [0, 1] as it is: no normalisation
+    return ClipModel(model, LandcoverTokenizer(spec.arch), model.image_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), spec,
+                     None)
+
+
+def _open_clip(spec: ClipSpec, device, weights_dir: Optional[Path], offline: bool) -> ClipModel:
+    import open_clip
+
+    name = spec.name
     source = resolve_weights(spec, weights_dir, offline)
     if spec.arch not in open_clip.list_models():
         raise IncompatibleOptions(f"`clip` {name!r}: {spec.arch!r} is not an open_clip architecture")
@@ -150,8 +177,21 @@ def load_clip(name: str, device="cpu", weights_dir: Optional[Path] = None, offli
     clip = ClipModel(model, open_clip.get_tokenizer(spec.arch), size, mean, std, spec, source)
     if source and Path(str(source)).is_file():
         record_checksum(Path(source))
-    _LOADED[key] = clip
     return clip
+
+
+def default_judge(guides: list[Optional[str]]) -> str:
+    """The CLIP that judges edits guided by ``guides`` (None: an edit no CLIP guided) when none
+    is named: never one of them. Raises IncompatibleOptions when no single choice fits."""
+    named = {g.strip().lower() for g in guides if g}
+    if not named:
+        return DEFAULT
+    first = sorted(named)[0]
+    judge = PAIRED_JUDGES.get(first) or (INDEPENDENT_JUDGE if INDEPENDENT_JUDGE.lower() not in named else DEFAULT)
+    if judge.lower() in named:
+        raise IncompatibleOptions(f"the edits were guided by {', '.join(sorted(named))}: name a judge that guided none "
+                                  "of them with `judge`")
+    return judge
 
 
 def record_checksum(path: Path) -> str:
