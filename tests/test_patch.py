@@ -175,3 +175,26 @@ def test_the_sinddm_patch_stage_remakes_the_fine_scales_only_inside(tmp_path):
     assert np.array_equal(outs["patch"][:, far], outs["plain"][:, far])
     assert (outs["patch"][:, roi] != outs["plain"][:, roi]).mean() > 0.5
     assert np.array_equal(outs["patch"], outs["again"])
+
+
+def test_the_patch_engines_copied_grain_is_never_matched(tmp_path):
+    """The patch engine's pixels are copies of the scene: grain matching, on by default, leaves
+    them as copied (the same bytes as with --no-detail-match; on this ROI matching would calm
+    them: the road's ROI is busier than its ring), while the option keeps its say for the SinDDM
+    engine."""
+    from rs_geo_edit.config import make_config
+
+    with rasterio.open(SAMPLE) as src:
+        crs = src.crs.to_string()
+    aoi = write_aoi(tmp_path / "aoi.geojson", [pixel_box(SAMPLE, 608, 268, 672, 332)], crs=crs)
+    outs = {}
+    for name, flag in (("default", "--detail-match"), ("off", "--no-detail-match")):
+        proc = run_cli(SAMPLE, "--aoi", aoi, "-o", tmp_path / f"{name}.tif", "--engine", "patch", flag, "--seed", 2,
+                       "--threads", "1", "--quiet")
+        assert proc.returncode == 0, proc.stderr
+        outs[name] = rasterio.open(tmp_path / f"{name}.tif").read()
+    assert np.array_equal(outs["default"], outs["off"])
+    assert make_config("fast").blend_as_run().detail_match
+    patch = make_config("fast")
+    patch.engine = "patch"
+    assert not patch.blend_as_run().detail_match and patch.blend.detail_match

@@ -70,13 +70,14 @@ def edit_window(src, ew: EditWindow, seed: int, config: EditConfig, editor: Edit
     return_freed_memory()   # reading and normalising the window
     # The blend and the figures read nothing beyond their box around the ROIs: the rest of the
     # window is let go before they run (at native resolution each window copy is hundreds of MB).
-    box = blend_box(roi, config.blend)
+    blend = config.blend_as_run()
+    box = blend_box(roi, blend)
     edited = _edited_on(editor.edit(request, reporter), image, data.w_image, ew, box)
     source = np.ascontiguousarray(image[(slice(None),) + box])
     rgb = request.rgb
     del data, request, image
     return_freed_memory()
-    composite, alpha, blend_info = blend_window(source, edited, roi[box], valid[box], config.blend)
+    composite, alpha, blend_info = blend_window(source, edited, roi[box], valid[box], blend)
     del source, edited
     changed = alpha > 0
     pixels = norm.inverse(composite)
