@@ -24,7 +24,7 @@ import torch
 
 from ..model.pyramid import Pyramid
 from .ops import PATCH, as_tensor, blur, grow
-from .match import Matcher, carry, similarity, vote
+from .match import Matcher, carry, near, outside, similarity, vote
 
 COARSE_ITERATIONS = 6   # match-and-vote passes at the coarsest scale, where the layout settles
 ITERATIONS = 1          # passes at every finer scale: each further pass let smooth patches creep in where two
@@ -61,7 +61,7 @@ def fill(inputs: FillInputs, *, novelty: float, seed: int,
         keep = as_tensor(inputs.keep[s])[None]
         source, allowed = _source(inputs, s)
         matcher = Matcher(source, allowed, PATCH, generator)
-        targets = grow(torch.from_numpy(inputs.keep[s] < 1), PATCH // 2).flatten().nonzero().flatten()
+        targets = near(torch.from_numpy(inputs.keep[s] < 1), PATCH)
         if s == 0:
             x = start = _start(original, inputs, generator, novelty)
             field = matcher.random(targets)
@@ -106,4 +106,4 @@ def _source(inputs: FillInputs, s: int) -> tuple[torch.Tensor, torch.Tensor]:
         whole = as_tensor(inputs.donor_weights[s]) >= 0.99
         image = torch.where(whole[None], as_tensor(inputs.donors[s]), image)
         exclude = (exclude & ~whole) | (grow(whole, PATCH // 2) & grow(~whole, PATCH // 2))
-    return image, ~grow(exclude, PATCH // 2)
+    return image, outside(exclude, PATCH)

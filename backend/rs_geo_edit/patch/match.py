@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .ops import gather, grow
+
 DIMS = 16            # principal components a patch is compared in
 SAMPLES = 4000       # source patches the components are fitted on
 CHUNK = 65536        # targets costed at once
@@ -34,6 +36,12 @@ class Field:
     targets: torch.Tensor
     sources: torch.Tensor
     costs: torch.Tensor
+
+    def slots(self, cells: int) -> torch.Tensor:
+        """For each of a grid's ``cells`` (flat index), its position in ``targets`` (-1: none)."""
+        slot = torch.full((cells,), -1, dtype=torch.long)
+        slot[self.targets] = torch.arange(len(self.targets))
+        return slot
 
 
 class Matcher:
@@ -72,8 +80,7 @@ class Matcher:
         """``field`` after ``rounds`` of propagation and random search against ``query_image``."""
         query = self.describe(query_image)
         field.costs = self.cost(query, field.targets, field.sources)
-        slot = torch.full((self.shape[0] * self.shape[1],), -1, dtype=torch.long)
-        slot[field.targets] = torch.arange(len(field.targets))
+        slot = field.slots(self.shape[0] * self.shape[1])
         for _ in range(rounds):
             for jump in JUMPS:
                 for dy, dx in ((0, jump), (jump, 0), (0, -jump), (-jump, 0)):
@@ -112,6 +119,17 @@ class Matcher:
         return rows * w + cols
 
 
+def near(mask: torch.Tensor, patch: int) -> torch.Tensor:
+    """Flat indices of the centres whose patch overlaps ``mask`` (H, W bool): the targets of a
+    field that remakes ``mask``."""
+    return grow(mask, patch // 2).flatten().nonzero().flatten()
+
+
+def outside(exclude: torch.Tensor, patch: int) -> torch.Tensor:
+    """(H, W) bool: where a patch may be centred without touching ``exclude``."""
+    return ~grow(exclude, patch // 2)
+
+
 def carry(field: Field, below: tuple[int, int], size: tuple[int, int], targets: torch.Tensor,
            matcher: Matcher) -> Field:
     """The field of the scale below carried to ``size``: each target points where the pixel under
@@ -122,9 +140,7 @@ def carry(field: Field, below: tuple[int, int], size: tuple[int, int], targets: 
     c_rows = ((rows + 0.5) * h0 / h - 0.5).round().long().clamp(0, h0 - 1)
     c_cols = ((cols + 0.5) * w0 / w - 0.5).round().long().clamp(0, w0 - 1)
     coarse = c_rows * w0 + c_cols
-    slot = torch.full((h0 * w0,), -1, dtype=torch.long)
-    slot[field.targets] = torch.arange(len(field.targets))
-    index = slot[coarse]
+    index = field.slots(h0 * w0)[coarse]
     source = torch.where(index >= 0, field.sources[index.clamp(min=0)], coarse)
     s_rows = (rows + ((source // w0 - c_rows) * h / h0).round().long()).clamp(0, h - 1)
     s_cols = (cols + ((source % w0 - c_cols) * w / w0).round().long()).clamp(0, w - 1)
@@ -137,17 +153,11 @@ def carry(field: Field, below: tuple[int, int], size: tuple[int, int], targets: 
 def _components(source: torch.Tensor, pool: torch.Tensor, patch: int, generator: torch.Generator) -> torch.Tensor:
     """(DIMS, C, patch, patch) convolution kernels projecting a patch on the principal components
     of the source's allowed patches (centred: a patch's mean is part of what is compared)."""
-    c = source.shape[0]
-    r = patch // 2
     sample = pool[torch.randperm(len(pool), generator=generator)[:SAMPLES]]
-    padded = F.pad(source[None].float(), (r, r, r, r), mode="reflect")[0]
-    w = source.shape[2]
-    rows, cols = sample // w, sample % w
-    patches = torch.stack([padded[:, y:y + patch, x:x + patch] for y, x in zip(rows.tolist(), cols.tolist())])
-    flat = patches.reshape(len(sample), -1)
+    flat = gather(source.float(), sample, patch).contiguous()   # row-major, as the reductions below expect
     _, _, vt = torch.linalg.svd(flat - flat.mean(dim=0), full_matrices=False)
     basis = vt[:min(DIMS, vt.shape[0])]
-    return basis.reshape(-1, c, patch, patch).contiguous()
+    return basis.reshape(-1, source.shape[0], patch, patch).contiguous()
 
 
 def vote(source: torch.Tensor, field: Field, shape: tuple[int, int], patch: int,

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from ..model.pyramid import blur_level, mask_pyramid
-from .ops import PATCH, as_tensor, grow
+from .ops import PATCH, as_tensor
 from .fill import VOTE_SIGMA
-from .match import Matcher, carry, similarity, vote
+from .match import Matcher, carry, near, outside, similarity, vote
 
 STEP_ROUNDS = 2   # propagation and random-search rounds per sampler step (the field is kept between steps)
 
@@ -57,9 +57,9 @@ class PatchStage:
         """The scale's matcher (keys at the blur level of the scale below) and its field: carried
         up from the scale below where the stage ran there, else random."""
         image, below = self.images[scale], self.sizes[scale - 1]
-        allowed = ~grow(torch.from_numpy(self.exclude[scale]), PATCH // 2)
+        allowed = outside(torch.from_numpy(self.exclude[scale]), PATCH)
         matcher = Matcher(as_tensor(blur_level(image, below)), allowed, PATCH, self.generator)
-        targets = grow(torch.from_numpy(self.free[scale] > 0), PATCH // 2).flatten().nonzero().flatten()
+        targets = near(torch.from_numpy(self.free[scale] > 0), PATCH)
         if self.field is not None and self.scale == scale - 1:
             self.field = carry(self.field, below, self.sizes[scale], targets, matcher)
         else:
