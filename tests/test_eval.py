@@ -77,3 +77,14 @@ def test_eval_judges_a_text_edit_with_another_model_against_the_same_seed_unguid
     assert own.returncode == 0, own.stderr
     assert "rsge-landcover guided forest.tif and now judges it" in own.stderr
     assert json.loads((tmp_path / "own.json").read_text())["judge_is_guide"]
+
+
+def test_eval_refuses_a_judge_it_cannot_read_naming_the_judge_option(tmp_path):
+    """A judge name that is no model stops eval with one line naming --judge (not the guide's
+    --clip) and the names it takes; no report is written."""
+    aoi = sample_aoi_with_prompt(tmp_path / "forest.geojson", "dense forest")
+    proc = run_cli("eval", SAMPLE, "--source", SAMPLE, "--aoi", aoi, "--judge", "no-such-model",
+                   "--json", tmp_path / "report.json")
+    assert proc.returncode != 0
+    assert "--judge 'no-such-model'" in proc.stderr and "rsge-judge" in proc.stderr and "--clip" not in proc.stderr
+    assert not (tmp_path / "report.json").exists()

@@ -19,7 +19,6 @@ scored on the same ROIs; each report names the engine that made it and the CLIP 
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 import warnings
 from pathlib import Path
@@ -48,11 +47,15 @@ def clip_score(clip, rgb01: np.ndarray, prompt: str) -> float:
 
 def _record(output: str | Path) -> Optional[dict]:
     """The provenance JSON beside ``output``, or None without a readable one."""
-    try:
-        record = json.loads(Path(output).with_suffix(".json").read_text())
-    except (OSError, ValueError):
-        return None
+    from .pipeline.provenance import read_record
+
+    record = read_record(output)
     return record if isinstance(record, dict) else None
+
+
+def _same_model(a: Optional[str], b: Optional[str]) -> bool:
+    """Whether two CLIP names name the same model (case and surrounding spaces aside)."""
+    return bool(a) and bool(b) and a.strip().lower() == b.strip().lower()
 
 
 def engine_of(output: str | Path) -> Optional[str]:
@@ -72,9 +75,8 @@ def guide_of(output: str | Path) -> Optional[str]:
         return None
 
 
-def choose_judge(outputs: list, judge: Optional[str]) -> tuple[str, list[Optional[str]]]:
-    """(judge name, the guide of each output). Without ``judge``, a model that guided none of
-    the outputs (:func:`~.guidance.clip.default_judge`); a named judge that guided one of them
+def choose_judge(outputs: list, judge: Optional[str]) -> str:
+    """The judge's name. Without ``judge``, a model that guided none of the outputs (:func:`~.guidance.clip.default_judge`); a named judge that guided one of them
     is used as asked, with a warning: its score is that edit's guidance objective."""
     from .guidance.clip import default_judge
 
@@ -85,12 +87,12 @@ def choose_judge(outputs: list, judge: Optional[str]) -> tuple[str, list[Optiona
                 warnings.warn(f"{Path(output).name} has no provenance JSON beside it: the model that guided it is "
                               "unknown, so the default judge may be that model; name one with `judge`", UserWarning,
                               stacklevel=2)
-        return default_judge(guides), guides
+        return default_judge(guides)
     for output, guide in zip(outputs, guides):
-        if guide and guide.strip().lower() == judge.strip().lower():
+        if _same_model(guide, judge):
             warnings.warn(f"{judge} guided {Path(output).name} and now judges it: its score is the guidance "
                           "objective, not an independent judgement", UserWarning, stacklevel=2)
-    return judge, guides
+    return judge
 
 
 def unguided_reference(output: str | Path, source: str | Path, aoi: str | Path, folder: Path,
@@ -145,7 +147,7 @@ def evaluate(output: str | Path, source: str | Path, aoi: str | Path, config, ju
             "provenance": _record(output) is not None, "source": str(source),
             "aoi": str(aoi), "band_px": band_px, "rois": rows, "unguided": str(unguided) if unguided else None,
             "judge": judge.describe() if judge is not None else None,
-            "judge_is_guide": judge is not None and judge.spec.name.lower() == (guide_of(output) or "").lower()}
+            "judge_is_guide": judge is not None and _same_model(judge.spec.name, guide_of(output))}
 
 
 def _window_rows(src, out, reference, ew, transform, rgb, band_px: int, judge) -> list[dict]:
@@ -200,7 +202,7 @@ def evaluate_outputs(outputs: list, source, aoi, config, judge_name: Optional[st
     if unguided is not None and len(outputs) != 1:
         raise IncompatibleOptions("`unguided` is the reference of one output: evaluate the outputs one at a time")
     skip = judge_name is not None and judge_name.strip().lower() == "none"
-    judge = None if skip else load_clip(choose_judge(outputs, judge_name)[0], device, weights_dir)
+    judge = None if skip else load_clip(choose_judge(outputs, judge_name), device, weights_dir, option="judge")
     reports = []
     for output in outputs:
         reference, seconds = unguided, None

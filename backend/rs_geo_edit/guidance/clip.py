@@ -50,7 +50,9 @@ class ClipSpec:
     constructed: bool = False       # built in code, no weights (guidance/landcover.py)
 
 
-def parse_spec(name: str) -> ClipSpec:
+def parse_spec(name: str, option: str = "clip") -> ClipSpec:
+    """The model ``name`` names; a name it cannot read is refused under ``option``, the setting
+    that gave it (``clip`` for the guide, ``judge`` for eval's judge)."""
     key = name.strip()
     if key.lower() in CONSTRUCTED:
         return ClipSpec(name, key.lower(), constructed=True)
@@ -60,7 +62,7 @@ def parse_spec(name: str) -> ClipSpec:
     arch, _, rest = key.partition(":")
     if not rest:
         names = ", ".join((*KNOWN, *CONSTRUCTED))
-        raise IncompatibleOptions(f"`clip` {name!r}: use one of {names}, ARCH:TAG (e.g. ViT-B-32:openai) "
+        raise IncompatibleOptions(f"`{option}` {name!r}: use one of {names}, ARCH:TAG (e.g. ViT-B-32:openai) "
                                   "or ARCH:/path/to/weights.pt")
     if rest == "random":
         return ClipSpec(name, arch, random=True)
@@ -131,9 +133,10 @@ class ClipModel:
 _LOADED: dict[tuple, ClipModel] = {}
 
 
-def load_clip(name: str, device="cpu", weights_dir: Optional[Path] = None, offline: bool = False) -> ClipModel:
-    """Load (once per process) the CLIP model ``name`` on ``device``."""
-    spec = parse_spec(name)
+def load_clip(name: str, device="cpu", weights_dir: Optional[Path] = None, offline: bool = False,
+              option: str = "clip") -> ClipModel:
+    """Load (once per process) the CLIP model ``name`` (given as ``option``) on ``device``."""
+    spec = parse_spec(name, option)
     key = (spec, str(device), str(weights_dir))
     if key not in _LOADED:
         _LOADED[key] = (_constructed(spec, device) if spec.constructed

@@ -60,7 +60,7 @@ def matches(output: str | Path, scene: str | Path, aoi: str | Path, config: Edit
     """Whether ``output`` exists with a provenance record saying it was made from these exact
     inputs (sha256 of scene and AOI) with these parameters, and has not changed since (its
     sha256). Parameters that do not change pixels (:data:`VOLATILE`, ``overwrite``) are ignored."""
-    record = _record_of(output)
+    record = read_record(output)
     try:
         return (record is not None and record["inputs"]["scene"]["sha256"] == sha256_file(scene)
                 and record["inputs"]["aoi"]["sha256"] == sha256_file(aoi)
@@ -75,7 +75,7 @@ def written_by_us(output: str | Path) -> bool:
     written: the record is ours, names this output, and the output's sha256 still matches. Only
     then may a rerun (a batch redoing a stale scene) replace them without ``overwrite``."""
     output = Path(output)
-    record = _record_of(output)
+    record = read_record(output)
     try:
         return (isinstance(record, dict) and record.get("software") == "rs-geo-edit"
                 and Path(record["output"]["path"]).name == output.name
@@ -84,7 +84,7 @@ def written_by_us(output: str | Path) -> bool:
         return False
 
 
-def _record_of(output: str | Path) -> Optional[Any]:
+def read_record(output: str | Path) -> Optional[Any]:
     """The parsed provenance JSON of an existing ``output``, or None."""
     output = Path(output)
     record_path = provenance_path(output)
