@@ -9,6 +9,7 @@ by path and is called with the token it prints; a remote one gets the windows ar
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -38,16 +39,30 @@ def find_executable(name: str) -> Optional[str]:
     return found
 
 
+def executable_path(name: str) -> str:
+    """``find_executable(name)``, else BackendError saying how to set it."""
+    exe = find_executable(name)
+    if exe is None:
+        raise BackendError(f"rs-geo-edit executable {name!r} not found: set its path in the plugin's "
+                           "backend settings, or use 'Install backend'")
+    return exe
+
+
 def read_token(executable: str) -> str:
     """The local backend's token, as it prints it (``serve --print-token``): never stored here."""
-    exe = find_executable(executable)
-    if exe is None:
-        raise BackendError(f"rs-geo-edit executable {executable!r} not found: set its path in the plugin's "
-                           "backend settings, or use 'Install backend'")
-    out = subprocess.run([exe, "serve", "--print-token"], capture_output=True, text=True, timeout=60)
+    exe = executable_path(executable)
+    try:
+        out = subprocess.run([exe, "serve", "--print-token"], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise BackendError(f"'{executable} serve --print-token' did not answer within 60 s: check that the "
+                           "backend is installed correctly (reinstall it with 'Install backend')") from None
     if out.returncode != 0:
         raise BackendError(f"'{executable} serve --print-token' failed: {out.stderr.strip()[-300:]}")
-    return out.stdout.strip().splitlines()[-1]
+    lines = out.stdout.strip().splitlines()
+    if not lines:
+        raise BackendError(f"'{executable} serve --print-token' printed no token: check that {exe} is the "
+                           "rs-geo-edit backend (reinstall it with 'Install backend')")
+    return lines[-1]
 
 
 def client_for(settings: BackendSettings, token: Optional[str] = None) -> BackendClient:
@@ -86,7 +101,7 @@ class LocalBackend:
             pass
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
-            self.process = subprocess.Popen([find_executable(self.executable), "serve", "--port", str(self.port)],
+            self.process = subprocess.Popen([executable_path(self.executable), "serve", "--port", str(self.port)],
                                             stdout=log, stderr=subprocess.STDOUT)
         finally:
             if self.log_path:
@@ -178,7 +193,7 @@ class ConnectTask(QgsTask):
             if self.local is not None:
                 token = self.local.start(should_stop=self.isCanceled)
                 self.url = self.local.url
-            client = client_for(self.settings, token)
+            client = client_for(dataclasses.replace(self.settings, url=self.url), token)
             self.health = client.health()
             self.jobs = client.jobs(self.recent)
         except (BackendError, OSError, subprocess.SubprocessError) as exc:

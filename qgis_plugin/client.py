@@ -30,6 +30,13 @@ REMOTE_HINT = "check the URL, and that 'rs-geo-edit serve' runs there"
 TRANSIENT = (409, 500, 502, 503, 504)   # an upload resumes after these (and after no answer at all)
 
 
+def _sleep(seconds: float, wake: Callable[[], bool]) -> None:
+    """Sleep, waking early when ``wake()`` turns true, so a cancel reaches the backend at once."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not wake():
+        time.sleep(0.05)
+
+
 class BackendClient:
     """``token``: the bearer token of a local backend; ``authcfg``: the QGIS authentication
     configuration of a remote server; ``hint``: what to do when the backend does not answer."""
@@ -121,21 +128,23 @@ class BackendClient:
                         time.sleep(0.2)
                     offset = held
                 elif reply.status is None or reply.status in TRANSIENT:
-                    failures = self._back_off(failures, retries, reply, path)
+                    failures = self._back_off(failures, retries, reply, path, is_canceled)
                     offset = self._held(upload_id, offset)
                 else:
                     self._checked(reply)
                 sent(offset)
         return upload_id
 
-    def _back_off(self, failures: int, retries: int, reply: Reply, path: Path) -> int:
-        """One more failure in a row: give up after ``retries``, else wait. Returns the new count."""
+    def _back_off(self, failures: int, retries: int, reply: Reply, path: Path,
+                  is_canceled: Callable[[], bool]) -> int:
+        """One more failure in a row: give up after ``retries``, else wait (waking early once
+        ``is_canceled()`` is true). Returns the new count."""
         failures += 1
         if failures > retries:
             cause = reply.error if reply.status is None else f"error {reply.status}"
             raise BackendError(f"upload of {path.name} to {self.url} failed {failures} times in a row ({cause}): "
                                "check the connection and run the edit again", reply.status)
-        time.sleep(min(0.5 * 2 ** failures, 10.0))
+        _sleep(min(0.5 * 2 ** failures, 10.0), is_canceled)
         return failures
 
     def _held(self, upload_id: str, fallback: int) -> int:

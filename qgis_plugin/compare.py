@@ -45,7 +45,9 @@ class CompareService(QObject):
         QgsProject.instance().layersWillBeRemoved.connect(self._removed)
 
     def set_result(self, layer: QgsRasterLayer, job: Job) -> None:
-        """``layer`` (``job``'s result, just above its source) becomes the one compared."""
+        """``layer`` (``job``'s result, just above its source) becomes the one compared; the result
+        compared so far is shown again first."""
+        self.show_source(False)
         self.layer_id = layer.id()
         self.extent = geojson_extent(job.request.get("aoi"))
         self.available.emit(True)

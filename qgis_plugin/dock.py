@@ -336,8 +336,7 @@ class EditDock(QDockWidget):
     def set_compare_available(self, available: bool) -> None:
         """A result to compare with its source is in the project, or no longer."""
         self.compare_button.setEnabled(available)
-        if not available or self.compare_button.isChecked():
-            self.compare_button.setChecked(False)
+        self.compare_button.setChecked(False)
 
     def show_stage(self, text: str) -> None:
         self.stage.setText(text)

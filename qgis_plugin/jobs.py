@@ -8,7 +8,7 @@ from typing import Callable, Optional
 
 from qgis.core import QgsTask
 
-from .client import BackendClient
+from .client import BackendClient, _sleep
 from .entities import Job
 from .errors import BackendError
 
@@ -38,13 +38,6 @@ def follow_job(client: BackendClient, request: Optional[dict] = None, *, job_id:
         job = client.job(job.id)
         on_update(job)
     return job
-
-
-def _sleep(seconds: float, wake: Callable[[], bool]) -> None:
-    """Sleep, waking early when ``wake()`` turns true, so a cancel reaches the backend at once."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not wake():
-        time.sleep(0.05)
 
 
 class EditTask(QgsTask):
