@@ -165,7 +165,13 @@ def test_presets_list_what_they_change_and_the_defaults_leave_later_ideas_off():
     assert not set(PRESETS["paper"]) & {"novelty", "start_mid", "start_fine", "large_px", "rim_hold", "copy_hold",
                                         "copy_wiggle", "copy_grain", "chroma_radius", "scale_power"}
     assert paper.width == 160 and paper.novelty == 1.0 and paper.rim_hold == 0.0
-    assert fast.novelty == 0.6 and fast.large_px == 300 and fast.copy_grain == 1.5 and fast.width == 48
+    assert fast.novelty == 0.4 and fast.large_px == 300 and fast.copy_grain == 1.5 and fast.width == 48
+    assert (fast.net_scales, fast.steps, plain.net_scales, paper.net_scales) == (1, 600, 0, 0)
+    # text mode: the net draws every scale, as fast did before; an override still wins
+    text = make_config("fast", mode="text").model
+    assert (text.net_scales, text.steps, text.novelty) == (0, 1000, 0.6)
+    assert make_config("fast", {"net_scales": 2, "steps": 50}, mode="text").model.net_scales == 2
+    assert make_config("paper", mode="text").model == paper
 
 
 def test_errors_name_options_in_each_entry_points_words():

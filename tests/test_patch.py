@@ -2,6 +2,8 @@
 same seed, the untouched outside, the modes it takes, and real texture rather than fog."""
 
 
+import json
+
 import numpy as np
 import rasterio
 import torch
@@ -77,6 +79,65 @@ def test_the_fill_copies_no_roi_content_and_keeps_the_grain():
     reference = image.copy()
     reference[:, roi] = image[:, np.roll(roi, -40, axis=1)]      # real texture of the same area
     assert detail(out) >= 0.7 * detail(reference)
+
+
+def test_the_fill_laid_on_another_engines_layout_follows_it_with_outside_patches_only():
+    """Started at scale 1 from a layout (as SinDDM's coarse scales hand it over): the ROI, of a
+    colour found nowhere else, is never copied back, even when the layout itself keeps that
+    colour; and the layout steers the fill: a layout dark in the ROI gives a darker fill than one
+    bright there."""
+    from conftest import texture
+
+    from rs_geo_edit.editors.keep import keep_pyramid
+    from rs_geo_edit.model.pyramid import build_pyramid, mask_pyramid
+    from rs_geo_edit.patch.fill import FillInputs, fill
+
+    rng = np.random.default_rng(3)
+    image = np.clip((texture(rng, 3, 128, 128) * 1.6 - 1).astype(np.float32), -1, 0.6)
+    roi = np.zeros((128, 128), bool)
+    roi[40:88, 44:92] = True
+    image[:, roi] = 0.95
+    pyramid = build_pyramid(image, np.ones((128, 128), bool))
+    sizes = list(pyramid.spec.sizes)
+    assert len(sizes) >= 3
+    keep, _ = keep_pyramid(roi, 4, sizes)
+    inputs = FillInputs(pyramid, mask_pyramid(roi, sizes), keep)
+    inside = mask_pyramid(roi, sizes)[1]
+    fills = {}
+    for name, value in (("as is", None), ("dark", -0.9), ("bright", 0.5)):
+        layout = pyramid.images[1].copy()
+        if value is not None:
+            layout[:, inside] = value
+        fills[name] = fill(inputs, novelty=0.4, seed=1, layout=(1, layout))
+        assert fills[name][:, roi].max() < 0.8, f"ROI content was copied back ({name})"
+    assert fills["dark"][:, roi].mean() < fills["bright"][:, roi].mean() - 0.2
+
+
+def test_the_fast_preset_draws_the_fine_scales_of_real_patches(tmp_path):
+    """``fast`` (the net draws the coarsest scale, real patches the rest): a ROI of a colour found
+    nowhere else in the scene is remade without it, the edit repeats by seed, and the model
+    trained for it is a coarse one (its own cache entry, not that of a net drawing every scale)."""
+    scene = write_scene(tmp_path / "scene.tif", width=160, height=160, blocksize=64)
+    with rasterio.open(scene, "r+") as dst:
+        data = dst.read()
+        data[:, 56:104, 56:104] = [[[250]], [[10]], [[250]]]        # magenta: nowhere else in the scene
+        dst.write(data)
+    aoi = write_aoi(tmp_path / "aoi.geojson", [pixel_box(scene, 56, 56, 104, 104)], crs="EPSG:32633")
+    tiny = ["--steps", "40", "--width", "16", "--crop", "32", "--batch", "2", "--threads", "1", "--quiet",
+            "--cache-dir", tmp_path / "cache"]
+    outs = {}
+    for name, extra in (("fast", []), ("again", []), ("net", ["--net-scales", "0"])):
+        proc = run_cli(scene, "--aoi", aoi, "-o", tmp_path / f"{name}.tif", *tiny, *extra)
+        assert proc.returncode == 0, proc.stderr
+        outs[name] = rasterio.open(tmp_path / f"{name}.tif").read().astype(int)
+    roi = aoi_mask(scene, aoi)
+    magenta = (outs["fast"][0] > 200) & (outs["fast"][1] < 60) & (outs["fast"][2] > 200)
+    assert not magenta[roi].any(), "the ROI's own colour came back"
+    assert np.array_equal(outs["fast"], outs["again"])
+    assert not np.array_equal(outs["fast"], outs["net"])
+    keys = {name: json.loads((tmp_path / f"{name}.json").read_text())["editor"]["models"][0]["cache_key"]
+            for name in outs}
+    assert keys["fast"] == keys["again"] != keys["net"]
 
 
 def test_patch_engine_edits_only_the_roi_and_repeats_by_seed(tmp_path):
@@ -167,7 +228,8 @@ def test_the_sinddm_patch_stage_remakes_the_fine_scales_only_inside(tmp_path):
             "--cache-dir", tmp_path / "cache"]
     outs = {}
     for name, scales in (("plain", 0), ("patch", 2), ("again", 2)):
-        proc = run_cli(scene, "--aoi", aoi, "-o", tmp_path / f"{name}.tif", "--patch-scales", scales, *tiny)
+        proc = run_cli(scene, "--aoi", aoi, "-o", tmp_path / f"{name}.tif", "--patch-scales", scales,
+                       "--net-scales", 0, *tiny)
         assert proc.returncode == 0, proc.stderr
         outs[name] = rasterio.open(tmp_path / f"{name}.tif").read()
     roi = aoi_mask(scene, aoi)
@@ -194,7 +256,8 @@ def test_the_patch_engines_copied_grain_is_never_matched(tmp_path):
         assert proc.returncode == 0, proc.stderr
         outs[name] = rasterio.open(tmp_path / f"{name}.tif").read()
     assert np.array_equal(outs["default"], outs["off"])
-    assert make_config("fast").blend_as_run().detail_match
-    patch = make_config("fast")
+    assert make_config("paper").blend_as_run().detail_match
+    assert not make_config("fast").blend_as_run().detail_match   # its fine scales are real patches too
+    patch = make_config("paper")
     patch.engine = "patch"
     assert not patch.blend_as_run().detail_match and patch.blend.detail_match

@@ -205,12 +205,15 @@ def test_copy_mode_pastes_source_content(tmp_path):
         dst.write(data)
     aoi = write_aoi(tmp_path / "aoi.gpkg", [pixel_box(scene, 10, 40, 40, 70), pixel_box(scene, 84, 40, 114, 70)],
                     properties={"role": ["source", None]})
-    out = tmp_path / "copy.tif"
-    proc = _run_cli(scene, "--aoi", aoi, "-o", out, "--mode", "copy", "--cache-dir", tmp_path / "c", *TINY)
-    assert proc.returncode == 0, proc.stderr
-    edited = rasterio.open(out).read()[:, 45:65, 89:109].astype(float)
-    assert edited.mean() > 110, "the bright source content should dominate the target ROI"
-    grain = json.loads((tmp_path / "copy.json").read_text())["editor"]["windows"][0]["copy_grain"]
+    for net_scales in (1, 0):   # fast: real patches of scene and donor at the finer scales; the net at every scale
+        out = tmp_path / f"copy{net_scales}.tif"
+        proc = _run_cli(scene, "--aoi", aoi, "-o", out, "--mode", "copy", "--net-scales", net_scales,
+                        "--cache-dir", tmp_path / "c", *TINY)
+        assert proc.returncode == 0, proc.stderr
+        edited = rasterio.open(out).read()[:, 45:65, 89:109].astype(float)
+        assert edited.mean() > 110, f"the bright source content should dominate the target ROI ({net_scales})"
+        assert edited.std() > 4, f"the donor's grain is gone ({net_scales})"   # the source's noise: std 8.6
+    grain = json.loads((tmp_path / "copy0.json").read_text())["editor"]["windows"][0]["copy_grain"]
     assert len(grain) == 4 and all(1.0 <= g <= 1.5 for g in grain)
     proc = _run_cli(scene, "--aoi", tmp_path / "aoi.gpkg", "-o", tmp_path / "x.tif", "--mode", "copy",
                     "--copy-from", tmp_path / "nothing.gpkg", *TINY)

@@ -8,7 +8,7 @@ import pytest
 import rasterio
 
 from conftest import SAMPLE, SAMPLE_AOI, TEXT_MODEL, aoi_mask, sample_aoi_with_prompt
-from rs_geo_edit.config import BlendConfig, GuidanceConfig, WindowConfig, make_config
+from rs_geo_edit.config import TEXT_PRESETS, BlendConfig, GuidanceConfig, WindowConfig, make_config
 from rs_geo_edit.imaging import distance_to
 from rs_geo_edit.pipeline import edit_scene, make_editor
 
@@ -18,7 +18,9 @@ EDITS = {"unguided": (None, 0.3), "snow": ("snow-covered field", 0.3), "forest":
 
 
 def _config(prompt, strength, cache):
-    return make_config("fast", model_overrides=TEXT_MODEL, mode="text" if prompt else "regenerate", seed=3,
+    # the unguided edit is the text edit's own settings without guidance (as eval makes it)
+    model = TEXT_MODEL if prompt else {**TEXT_PRESETS["fast"], **TEXT_MODEL}
+    return make_config("fast", model_overrides=model, mode="text" if prompt else "regenerate", seed=3,
                        threads=1, device="cpu", cache_dir=cache, windows=WindowConfig(max_side=96),
                        guidance=GuidanceConfig(clip="rsge-landcover", strength=strength))
 

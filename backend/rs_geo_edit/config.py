@@ -86,6 +86,8 @@ class ModelConfig:
     tile: int = 512              # scales larger than this are sampled in overlapping tiles, pixels (0 = off)
     chroma_radius: int = 0       # guided chroma smoothing of the generated pixels, pixels (0 = off)
     patch_scales: int = 0        # the finest scales whose clean estimate is remade of real patches (0 = off)
+    net_scales: int = 0          # the net trains on and samples only this many coarsest scales; the finer ones
+                                 # are the window's real patches laid out on its result (patch/fill.py; 0 = all)
     # copy mode's paste (editors/copy.py)
     copy_weight: float = 0.8     # weight of the pasted content on x0
     copy_wiggle: float = 0.0     # the paste starts up to this fraction of its depth further in (varying)
@@ -106,6 +108,7 @@ MODEL_LIMITS: dict[str, tuple[float, float]] = {
     "scale_power": (0.0, 8.0), "checkpoint_every": (1, 10_000_000), "sample_stride": (1, 1000),
     "novelty": (0.05, 1.0), "start_mid": (0.01, 1.0), "start_fine": (0.01, 1.0), "large_px": (0, 16_384),
     "start_large": (0.01, 1.0), "rim_hold": (0.0, 1.0), "tile": (0, 16_384), "chroma_radius": (0, 16), "patch_scales": (0, 8),
+    "net_scales": (0, 8),
     "copy_weight": (0.0, 1.0), "copy_wiggle": (0.0, 1.0), "copy_hold": (0.0, 1.0), "copy_grain": (1.0, 4.0),
 }
 
@@ -155,15 +158,17 @@ class InstructConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # CPU: the defaults' narrow net, 48 px crops, short schedule and strided sampling, with
-    # training weighted to the fine scales, chroma smoothing, a coarse layout kept from the
-    # original, finer scales that refine the scale below rather than re-invent it, large scales
-    # that draw their own layout with the ROI's rim held, and copy mode's hold, wandering outline
-    # and grain (docs/quality.md).
+    # CPU: the defaults' narrow net, 48 px crops, short schedule and strided sampling; the net
+    # trains on and draws the coarsest scale only, from the original noised to 0.4, and the
+    # finer scales are the window's real patches laid out on its result (docs/quality.md). The
+    # rest acts where the net draws every scale (text mode, below): training weighted to the
+    # fine scales, chroma smoothing, finer scales that refine the scale below rather than
+    # re-invent it, large scales that draw their own layout with the ROI's rim held, and copy
+    # mode's hold, wandering outline and grain.
     "fast": {
-        "scale_power": 2.0, "chroma_radius": 2, "novelty": 0.6, "start_mid": 0.3, "start_fine": 0.5,
+        "scale_power": 2.0, "chroma_radius": 2, "novelty": 0.4, "start_mid": 0.3, "start_fine": 0.5,
         "large_px": 300, "rim_hold": 0.3, "copy_wiggle": 0.3, "copy_hold": 0.3,
-        "copy_grain": 1.5,
+        "copy_grain": 1.5, "net_scales": 1, "steps": 600,
     },
     # The reference hyperparameters of the SinDDM paper, for a GPU: its uniform scale draw and
     # chains from pure noise are the defaults.
@@ -171,6 +176,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "width": 160, "steps": 120_000, "batch": 32, "crop": 100_000, "lr_decay_every": 30_000,
         "sample_stride": 1, "checkpoint_every": 5000,
     },
+}
+
+
+# What a preset sets differently in text mode, beneath the caller's own overrides. A prompt asks
+# for what the window's patches may not hold, so in ``fast`` the net draws every scale there (as
+# the preset did before it drew only the coarse ones), with its 1000 steps and start at 0.6.
+TEXT_PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {"net_scales": 0, "steps": 1000, "novelty": 0.6},
 }
 
 
@@ -227,10 +240,10 @@ class EditConfig:
     instruct: InstructConfig = field(default_factory=InstructConfig)
 
     def blend_as_run(self) -> BlendConfig:
-        """The blend as it runs: the patch engine's pixels are copies of the scene, so their grain
-        is never matched to the ring (matching smeared a coast's busy marsh into a flat dark band
+        """The blend as it runs: the pixels of the patch engine (and of SinDDM's scales finer than
+        ``net_scales``) are copies of the scene, so their grain is never matched to the ring (matching smeared a coast's busy marsh into a flat dark band
         that a reviewer spotted at once; docs/quality.md)."""
-        if self.engine == "patch" and self.blend.detail_match:
+        if (self.engine == "patch" or self.model.net_scales > 0) and self.blend.detail_match:
             return dataclasses.replace(self.blend, detail_match=False)
         return self.blend
 
@@ -293,10 +306,12 @@ def config_from_dict(data: dict[str, Any]) -> EditConfig:
 
 def make_config(preset: str = "fast", model_overrides: Optional[dict[str, Any]] = None,
                 **fields: Any) -> EditConfig:
-    """Build an :class:`EditConfig` from a preset, model overrides and top-level fields."""
+    """Build an :class:`EditConfig` from a preset (in text mode with its :data:`TEXT_PRESETS`),
+    model overrides and top-level fields."""
     if preset not in PRESETS:
         raise IncompatibleOptions(f"`preset` {preset!r} is not one of {', '.join(PRESETS)}")
-    model = ModelConfig(**PRESETS[preset])
+    text = TEXT_PRESETS.get(preset, {}) if fields.get("mode") == "text" else {}
+    model = ModelConfig(**{**PRESETS[preset], **text})
     for key, value in (model_overrides or {}).items():
         if value is None:
             continue

@@ -104,7 +104,7 @@ class EditOptions:
                                       shown="$RS_GEO_EDIT_CACHE or ~/.cache/rs-geo-edit")
     cache_max_gb: float = option(_default(EditConfig, "cache_max_gb"), "Cache size cap, GB; least recently used "
                                  "models go first.", minimum=0.0, maximum=100_000.0)
-    steps: Optional[int] = model_option("steps", "Training steps (paper: 120000; more steps, finer detail).")
+    steps: Optional[int] = model_option("steps", "Training steps (fast: 600, 1000 in text mode; paper: 120000; more steps, finer detail).")
     width: Optional[int] = model_option("width", "Denoiser width, an even number (e.g. 48 or 160).", even=True)
     batch: Optional[int] = model_option("batch", "Training batch size, crops per step.")
     crop: Optional[int] = model_option(
@@ -122,8 +122,9 @@ class EditOptions:
         "scale_power", "Training draws scale s (0 = coarsest) with weight (s + 1) to this power: 0 is uniform "
         "(paper), 2 gives the fine scales most steps (fast).")
     novelty: Optional[float] = model_option(
-        "novelty", "How new the ROI's layout is: 1 starts the coarsest chain from pure noise (paper); 0.6 (fast) "
-        "from the original noised to 60 %, so the ROI keeps its coarse layout and continues its surroundings.")
+        "novelty", "How new the ROI's layout is: 1 starts the coarsest chain from pure noise (paper); 0.4 (fast; 0.6 "
+        "in text mode) from the original noised to 40 %, so the ROI keeps its coarse layout and continues its "
+        "surroundings. The patch engine noises its start by 0.75 x this.")
     tile: Optional[int] = model_option(
         "tile", "Scales larger than this are sampled in overlapping tiles of at most this many pixels a side, fused "
         "at every step, so memory follows the tile and not the ROI (0 = whole scales at once; e.g. 1024 on a GPU).",
@@ -146,6 +147,11 @@ class EditOptions:
     patch_scales: Optional[int] = model_option(
         "patch_scales", "Sampling: the finest scales whose clean estimate is remade of the window's own real "
         "patches at every step, so the grain is the scene's rather than the model's (0 = off).")
+    net_scales: Optional[int] = model_option(
+        "net_scales", "The net trains on and samples only this many of the coarsest scales, where the layout is "
+        "drawn; the finer scales are made of the window's own real patches laid out on its result (0 = the net "
+        "draws every scale: paper, and fast in text mode, where a prompt asks for what the window may not hold; 1 "
+        "fast).")
     copy_weight: Optional[float] = model_option(
         "copy_weight", "Copy mode: weight of the pasted content on the clean estimate at the coarser scales.")
     copy_wiggle: Optional[float] = model_option(
@@ -242,7 +248,8 @@ class EditOptions:
                  "start_fine": self.start_fine, "lr_decay_every": self.lr_decay_every,
                  "checkpoint_every": self.checkpoint_every, "large_px": self.large_px, "start_large": self.start_large,
                  "rim_hold": self.rim_hold, "copy_weight": self.copy_weight, "copy_wiggle": self.copy_wiggle,
-                 "copy_hold": self.copy_hold, "copy_grain": self.copy_grain, "patch_scales": self.patch_scales}
+                 "copy_hold": self.copy_hold, "copy_grain": self.copy_grain, "patch_scales": self.patch_scales,
+                 "net_scales": self.net_scales}
         guidance = GuidanceConfig(clip=self.clip, strength=self.strength, views=self.clip_views, every=self.guide_every,
                                   momentum=self.momentum, ensemble=self.ensemble, synonyms=self.synonyms,
                                   llm_endpoint=self.llm_endpoint, llm_model=self.llm_model)

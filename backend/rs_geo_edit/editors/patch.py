@@ -39,7 +39,7 @@ class PatchEditor:
     def edit(self, request, progress: StageReporter) -> np.ndarray:
         import torch
 
-        from ..patch.fill import FillInputs, fill
+        from ..patch.fill import fill
 
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
@@ -47,13 +47,7 @@ class PatchEditor:
         pyramid = build_pyramid(request.image, request.valid)
         sizes = list(pyramid.spec.sizes)
         band = band_px(request, self.config.blend.band_px)
-        keep, final = keep_pyramid(request.roi, band, sizes)
-        inputs = FillInputs(pyramid, mask_pyramid(request.roi | ~request.valid, sizes), keep)
-        if self.config.mode == "copy":
-            target = request.copy_mask & request.roi
-            ramp = copy_ramp(target, band, 2 * band, self.config.model.copy_wiggle, int(request.seed))
-            inputs.donors = [resize(request.copy_source, size, "lanczos") for size in sizes]
-            inputs.donor_weights = [np.clip(resize(ramp, size, "area"), 0.0, 1.0) for size in sizes]
+        inputs, final = fill_inputs(request, pyramid, band, self.config.model.copy_wiggle)
 
         def on_scale(scale: int, total: int) -> None:
             progress(scale + 1, total, f"patch fill, scale {scale + 1}/{total}")
@@ -63,3 +57,20 @@ class PatchEditor:
         self.windows.append({"window": request.window.index, "scales": [list(s) for s in sizes],
                              "fill_s": round(time.perf_counter() - started, 2)})
         return out
+
+
+def fill_inputs(request, pyramid, band: float, copy_wiggle: float) -> tuple["FillInputs", np.ndarray]:
+    """The fill's inputs for a window's request and pyramid (``band`` px of blend band) and the
+    last step's keep mask (True beyond the band). A request that carries a copy source (copy
+    mode) brings its donor under copy mode's ramp, wandering by ``copy_wiggle``."""
+    from ..patch.fill import FillInputs
+
+    sizes = list(pyramid.spec.sizes)
+    keep, final = keep_pyramid(request.roi, band, sizes)
+    inputs = FillInputs(pyramid, mask_pyramid(request.roi | ~request.valid, sizes), keep)
+    if request.copy_source is not None:
+        target = request.copy_mask & request.roi
+        ramp = copy_ramp(target, band, 2 * band, copy_wiggle, int(request.seed))
+        inputs.donors = [resize(request.copy_source, size, "lanczos") for size in sizes]
+        inputs.donor_weights = [np.clip(resize(ramp, size, "area"), 0.0, 1.0) for size in sizes]
+    return inputs, final

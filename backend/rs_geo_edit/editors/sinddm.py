@@ -100,6 +100,20 @@ class SinDDMEditor:
         pyramid = build_pyramid(image, valid)
         return pyramid, Schedule.build(cfg.timesteps, pyramid.recon_error, cfg.detail_factor)
 
+    def _net_scales(self, n_scales: int) -> int:
+        """How many of the coarsest scales the net draws (all unless ``net_scales`` says fewer)."""
+        k = self.config.model.net_scales
+        return k if 0 < k < n_scales else n_scales
+
+    def _net_part(self, pyramid: Pyramid) -> Pyramid:
+        """The scales the net trains on: the coarsest ``net_scales`` (the spec stays whole, so a
+        scene model's scale offsets are those of the whole pyramids)."""
+        k = self._net_scales(pyramid.spec.n_scales)
+        if k == pyramid.spec.n_scales:
+            return pyramid
+        return dataclasses.replace(pyramid, images=pyramid.images[:k], blurry=pyramid.blurry[:k],
+                                   valid=pyramid.valid[:k], recon_error=pyramid.recon_error[:k])
+
     def _train_params(self) -> dict:
         """The model settings and the training constants (the model cache's key reads both)."""
         from ..model.trainer import fixed_params
@@ -129,8 +143,8 @@ class SinDDMEditor:
         params["steps"] = params["steps"] * SCENE_STEP_FACTOR
         key = scene_key([image for _, image, _ in windows], [valid for _, _, valid in windows], params)
         pyramids, schedules = zip(*(self._pyramid(image, valid) for _, image, valid in windows))
-        net, trained = load_or_train(self.cache, key, list(pyramids), list(schedules), params, device=self.device,
-                                     progress=progress)
+        net, trained = load_or_train(self.cache, key, [self._net_part(p) for p in pyramids], list(schedules), params,
+                                     device=self.device, progress=progress)
         indices = [index for index, _, _ in windows]
         self.shared = SharedModel(net, key, dict(zip(indices, scale_offsets(pyramids))))
         self.models.append({"cache_key": key, "scope": "scene", "windows": indices, "steps": params["steps"],
@@ -168,7 +182,7 @@ class SinDDMEditor:
                                                          "scale_offset": offset, **stats}, offset
         params = self._train_params()
         key = scene_key([image], [valid], params)
-        net, trained = load_or_train(self.cache, key, pyramid, schedule, params, device=self.device,
+        net, trained = load_or_train(self.cache, key, self._net_part(pyramid), schedule, params, device=self.device,
                                      progress=progress)
         self.models.append({"cache_key": key, "scope": "window", "windows": [index], "steps": params["steps"],
                             **trained})
@@ -207,6 +221,9 @@ class SinDDMEditor:
         sizes = list(pyramid.spec.sizes)
         rim_hold = cfg.rim_hold if any(self._large_scales(request, sizes)) else 0.0
         band = band_px(request, self.config.blend.band_px)
+        if self._net_scales(len(sizes)) < len(sizes):
+            return self._sample_layout(net, pyramid, schedule, request, progress, stats, scale_offset, targets, band,
+                                       rim_hold)
         keep, final = keep_pyramid(request.roi, band, sizes, rim_hold)
         if rim_hold > 0:
             stats["rim_hold"] = rim_hold
@@ -235,10 +252,7 @@ class SinDDMEditor:
         stages = [st for st in (paste, guide, fine) if st is not None]
         out, (top, bottom, left, right) = sampler.run(generator, kept, stages,
                                                       return_box=True, on_step=on_step)
-        if guide is not None:
-            stats["guidance"] = {"steps": guide.stats.steps, "first_score": guide.stats.scores[0] if guide.stats.scores
-                                 else None, "last_score": guide.stats.scores[-1] if guide.stats.scores else None}
-        self.last_guidance = guide
+        self._guided(guide, stats)
         result = out[0].float().cpu().numpy()
         del out
         if paste is not None and paste.ramp is not None and cfg.copy_grain > 1:
@@ -257,6 +271,58 @@ class SinDDMEditor:
         if (top, bottom, left, right) == (0, final.shape[0], 0, final.shape[1]):
             return result
         return EditedBox(result, slice(top, bottom), slice(left, right))
+
+    def _sample_layout(self, net, pyramid: Pyramid, schedule, request, progress: StageReporter, stats: dict,
+                       scale_offset: int, targets: Optional[list], band: float, rim_hold: float) -> np.ndarray:
+        """``net_scales`` below the window's scale count: the net samples the coarsest scales
+        (with the original kept, the paste and the guidance as at every scale), and the patch
+        fill lays the window's real patches out on its result from the last of them up."""
+        import torch
+
+        from ..model.sampler import KeepOriginal, Sampler
+        from ..patch.fill import fill
+        from .patch import fill_inputs
+
+        cfg = self.config.model
+        sizes = list(pyramid.spec.sizes)
+        k = self._net_scales(len(sizes))
+        coarse = sizes[:k]
+        keep, _ = keep_pyramid(request.roi, band, coarse + [sizes[-1]], rim_hold)
+        kept = KeepOriginal(keep=[torch.from_numpy(m)[None, None] for m in keep[:k]],
+                            originals=[torch.from_numpy(img)[None] for img in pyramid.images[:k]], release=True)
+        paste = None
+        if self._pastes(request):
+            paste = CopyPaste.build(request, coarse + [sizes[-1]], cfg.copy_weight, band, self.device,
+                                    cfg.copy_hold, cfg.copy_wiggle)
+        guide = self._guidance(request, coarse, schedule, targets) if targets is not None else None
+        generator = torch.Generator().manual_seed(int(request.seed))
+        net_progress = progress.sub("net", 0.0, 0.5)
+
+        def on_step(scale: int, done: int, total: int) -> None:
+            net_progress(done, total, f"sampling scale {scale + 1}/{len(sizes)}")
+
+        sampler = Sampler(net, schedule, coarse, request.image.shape[0], device=self.device, stride=cfg.sample_stride,
+                          novelty=cfg.novelty, tile=cfg.tile, scale_offset=scale_offset)
+        out = sampler.run(generator, kept, [st for st in (paste, guide) if st is not None], on_step=on_step)
+        self._guided(guide, stats)
+        layout = out[0].float().cpu().numpy()
+        del out, kept
+        fill_progress = progress.sub("patches", 0.5, 1.0)
+
+        def on_scale(scale: int, total: int) -> None:
+            fill_progress(scale + 1, total, f"real patches, scale {scale + 1}/{total}")
+
+        inputs, final = fill_inputs(request, pyramid, band, cfg.copy_wiggle)
+        result = fill(inputs, novelty=cfg.novelty, seed=int(request.seed), on_scale=on_scale, layout=(k - 1, layout))
+        return np.where(final[None], request.image, result).astype(np.float32)
+
+    def _guided(self, guide, stats: dict) -> None:
+        """Keep the guidance of the edit just sampled (None without one) and its scores in ``stats``."""
+        self.last_guidance = guide
+        if guide is not None:
+            scores = guide.stats.scores
+            stats["guidance"] = {"steps": guide.stats.steps, "first_score": scores[0] if scores else None,
+                                 "last_score": scores[-1] if scores else None}
 
     def _pastes(self, request) -> bool:
         """Whether the request pastes content (copy mode, or text mode given a copy source)."""
@@ -296,6 +362,6 @@ class SinDDMEditor:
 
         g = self.config.guidance
         masks = [mask_pyramid(request.labels == k, sizes) for k in range(1, len(embeddings) + 1)]
-        return ClipGuidance(self.clip, masks, embeddings, request.rgb, t_start_finest=schedule.t_start[-1],
+        return ClipGuidance(self.clip, masks, embeddings, request.rgb, t_start_finest=schedule.t_start[len(sizes) - 1],
                             strength=g.strength, views=g.views, every=g.every, momentum=g.momentum,
                             stop_frac=g.stop_frac, seed=request.seed)

@@ -56,7 +56,9 @@ def scene_key(images: list[np.ndarray], valids: list[np.ndarray], params: dict) 
     is that window's :func:`cache_key`, since such a model is the window's own."""
     digest = hashlib.sha256()
     digest.update(MODEL_FORMAT.encode())
-    digest.update(json.dumps({k: params[k] for k in TRAIN_KEYS}, sort_keys=True).encode())
+    # a net trained on the coarsest scales only has its own key; every other key is as it was
+    keys = TRAIN_KEYS + (("net_scales",) if params.get("net_scales") else ())
+    digest.update(json.dumps({k: params[k] for k in keys}, sort_keys=True).encode())
     if len(images) > 1:
         digest.update(f"windows:{len(images)}".encode())
     for image, valid in zip(images, valids, strict=True):

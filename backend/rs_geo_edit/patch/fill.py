@@ -33,8 +33,8 @@ ROUNDS = 4              # propagation and random-search rounds of a pass: what m
 ANCHOR = 0.5            # the coarsest scale's queries hold this much of the start: the layout the novelty allows
 VOTE_SIGMA = 0.3        # a pixel's value comes from the patch centred on it: its own match, copied whole
 START_SMOOTH = 1.5      # the coarsest start's noise is smooth over this many pixels: it moves layout, not grain
-START_NOISE = 0.5       # the start's noise is this much of ``novelty`` times the spread: at the fast preset's
-                        # 0.6 a creek still runs through a 128 px ROI of a 10 m scene; at the full 0.6 it broke
+START_NOISE = 0.75      # the start's noise is this much of ``novelty`` times the spread: 0.3 at the fast preset's
+                        # 0.4; a creek still runs through a 128 px ROI of a 10 m scene; at 0.6 it broke
 
 
 @dataclass
@@ -51,25 +51,35 @@ class FillInputs:
 
 
 def fill(inputs: FillInputs, *, novelty: float, seed: int,
-         on_scale: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
-    """The filled window at the finest scale, (bands, rows, cols) float32 in [-1, 1]."""
+         on_scale: Optional[Callable[[int, int], None]] = None,
+         layout: Optional[tuple[int, np.ndarray]] = None) -> np.ndarray:
+    """The filled window at the finest scale, (bands, rows, cols) float32 in [-1, 1].
+
+    ``layout`` (scale, image) starts the fill at that scale from an image another engine made
+    there (the SinDDM net's coarse scales, ``editors/sinddm.py``) instead of from the noised
+    original at the coarsest: the layout settles on it as it would on that start, and every pixel
+    is still a real patch's."""
     images, sizes = inputs.pyramid.images, inputs.pyramid.spec.sizes
     generator = torch.Generator().manual_seed(int(seed))
+    first = 0 if layout is None else layout[0]
     x = field = None
     for s, size in enumerate(sizes):
+        if s < first:
+            continue
         original = as_tensor(images[s])
         keep = as_tensor(inputs.keep[s])[None]
         source, allowed = _source(inputs, s)
         matcher = Matcher(source, allowed, PATCH, generator)
         targets = near(torch.from_numpy(inputs.keep[s] < 1), PATCH)
-        if s == 0:
-            x = start = _start(original, inputs, generator, novelty)
+        if s == first:
+            x = start = (_start(original, inputs, generator, novelty) if layout is None
+                         else _compose(original, keep, as_tensor(layout[1])))
             field = matcher.random(targets)
         else:
             field = carry(field, sizes[s - 1], size, targets, matcher)
             x = _compose(original, keep, vote(source, field, size, PATCH, torch.ones(len(targets)), VOTE_SIGMA))
-        for _ in range(COARSE_ITERATIONS if s == 0 else ITERATIONS):
-            query = ANCHOR * start + (1 - ANCHOR) * x if s == 0 else x
+        for _ in range(COARSE_ITERATIONS if s == first else ITERATIONS):
+            query = ANCHOR * start + (1 - ANCHOR) * x if s == first else x
             field = matcher.improve(field, query, ROUNDS)
             x = _compose(original, keep, vote(source, field, size, PATCH, similarity(field.costs), VOTE_SIGMA))
         if on_scale is not None:
