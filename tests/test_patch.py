@@ -140,6 +140,31 @@ def test_the_fast_preset_draws_the_fine_scales_of_real_patches(tmp_path):
     assert keys["fast"] == keys["again"] != keys["net"]
 
 
+def test_windows_too_large_for_the_fill_have_the_net_draw_every_scale(tmp_path, monkeypatch):
+    """Over ``PATCH_MAX_PIXELS`` (lowered here to below this window) the net draws and is trained
+    on every scale, whatever ``net_scales`` says: the window's record says so, and the model is
+    the one a net drawing every scale has (the same cache key)."""
+    from rs_geo_edit.config import make_config
+    from rs_geo_edit.editors import sinddm
+    from rs_geo_edit.pipeline import edit_scene
+
+    scene = write_scene(tmp_path / "scene.tif", width=128, height=128, blocksize=64)
+    aoi = write_aoi(tmp_path / "aoi.geojson", [pixel_box(scene, 40, 40, 88, 88)], crs="EPSG:32633")
+    tiny = {"steps": 20, "width": 16, "crop": 32, "batch": 2}
+    records = {}
+    for name, net_scales, cap in (("capped", 1, 1000), ("net", 0, sinddm.PATCH_MAX_PIXELS),
+                                  ("hybrid", 1, sinddm.PATCH_MAX_PIXELS)):
+        monkeypatch.setattr(sinddm, "PATCH_MAX_PIXELS", cap)
+        config = make_config("fast", {**tiny, "net_scales": net_scales}, threads=1, cache_dir=tmp_path / "cache")
+        edit_scene(scene, aoi, tmp_path / f"{name}.tif", config)
+        records[name] = json.loads((tmp_path / f"{name}.json").read_text())["editor"]
+    window = records["capped"]["windows"][0]
+    assert window["net_scales"] == len(window["scales"]) > 2
+    assert records["hybrid"]["windows"][0]["net_scales"] == 1
+    keys = {name: record["models"][0]["cache_key"] for name, record in records.items()}
+    assert keys["capped"] == keys["net"] != keys["hybrid"]
+
+
 def test_patch_engine_edits_only_the_roi_and_repeats_by_seed(tmp_path):
     scene = write_scene(tmp_path / "scene.tif", dtype="uint16", bands=4, width=160, height=160, nodata=0,
                         nodata_border=6, descriptions=["blue", "green", "red", "nir"])

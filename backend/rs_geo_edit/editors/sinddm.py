@@ -38,6 +38,11 @@ from .keep import band_px, keep_pyramid
 
 # A scene model trains this many times a window model's steps, whatever its window count.
 SCENE_STEP_FACTOR = 2
+# Windows of more pixels have the net draw every scale whatever ``net_scales`` says: the patch
+# fill holds 16 numbers per pixel of the window and its field, where the tiled sampler's memory
+# follows the tile. Measured: a 1280 x 1280 window peaked at 1.63 GB, a 2560 x 2560 one at
+# 3.19 GB (against 1.30 and 1.52 GB with the net at every scale; docs/scaling.md).
+PATCH_MAX_PIXELS = 3_000_000
 
 
 @dataclasses.dataclass
@@ -100,25 +105,34 @@ class SinDDMEditor:
         pyramid = build_pyramid(image, valid)
         return pyramid, Schedule.build(cfg.timesteps, pyramid.recon_error, cfg.detail_factor)
 
-    def _net_scales(self, n_scales: int) -> int:
-        """How many of the coarsest scales the net draws (all unless ``net_scales`` says fewer)."""
+    def _net_scales(self, spec) -> int:
+        """How many of the coarsest scales of a window of pyramid ``spec`` the net draws: all
+        unless ``net_scales`` says fewer and the window is at most :data:`PATCH_MAX_PIXELS`."""
         k = self.config.model.net_scales
-        return k if 0 < k < n_scales else n_scales
+        rows, cols = spec.sizes[-1]
+        return k if 0 < k < spec.n_scales and rows * cols <= PATCH_MAX_PIXELS else spec.n_scales
 
-    def _net_part(self, pyramid: Pyramid) -> Pyramid:
-        """The scales the net trains on: the coarsest ``net_scales`` (the spec stays whole, so a
+    def _trained_scales(self, specs) -> int:
+        """``net_scales`` where the net of these windows (one, or a scene model's) is trained on
+        that many coarsest scales only: where every window draws its finer scales of patches;
+        else 0, a net trained on every scale (it serves a window drawn either way)."""
+        k = self.config.model.net_scales
+        return k if all(self._net_scales(spec) == k for spec in specs) else 0
+
+    def _net_part(self, pyramid: Pyramid, k: int) -> Pyramid:
+        """The scales the net trains on: the coarsest ``k`` (0: all; the spec stays whole, so a
         scene model's scale offsets are those of the whole pyramids)."""
-        k = self._net_scales(pyramid.spec.n_scales)
-        if k == pyramid.spec.n_scales:
+        if k <= 0:
             return pyramid
         return dataclasses.replace(pyramid, images=pyramid.images[:k], blurry=pyramid.blurry[:k],
                                    valid=pyramid.valid[:k], recon_error=pyramid.recon_error[:k])
 
-    def _train_params(self) -> dict:
-        """The model settings and the training constants (the model cache's key reads both)."""
+    def _train_params(self, trained_scales: int) -> dict:
+        """The model settings and the training constants (the model cache's key reads both), with
+        the scales the net is trained on (:meth:`_trained_scales`)."""
         from ..model.trainer import fixed_params
 
-        return {**dataclasses.asdict(self.config.model), **fixed_params()}
+        return {**dataclasses.asdict(self.config.model), **fixed_params(), "net_scales": trained_scales}
 
     def _threads(self) -> None:
         import torch
@@ -136,15 +150,16 @@ class SinDDMEditor:
         if not self.shares_model or len(windows) < 2:
             return
         self._threads()
-        params = self._train_params()
+        pyramids, schedules = zip(*(self._pyramid(image, valid) for _, image, valid in windows))
+        trained_scales = self._trained_scales([p.spec for p in pyramids])
+        params = self._train_params(trained_scales)
         # Measured on four 128 px ROIs: a scene model given one window's steps trailed the
         # per-window models (luminance 1.18-1.41, seam 1.16-1.50 against 1.08-1.12 and 1.08-1.25);
         # with twice the steps it came close on two windows of three (docs/quality.md).
         params["steps"] = params["steps"] * SCENE_STEP_FACTOR
         key = scene_key([image for _, image, _ in windows], [valid for _, _, valid in windows], params)
-        pyramids, schedules = zip(*(self._pyramid(image, valid) for _, image, valid in windows))
-        net, trained = load_or_train(self.cache, key, [self._net_part(p) for p in pyramids], list(schedules), params,
-                                     device=self.device, progress=progress)
+        net, trained = load_or_train(self.cache, key, [self._net_part(p, trained_scales) for p in pyramids],
+                                     list(schedules), params, device=self.device, progress=progress)
         indices = [index for index, _, _ in windows]
         self.shared = SharedModel(net, key, dict(zip(indices, scale_offsets(pyramids))))
         self.models.append({"cache_key": key, "scope": "scene", "windows": indices, "steps": params["steps"],
@@ -180,10 +195,11 @@ class SinDDMEditor:
             offset = self.shared.offsets[index]
             return self.shared.net, sampling, schedule, {"cache_key": self.shared.key, "model_scope": "scene",
                                                          "scale_offset": offset, **stats}, offset
-        params = self._train_params()
+        trained_scales = self._trained_scales([pyramid.spec])
+        params = self._train_params(trained_scales)
         key = scene_key([image], [valid], params)
-        net, trained = load_or_train(self.cache, key, self._net_part(pyramid), schedule, params, device=self.device,
-                                     progress=progress)
+        net, trained = load_or_train(self.cache, key, self._net_part(pyramid, trained_scales), schedule, params,
+                                     device=self.device, progress=progress)
         self.models.append({"cache_key": key, "scope": "window", "windows": [index], "steps": params["steps"],
                             **trained})
         return net, sampling, schedule, {"cache_key": key, "model_scope": "window", **stats, **trained}, 0
@@ -221,7 +237,8 @@ class SinDDMEditor:
         sizes = list(pyramid.spec.sizes)
         rim_hold = cfg.rim_hold if any(self._large_scales(request, sizes)) else 0.0
         band = band_px(request, self.config.blend.band_px)
-        if self._net_scales(len(sizes)) < len(sizes):
+        stats["net_scales"] = self._net_scales(pyramid.spec)   # the scales the net draws here
+        if stats["net_scales"] < len(sizes):
             return self._sample_layout(net, pyramid, schedule, request, progress, stats, scale_offset, targets, band,
                                        rim_hold)
         keep, final = keep_pyramid(request.roi, band, sizes, rim_hold)
@@ -285,7 +302,7 @@ class SinDDMEditor:
 
         cfg = self.config.model
         sizes = list(pyramid.spec.sizes)
-        k = self._net_scales(len(sizes))
+        k = stats["net_scales"]
         coarse = sizes[:k]
         keep, _ = keep_pyramid(request.roi, band, coarse + [sizes[-1]], rim_hold)
         kept = KeepOriginal(keep=[torch.from_numpy(m)[None, None] for m in keep[:k]],
