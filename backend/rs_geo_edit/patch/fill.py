@@ -58,7 +58,8 @@ def fill(inputs: FillInputs, *, novelty: float, seed: int,
     ``layout`` (scale, image) starts the fill at that scale from an image another engine made
     there (the SinDDM net's coarse scales, ``editors/sinddm.py``) instead of from the noised
     original at the coarsest: the layout settles on it as it would on that start, and every pixel
-    is still a real patch's."""
+    is still a real patch's. In copy mode the donor is pasted onto it by its weight, as onto the
+    noised original."""
     images, sizes = inputs.pyramid.images, inputs.pyramid.spec.sizes
     generator = torch.Generator().manual_seed(int(seed))
     first = 0 if layout is None else layout[0]
@@ -73,7 +74,7 @@ def fill(inputs: FillInputs, *, novelty: float, seed: int,
         targets = near(torch.from_numpy(inputs.keep[s] < 1), PATCH)
         if s == first:
             x = start = (_start(original, inputs, generator, novelty) if layout is None
-                         else _compose(original, keep, as_tensor(layout[1])))
+                         else _compose(original, keep, _pasted(as_tensor(layout[1]), inputs, s)))
             field = matcher.random(targets)
         else:
             field = carry(field, sizes[s - 1], size, targets, matcher)
@@ -99,11 +100,16 @@ def _start(original: torch.Tensor, inputs: FillInputs, generator: torch.Generato
     spread = original.std(dim=(1, 2), keepdim=True)
     noise = blur(torch.randn(original.shape, generator=generator), START_SMOOTH)
     noise = noise / noise.std(dim=(1, 2), keepdim=True).clamp(min=1e-6)
-    x = original + START_NOISE * novelty * spread * noise
-    if inputs.donors is not None and inputs.donors[0] is not None:
-        weight = as_tensor(inputs.donor_weights[0])[None]
-        x = weight * as_tensor(inputs.donors[0]) + (1 - weight) * x
+    x = _pasted(original + START_NOISE * novelty * spread * noise, inputs, 0)
     return keep * original + (1 - keep) * x
+
+
+def _pasted(x: torch.Tensor, inputs: FillInputs, s: int) -> torch.Tensor:
+    """``x`` with copy mode's donor pasted by its weight at scale ``s`` (as is elsewhere)."""
+    if inputs.donors is None or inputs.donors[s] is None:
+        return x
+    weight = as_tensor(inputs.donor_weights[s])[None]
+    return weight * as_tensor(inputs.donors[s]) + (1 - weight) * x
 
 
 def _source(inputs: FillInputs, s: int) -> tuple[torch.Tensor, torch.Tensor]:
