@@ -502,7 +502,8 @@ def main(argv=None) -> int:
                        "window": fig["window"], "donor": share,
                        "luminance": fig["luminance"], "colour": fig["colour"], "seam": fig["seam"],
                        "source_luminance": fig["source_luminance"],
-                       "train_s": round(train_s, 1), "trainings": len(getattr(editor, "models", [])),
+                       "train_s": round(train_s, 1),
+                       "trainings": sum(bool(m.get("trained")) for m in getattr(editor, "models", [])),
                        "sample_s": stats.get("sample_s", stats.get("fill_s")), "total_s": round(total, 1),
                        "reedit_s": round(reedit, 1), "overrides": args.set}
                 if raw is not None:
