@@ -175,7 +175,8 @@ class EditOptions:
     detail_match: bool = option(_default(BlendConfig, "detail_match"), "Grain matching: calm a generated texture "
                                 "that is busier than the context ring around it, octave by octave from single "
                                 "pixels to ~30 px blotches, before blending (off: the model's texture as sampled). The patch "
-                                "engine's pixels are copies of the scene: their grain is never matched.",
+                                "engine's pixels, and those of the scales finer than net_scales, are copies of the "
+                                "scene: their grain is never matched.",
                                 flags=("--detail-match/--no-detail-match",))
     margin: int = option(_default(WindowConfig, "margin_px"), "Smallest context margin around each ROI, pixels.",
                          minimum=0, maximum=4096)
