@@ -142,8 +142,8 @@ def test_the_fast_preset_draws_the_fine_scales_of_real_patches(tmp_path):
 
 def test_windows_too_large_for_the_fill_have_the_net_draw_every_scale(tmp_path, monkeypatch):
     """Over ``PATCH_MAX_PIXELS`` (lowered here to below this window) the net draws and is trained
-    on every scale, whatever ``net_scales`` says: the window's record says so, and the model is
-    the one a net drawing every scale has (the same cache key)."""
+    on every scale, whatever ``net_scales`` says: the window's record says so, the model is the
+    one a net drawing every scale has (the same cache key), and the blend matches its grain."""
     from rs_geo_edit.config import make_config
     from rs_geo_edit.editors import sinddm
     from rs_geo_edit.pipeline import edit_scene
@@ -151,16 +151,19 @@ def test_windows_too_large_for_the_fill_have_the_net_draw_every_scale(tmp_path, 
     scene = write_scene(tmp_path / "scene.tif", width=128, height=128, blocksize=64)
     aoi = write_aoi(tmp_path / "aoi.geojson", [pixel_box(scene, 40, 40, 88, 88)], crs="EPSG:32633")
     tiny = {"steps": 20, "width": 16, "crop": 32, "batch": 2}
-    records = {}
+    records, blends = {}, {}
     for name, net_scales, cap in (("capped", 1, 1000), ("net", 0, sinddm.PATCH_MAX_PIXELS),
                                   ("hybrid", 1, sinddm.PATCH_MAX_PIXELS)):
         monkeypatch.setattr(sinddm, "PATCH_MAX_PIXELS", cap)
         config = make_config("fast", {**tiny, "net_scales": net_scales}, threads=1, cache_dir=tmp_path / "cache")
         edit_scene(scene, aoi, tmp_path / f"{name}.tif", config)
         records[name] = json.loads((tmp_path / f"{name}.json").read_text())["editor"]
+        blends[name] = json.loads((tmp_path / f"{name}.json").read_text())["windows"][0]["blend"]
     window = records["capped"]["windows"][0]
     assert window["net_scales"] == len(window["scales"]) > 2
     assert records["hybrid"]["windows"][0]["net_scales"] == 1
+    # the net's pixels have their grain matched; copied ones keep theirs
+    assert "detail_gains" in blends["capped"] and "detail_gains" not in blends["hybrid"]
     keys = {name: record["models"][0]["cache_key"] for name, record in records.items()}
     assert keys["capped"] == keys["net"] != keys["hybrid"]
 
@@ -270,6 +273,9 @@ def test_the_patch_engines_copied_grain_is_never_matched(tmp_path):
     them: the road's ROI is busier than its ring), while the option keeps its say for the SinDDM
     engine."""
     from rs_geo_edit.config import make_config
+    from rs_geo_edit.pipeline import make_editor
+    from rs_geo_edit.pipeline.contract import EditRequest
+    from rs_geo_edit.pipeline.window import blend_for
 
     with rasterio.open(SAMPLE) as src:
         crs = src.crs.to_string()
@@ -281,8 +287,14 @@ def test_the_patch_engines_copied_grain_is_never_matched(tmp_path):
         assert proc.returncode == 0, proc.stderr
         outs[name] = rasterio.open(tmp_path / f"{name}.tif").read()
     assert np.array_equal(outs["default"], outs["off"])
-    assert make_config("paper").blend_as_run().detail_match
-    assert not make_config("fast").blend_as_run().detail_match   # its fine scales are real patches too
-    patch = make_config("paper")
-    patch.engine = "patch"
-    assert not patch.blend_as_run().detail_match and patch.blend.detail_match
+
+    def blend(config):   # the blend as it runs on a 256 x 256 window
+        request = EditRequest(image=np.zeros((3, 256, 256), np.float32), roi=np.zeros((256, 256), bool),
+                              labels=np.zeros((256, 256), np.int32), valid=np.ones((256, 256), bool), prompts=[],
+                              rgb=[0, 1, 2], seed=0, window=None)
+        return blend_for(make_editor(config), request, config.blend)
+
+    assert blend(make_config("paper")).detail_match
+    assert not blend(make_config("fast")).detail_match   # its fine scales are real patches too
+    patch = make_config("paper", engine="patch")
+    assert not blend(patch).detail_match and patch.blend.detail_match

@@ -239,14 +239,6 @@ class EditConfig:
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     instruct: InstructConfig = field(default_factory=InstructConfig)
 
-    def blend_as_run(self) -> BlendConfig:
-        """The blend as it runs: the pixels of the patch engine (and of SinDDM's scales finer than
-        ``net_scales``) are copies of the scene, so their grain is never matched to the ring (matching smeared a coast's busy marsh into a flat dark band
-        that a reviewer spotted at once; docs/quality.md)."""
-        if (self.engine == "patch" or self.model.net_scales > 0) and self.blend.detail_match:
-            return dataclasses.replace(self.blend, detail_match=False)
-        return self.blend
-
     def validate(self) -> "EditConfig":
         if self.engine not in ENGINES:
             raise IncompatibleOptions(f"`engine` {self.engine!r} is not one of {', '.join(ENGINES)}")

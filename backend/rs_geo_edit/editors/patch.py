@@ -30,6 +30,10 @@ class PatchEditor:
         self.config = config.validate()   # refuses text mode
         self.windows: list[dict] = []
 
+    def copies_scene(self, request) -> bool:
+        """Every pixel this engine draws is a copy of the scene's."""
+        return True
+
     def describe(self) -> dict:
         from ..patch import ops
 

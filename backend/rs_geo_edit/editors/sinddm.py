@@ -27,7 +27,7 @@ from ..config import EditConfig
 from ..errors import IncompatibleOptions
 from ..imaging import crop_around, one_malloc_arena, return_freed_memory, smooth_chroma
 from ..model.cache import ModelCache, scene_key
-from ..model.pyramid import Pyramid, build_pyramid, mask_pyramid
+from ..model.pyramid import Pyramid, build_pyramid, mask_pyramid, pyramid_spec
 from ..patch.stage import patch_stage
 from ..progress import StageReporter
 from ..pipeline.contract import EditedBox
@@ -104,6 +104,11 @@ class SinDDMEditor:
         cfg = self.config.model
         pyramid = build_pyramid(image, valid)
         return pyramid, Schedule.build(cfg.timesteps, pyramid.recon_error, cfg.detail_factor)
+
+    def copies_scene(self, request) -> bool:
+        """Whether the window's finer scales are drawn of the scene's patches (``net_scales``)."""
+        spec = pyramid_spec(*request.image.shape[1:])
+        return self._net_scales(spec) < spec.n_scales
 
     def _net_scales(self, spec) -> int:
         """How many of the coarsest scales of a window of pyramid ``spec`` the net draws: all

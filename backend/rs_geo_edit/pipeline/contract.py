@@ -72,7 +72,9 @@ class Editor(Protocol):
     """Anything that turns an :class:`EditRequest` into an edited image of the same shape
     (float32, [-1, 1]), or an :class:`EditedBox` when it changed only a box of the window; it
     reports progress through the reporter and may be cancelled by it. An editor that can serve
-    all the windows of a scene with one model is also a :class:`SceneModelEditor`."""
+    all the windows of a scene with one model is also a :class:`SceneModelEditor`. An editor
+    whose pixels for a request are copies of the scene says so with an optional
+    ``copies_scene(request) -> bool`` (the blend then leaves their grain as it is)."""
 
     def edit(self, request: EditRequest, progress: "StageReporter") -> "np.ndarray | EditedBox": ...
 

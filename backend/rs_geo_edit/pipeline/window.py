@@ -8,6 +8,7 @@ its index in the scene's plan, so the three give the same pixels. Nothing here w
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -70,7 +71,7 @@ def edit_window(src, ew: EditWindow, seed: int, config: EditConfig, editor: Edit
     return_freed_memory()   # reading and normalising the window
     # The blend and the figures read nothing beyond their box around the ROIs: the rest of the
     # window is let go before they run (at native resolution each window copy is hundreds of MB).
-    blend = config.blend_as_run()
+    blend = blend_for(editor, request, config.blend)
     box = blend_box(roi, blend)
     edited = _edited_on(editor.edit(request, reporter), image, data.w_image, ew, box)
     source = np.ascontiguousarray(image[(slice(None),) + box])
@@ -131,6 +132,16 @@ def _sub_window(window, box: tuple[slice, slice]):
     rows, cols = box
     return Window(int(window.col_off) + cols.start, int(window.row_off) + rows.start, cols.stop - cols.start,
                   rows.stop - rows.start)
+
+
+def blend_for(editor: Editor, request: EditRequest, blend: BlendConfig) -> BlendConfig:
+    """The blend as it runs on this window: where the editor's pixels are copies of the scene
+    (its ``copies_scene(request)``), their grain is never matched to the ring (matching smeared a
+    coast's busy marsh into a flat dark band that a reviewer spotted at once; docs/quality.md)."""
+    copies_scene = getattr(editor, "copies_scene", None)
+    if blend.detail_match and copies_scene is not None and copies_scene(request):
+        return dataclasses.replace(blend, detail_match=False)
+    return blend
 
 
 def blend_box(roi: np.ndarray, blend: BlendConfig) -> tuple[slice, slice]:
