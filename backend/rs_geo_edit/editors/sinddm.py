@@ -236,7 +236,7 @@ class SinDDMEditor:
         """Sample the window's ROIs; ``targets`` (text mode) are their prompts' text embeddings."""
         import torch
 
-        from ..model.sampler import KeepOriginal, Sampler
+        from ..model.sampler import KeepOriginal
 
         cfg = self.config.model
         sizes = list(pyramid.spec.sizes)
@@ -257,24 +257,10 @@ class SinDDMEditor:
         fine = patch_stage(pyramid.images, request.roi, keep, cfg.patch_scales, int(request.seed))
         del keep
         pyramid.images = []
-        paste = None
-        if self._pastes(request):
-            paste = CopyPaste.build(request, sizes, cfg.copy_weight, band, self.device,
-                                    cfg.copy_hold, cfg.copy_wiggle)
-        guide = self._guidance(request, sizes, schedule, targets) if targets is not None else None
-        generator = torch.Generator().manual_seed(int(request.seed))
-
-        def on_step(scale: int, done: int, total: int) -> None:
-            progress(done, total, f"sampling scale {scale + 1}/{len(sizes)}")
-
         # a large window's finest scale is sampled on the box of the pixels it changes, and only
         # that box comes back (the rest is the request's image)
-        sampler = Sampler(net, schedule, sizes, request.image.shape[0], device=self.device, stride=cfg.sample_stride,
-                          novelty=cfg.novelty, tile=cfg.tile, scale_offset=scale_offset)
-        stages = [st for st in (paste, guide, fine) if st is not None]
-        out, (top, bottom, left, right) = sampler.run(generator, kept, stages,
-                                                      return_box=True, on_step=on_step)
-        self._guided(guide, stats)
+        out, (top, bottom, left, right), paste = self._run_net(net, schedule, request, sizes, sizes, kept, band,
+                                                               progress, stats, scale_offset, targets, fine)
         result = out[0].float().cpu().numpy()
         del out
         if paste is not None and paste.ramp is not None and cfg.copy_grain > 1:
@@ -301,7 +287,7 @@ class SinDDMEditor:
         fill lays the window's real patches out on its result from the last of them up."""
         import torch
 
-        from ..model.sampler import KeepOriginal, Sampler
+        from ..model.sampler import KeepOriginal
         from ..patch.fill import fill
         from .patch import fill_inputs
 
@@ -309,25 +295,16 @@ class SinDDMEditor:
         sizes = list(pyramid.spec.sizes)
         k = stats["net_scales"]
         coarse = sizes[:k]
-        keep, _ = keep_pyramid(request.roi, band, coarse + [sizes[-1]], rim_hold)
+        # the coarse scales and the finest, whose masks and paste ramp are those of a whole pyramid's
+        scales = coarse + [sizes[-1]]
+        keep, _ = keep_pyramid(request.roi, band, scales, rim_hold)
         kept = KeepOriginal(keep=[torch.from_numpy(m)[None, None] for m in keep[:k]],
                             originals=[torch.from_numpy(img)[None] for img in pyramid.images[:k]], release=True)
-        paste = None
-        if self._pastes(request):
-            paste = CopyPaste.build(request, coarse + [sizes[-1]], cfg.copy_weight, band, self.device,
-                                    cfg.copy_hold, cfg.copy_wiggle)
-        guide = self._guidance(request, coarse, schedule, targets) if targets is not None else None
-        generator = torch.Generator().manual_seed(int(request.seed))
-        net_progress = progress.sub("net", 0.0, 0.5)
-
-        def on_step(scale: int, done: int, total: int) -> None:
-            net_progress(done, total, f"sampling scale {scale + 1}/{len(sizes)}")
-
-        sampler = Sampler(net, schedule, coarse, request.image.shape[0], device=self.device, stride=cfg.sample_stride,
-                          novelty=cfg.novelty, tile=cfg.tile, scale_offset=scale_offset)
-        out = sampler.run(generator, kept, [st for st in (paste, guide) if st is not None], on_step=on_step)
-        self._guided(guide, stats)
-        layout = out[0].float().cpu().numpy()
+        out, (top, bottom, left, right), _ = self._run_net(net, schedule, request, coarse, scales, kept, band,
+                                                           progress.sub("net", 0.0, 0.5), stats, scale_offset,
+                                                           targets, None, len(sizes))
+        layout = EditedBox(out[0].float().cpu().numpy(), slice(top, bottom), slice(left, right)).whole(
+            pyramid.images[k - 1])
         del out, kept
         fill_progress = progress.sub("patches", 0.5, 1.0)
 
@@ -337,6 +314,36 @@ class SinDDMEditor:
         inputs, final = fill_inputs(request, pyramid, band, cfg.copy_wiggle)
         result = fill(inputs, novelty=cfg.novelty, seed=int(request.seed), on_scale=on_scale, layout=(k - 1, layout))
         return np.where(final[None], request.image, result).astype(np.float32)
+
+    def _run_net(self, net, schedule, request, drawn: list, paste_sizes: list, kept, band: float,
+                 progress: StageReporter, stats: dict, scale_offset: int, targets: Optional[list], fine,
+                 n_scales: Optional[int] = None):
+        """Sample the scales ``drawn`` (coarsest first) with the original ``kept``, copy mode's
+        paste (its ramp per ``paste_sizes``), the guidance of ``targets`` and the ``fine`` stage
+        (either may be None). Returns (the (1, C, H, W) sample, the box of the last scale drawn,
+        the paste); ``n_scales`` is the window's scale count for the progress messages."""
+        import torch
+
+        from ..model.sampler import Sampler
+
+        cfg = self.config.model
+        paste = None
+        if self._pastes(request):
+            paste = CopyPaste.build(request, paste_sizes, cfg.copy_weight, band, self.device,
+                                    cfg.copy_hold, cfg.copy_wiggle)
+        guide = self._guidance(request, drawn, schedule, targets) if targets is not None else None
+        generator = torch.Generator().manual_seed(int(request.seed))
+        total_scales = n_scales or len(drawn)
+
+        def on_step(scale: int, done: int, total: int) -> None:
+            progress(done, total, f"sampling scale {scale + 1}/{total_scales}")
+
+        sampler = Sampler(net, schedule, drawn, request.image.shape[0], device=self.device, stride=cfg.sample_stride,
+                          novelty=cfg.novelty, tile=cfg.tile, scale_offset=scale_offset)
+        stages = [st for st in (paste, guide, fine) if st is not None]
+        out, box = sampler.run(generator, kept, stages, return_box=True, on_step=on_step)
+        self._guided(guide, stats)
+        return out, box, paste
 
     def _guided(self, guide, stats: dict) -> None:
         """Keep the guidance of the edit just sampled (None without one) and its scores in ``stats``."""
