@@ -76,8 +76,9 @@ def guide_of(output: str | Path) -> Optional[str]:
 
 
 def choose_judge(outputs: list, judge: Optional[str]) -> str:
-    """The judge's name. Without ``judge``, a model that guided none of the outputs (:func:`~.guidance.clip.default_judge`); a named judge that guided one of them
-    is used as asked, with a warning: its score is that edit's guidance objective."""
+    """The judge's name. Without ``judge``, a model that guided none of the outputs
+    (:func:`~.guidance.clip.default_judge`); a named judge that guided one of them is used as
+    asked, with a warning: its score is that edit's guidance objective."""
     from .guidance.clip import default_judge
 
     guides = [guide_of(output) for output in outputs]
