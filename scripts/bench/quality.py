@@ -23,7 +23,11 @@ matching; same seed, so the same sampled pixels) and prints those raw figures be
 ones. --blind DIR writes, per case, an unmarked original/edit pair in a seeded random order at
 1x and 2x for a reviewer, and the key in DIR/key.json. A scene of more than 8 bits is shown as
 RGB (its red, green, blue bands) with a 2-98 % stretch per band of the original, applied alike
-to before and after; any other band (NIR) is edited too but not shown.
+to before and after; any other band (NIR) is edited too but not shown. --proxy adds the
+discriminator figure (eval/discriminator.py): auc, how well a small CNN tells patches of the
+edited ROI from patches of its window (0.5 cannot, 1 always), and real, the highest AUC of real
+content: the original's ROI and the ROI's place on windows of the same size elsewhere in the
+scene. An edit at or below real is as separable as the scene's own regions; no target.
 
 Targets: luminance in [0.8, 1.2], colour <= 1.3, seam <= 1.1; time (2 threads, a quiet machine,
 fresh cache): sinddm's first edit <= 60 s for ROIs up to 128 px and <= 120 s up to 450 px, a
@@ -58,6 +62,7 @@ TARGETS = {"luminance": (0.8, 1.2), "colour": (0.0, 1.3), "seam": (0.0, 1.1)}
 TIME_TARGETS = {("sinddm", 128): 60.0, ("sinddm", 450): 120.0, ("patch", 128): 15.0}
 REEDIT_TARGET = 10.0
 BLIND_SIDE = 320      # the most pixels a side of a blind crop shows (before any zoom)
+PROXY_ELSEWHERE = 3   # real windows at other places of the scene that calibrate the discriminator
 BLIND_CONTEXT = 40    # the least context around the ROI in a blind crop, pixels
 
 
@@ -106,14 +111,15 @@ SCENES = {
     "s2-coast": BenchScene(
         "s2-coast", {"fields": (290, 290), "forest": (740, 460), "creek": (372, 660), "marsh": (990, 900),
                      "coast": (900, 1090)},
-        _cases({"fields": (64, 128), "forest": (128,), "creek": (64, 128), "marsh": (128, "polygon"),
-                "coast": (64, 128)}),
+        _cases({"fields": (64, 128, 300), "forest": (128, 1024), "creek": (64, 128, 450),
+                "marsh": (128, "polygon"), "coast": (64, 128)}),
         ("fields-64", "forest-128", "creek-128", "coast-128", "marsh-poly"),
         {"fields": "forest", "forest": "fields", "creek": "marsh", "marsh": "fields", "coast": "marsh"}),
     # conifer crowns and shadows, a meadow with fallen dead trees, the paved road with its verge
+    # (the scene is 1249 x 1035 px: no room for a 1024 px ROI with context around it)
     "neon-yell": BenchScene(
         "neon-yell", {"forest": (300, 700), "meadow": (470, 1030), "road": (600, 405)},
-        _cases({"forest": (64, 128), "meadow": (128, "polygon"), "road": (64, 128)}),
+        _cases({"forest": (64, 128, 300), "meadow": (128, 450, "polygon"), "road": (64, 128)}),
         ("forest-64", "forest-128", "meadow-128", "road-128", "meadow-poly"),
         {"forest": "meadow", "meadow": "forest", "road": "meadow"}),
 }
@@ -201,9 +207,41 @@ def measure(scene_path: Path, output: Path, aoi: Path, config) -> list[dict]:
         itself = realism(before, before, roi, valid, plan.rgb)   # the scene's own ROI against its ring
         figures.append({**realism(after, before, roi, valid, plan.rgb), "source_luminance": itself["luminance"],
                         "window": [int(ew.window.height), int(ew.window.width)], "index": ew.index,
+                        "offset": [int(ew.window.row_off), int(ew.window.col_off)],
                         "before": before, "after": after, "roi": roi, "valid": valid, "rgb": list(plan.rgb),
                         "dtype": dtype})
     return figures
+
+
+def proxy_figures(scene_path: Path, fig: dict, seed: int) -> dict:
+    """The discriminator's ROC AUCs (``eval/discriminator.py``) of one edited window, calibrated
+    on real content: the same window of the original, and windows of the same size at up to
+    PROXY_ELSEWHERE other places of the scene (wholly valid, not overlapping the edited one),
+    each with the ROI where it lies in the edited window."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from rs_geo_edit.eval.discriminator import separability
+    from rs_geo_edit.geo.raster import read_window, validity_mask
+
+    height, width = fig["window"]
+    row, col = fig["offset"]
+    rng = np.random.default_rng(seed)
+    elsewhere = []
+    with rasterio.open(scene_path) as src:
+        for _ in range(100 if src.height >= 2 * height or src.width >= 2 * width else 0):
+            if len(elsewhere) == PROXY_ELSEWHERE:
+                break
+            r, c = int(rng.integers(0, src.height - height + 1)), int(rng.integers(0, src.width - width + 1))
+            if abs(r - row) < height and abs(c - col) < width:
+                continue
+            window = Window(c, r, width, height)
+            image = read_window(src, window).astype(np.float64)
+            valid = validity_mask(src, window, image)
+            if valid.all():
+                elsewhere.append((image, valid))
+    sep = separability(fig["before"], fig["after"], fig["roi"], fig["valid"], seed=seed, elsewhere=elsewhere)
+    return {"edit": sep.edit, "place": sep.place, "moved": list(sep.moved), "real_high": sep.real_high}
 
 
 def donor_share(scene: BenchScene, fig: dict, case: str, config) -> float:
@@ -398,20 +436,24 @@ def run_edit(args, scene_path: Path, aoi: Path, out: Path, config):
     return editor, time.perf_counter() - t0
 
 
-def header(raw: bool) -> str:
+def header(raw: bool, proxy: bool = False) -> str:
     raw_cols = f" {'lum.r':>6} {'col.r':>6} {'seam.r':>6}" if raw else ""
+    proxy_cols = f"  {'auc':>5} {'real':>5}" if proxy else ""
     return (f"{'case':<12} {'mode':<10} {'window':>9} {'lum':>6} {'':4} {'colour':>6} {'':4} {'seam':>5} {'':4}"
-            f"{raw_cols} {'train':>6} {'sample':>6} {'total':>6}  {'reedit':>6}  {'donor':>5}  {'src lum':>6}")
+            f"{raw_cols} {'train':>6} {'sample':>6} {'total':>6}  {'reedit':>6}  {'donor':>5}  {'src lum':>6}"
+            f"{proxy_cols}")
 
 
 def line(row: dict, raw) -> str:
     raw_cols = (f" {raw['luminance']:6.2f} {raw['colour']:6.2f} {raw['seam']:6.2f}" if raw is not None else "")
+    proxy = row.get("proxy")
+    proxy_cols = f"  {proxy['edit']:5.2f} {proxy['real_high']:5.2f}" if proxy else ""
     return (f"{row['case']:<12} {row['mode']:<10} {'x'.join(map(str, row['window'])):>9} "
             f"{row['luminance']:6.2f} {verdict('luminance', row['luminance']):4} "
             f"{row['colour']:6.2f} {verdict('colour', row['colour']):4} "
             f"{row['seam']:5.2f} {verdict('seam', row['seam']):4}{raw_cols} "
             f"{row['train_s']:6.1f} {row['sample_s'] or 0:6.1f} {row['total_s']:6.1f}  {row['reedit_s']:6.1f}  "
-            f"{row['donor']:5.2f}  {row['source_luminance']:6.2f}")
+            f"{row['donor']:5.2f}  {row['source_luminance']:6.2f}{proxy_cols}")
 
 
 def main(argv=None) -> int:
@@ -435,6 +477,9 @@ def main(argv=None) -> int:
                         help="also run each edit with chroma_radius=0 and detail_match off; print those figures")
     parser.add_argument("--crops", type=Path, default=None, help="write before|after PNGs at 2x here")
     parser.add_argument("--blind", type=Path, default=None, help="write blind A/B pairs and key.json here")
+    parser.add_argument("--proxy", action="store_true",
+                        help="also score each edit with the discriminator (auc) beside the highest AUC "
+                             "of real regions of the scene (real)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     scene = SCENES[args.scene]
@@ -462,7 +507,7 @@ def main(argv=None) -> int:
             folder.mkdir(parents=True, exist_ok=True)
     rows, keys = [], []
     print(f"scene {scene.name} ({scene_path.name}), engine {args.engine}")
-    print(header(args.raw))
+    print(header(args.raw, args.proxy))
     for case in cases:
         for mode in args.modes:
             if mode == "copy" and scene.cases[case][0] == "four":
@@ -508,6 +553,8 @@ def main(argv=None) -> int:
                        "reedit_s": round(reedit, 1), "overrides": args.set}
                 if raw is not None:
                     row["raw"] = {k: raw[k] for k in ("luminance", "colour", "seam")}
+                if args.proxy:
+                    row["proxy"] = proxy_figures(scene_path, fig, args.seed)
                 rows.append(row)
                 print(line(row, raw), flush=True)
             if len(figures) > 1:
