@@ -61,7 +61,7 @@ TARGETS = {"luminance": (0.8, 1.2), "colour": (0.0, 1.3), "seam": (0.0, 1.1)}
 # (engine, the largest ROI side it applies to) -> seconds of the first edit
 TIME_TARGETS = {("sinddm", 128): 60.0, ("sinddm", 450): 120.0, ("patch", 128): 15.0}
 REEDIT_TARGET = 10.0
-BLIND_SIDE = 320      # the most pixels a side of a blind crop shows (before any zoom)
+BLIND_SIDE = 320      # px: a blind crop's side where the ROI and its context fit; the 2x shows this much
 PROXY_ELSEWHERE = 3   # real windows at other places of the scene that calibrate the discriminator
 BLIND_CONTEXT = 40    # the least context around the ROI in a blind crop, pixels
 
@@ -329,22 +329,34 @@ def _save_pair(fig: dict, path: Path, cy: int, cx: int, half: int, zoom_by: int,
 
 def blind_crop(roi: np.ndarray) -> tuple[slice, slice]:
     """The rows and columns of a blind crop: centred on the ROI's box, with ``BLIND_CONTEXT``
-    pixels or half the ROI's extent of context on each side, at most ``BLIND_SIDE`` a side,
-    shifted to stay inside the window."""
+    pixels or half the ROI's extent of context on each side, at most ``BLIND_SIDE`` a side; an
+    ROI too large for that is shown whole with ``BLIND_CONTEXT`` around it (a crop inside the ROI
+    would show two unrelated images and hide the ROI's edges, where a seam shows); shifted to
+    stay inside the window."""
     rows, cols = np.nonzero(roi)
     spans = []
     for idx, size in ((rows, roi.shape[0]), (cols, roi.shape[1])):
         extent = int(idx.max() - idx.min() + 1)
-        side = min(BLIND_SIDE, extent + 2 * max(BLIND_CONTEXT, extent // 2), size)
+        side = extent + 2 * max(BLIND_CONTEXT, extent // 2)
+        if side > BLIND_SIDE:
+            side = max(BLIND_SIDE, extent + 2 * BLIND_CONTEXT)
+        side = min(side, size)
         start = (int(idx.min()) + int(idx.max()) + 1 - side) // 2
         start = min(max(0, start), size - side)
         spans.append(slice(start, start + side))
     return spans[0], spans[1]
 
 
+def middle(tile: np.ndarray, side: int) -> np.ndarray:
+    """The middle ``side`` x ``side`` pixels of ``tile`` (all of it where it is smaller)."""
+    r0, c0 = max(0, (tile.shape[0] - side) // 2), max(0, (tile.shape[1] - side) // 2)
+    return tile[r0:r0 + side, c0:c0 + side]
+
+
 def save_blind(fig: dict, folder: Path, label: str, engine: str, seed: int) -> dict:
     """Write ``<label>-<engine>-{1x,2x}-{A,B}.png``: the original and the edit on the same crop,
-    unmarked, in an order drawn from ``seed`` and the pair's name; return its key entry."""
+    unmarked, in an order drawn from ``seed`` and the pair's name (the 2x: the crop's middle
+    ``BLIND_SIDE`` px); return its key entry."""
     from PIL import Image
 
     name = f"{label}-{engine}"
@@ -356,7 +368,8 @@ def save_blind(fig: dict, folder: Path, label: str, engine: str, seed: int) -> d
     letters = {"A": "edit" if edit_is_a else "original", "B": "original" if edit_is_a else "edit"}
     for factor in (1, 2):
         for letter, which in letters.items():
-            Image.fromarray(zoom(tiles[which], factor)).save(folder / f"{name}-{factor}x-{letter}.png")
+            shown = tiles[which] if factor == 1 else middle(tiles[which], BLIND_SIDE)
+            Image.fromarray(zoom(shown, factor)).save(folder / f"{name}-{factor}x-{letter}.png")
     return {"pair": name, "edit": "A" if edit_is_a else "B",
             "crop": {"rows": [rows.start, rows.stop], "cols": [cols.start, cols.stop]}}
 
