@@ -22,7 +22,9 @@ import torch.nn.functional as F
 
 from .ops import gather, grow
 
-DIMS = 16            # principal components a patch is compared in
+DIMS = 48            # principal components a patch is compared in: with 16, what tells a crown from grass
+                     # or a field edge from a smear was left out; a blind paired look preferred 48 on 15 of 20
+                     # cases (realism 3.85 against 3.1; docs/quality.md)
 SAMPLES = 4000       # source patches the components are fitted on
 CHUNK = 65536        # targets costed at once
 JUMPS = (8, 4, 2, 1)  # propagation distances, pixels, of one round
