@@ -160,7 +160,7 @@ class SinDDMEditor:
         params = self._train_params(trained_scales)
         # Measured on four 128 px ROIs: a scene model given one window's steps trailed the
         # per-window models (luminance 1.18-1.41, seam 1.16-1.50 against 1.08-1.12 and 1.08-1.25);
-        # with twice the steps it came close on two windows of three (docs/quality.md).
+        # with twice the steps it came close on two windows of three (docs/scaling.md).
         params["steps"] = params["steps"] * SCENE_STEP_FACTOR
         key = scene_key([image for _, image, _ in windows], [valid for _, _, valid in windows], params)
         net, trained = load_or_train(self.cache, key, [self._net_part(p, trained_scales) for p in pyramids],
