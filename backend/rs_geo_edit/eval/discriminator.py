@@ -73,13 +73,14 @@ def separability(before: np.ndarray, after: np.ndarray, roi: np.ndarray,
     def scaled(image):
         return ((image - offset) / span).astype(np.float32)
 
+    original = scaled(before)   # scored with the ROI and with every moved region
     rng = np.random.default_rng(seed)
-    moved = [region_auc(scaled(before), region, valid, seed=seed + 1 + n)
+    moved = [region_auc(original, region, valid, seed=seed + 1 + n)
              for n, region in enumerate(moved_regions(roi, valid, MOVED, rng))]
     moved += [region_auc(scaled(image), roi, other_valid.astype(bool), seed=seed + 1 + MOVED + n)
               for n, (image, other_valid) in enumerate(elsewhere)]
     return Separability(edit=region_auc(scaled(after), roi, valid, seed=seed),
-                        place=region_auc(scaled(before), roi, valid, seed=seed),
+                        place=region_auc(original, roi, valid, seed=seed),
                         moved=tuple(moved))
 
 
