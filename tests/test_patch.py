@@ -12,12 +12,12 @@ from conftest import SAMPLE, aoi_mask, pixel_box, run_cli, write_aoi, write_scen
 from rs_geo_edit.imaging import distance_to
 from rs_geo_edit.patch.ops import blur
 
-def _field_after(image, roi, rounds, seed=0):
+def _field_after(image, roi, rounds, seed=0, pieces=None):
     from rs_geo_edit.patch.ops import grow
-    from rs_geo_edit.patch.match import Matcher
+    from rs_geo_edit.patch.match import Matcher, Pieces
 
     allowed = ~grow(roi, 3)
-    matcher = Matcher(image, allowed, 7, torch.Generator().manual_seed(seed))
+    matcher = Matcher(image, allowed, 7, torch.Generator().manual_seed(seed), pieces or Pieces())
     targets = grow(roi, 3).flatten().nonzero().flatten()
     return matcher, matcher.improve(matcher.random(targets), image, rounds)
 
@@ -40,6 +40,56 @@ def test_the_field_points_only_at_patches_wholly_outside_the_roi_and_is_coherent
     _, unpropagated = _field_after(image, roi, rounds=0)
     assert _coherence(field, 96) > 0.2 > 20 * _coherence(unpropagated, 96)
     assert float(field.costs.mean()) < 0.5 * float(unpropagated.costs.mean())
+
+
+def test_large_pieces_grow_the_pieces_and_spread_the_sources():
+    """Favouring large pieces, more targets continue their neighbour's source and fewer share a
+    source with another target than with the patch distance alone; every source stays outside."""
+    from conftest import texture
+
+    from rs_geo_edit.patch.fill import LARGE_PIECES
+
+    image = torch.from_numpy((texture(np.random.default_rng(8), 3, 96, 96) * 2 - 1).astype(np.float32))
+    roi = torch.zeros(96, 96, dtype=torch.bool)
+    roi[28:68, 30:70] = True
+    _, plain = _field_after(image, roi, rounds=3)
+    matcher, large = _field_after(image, roi, rounds=3, pieces=LARGE_PIECES)
+    assert _coherence(large, 96) > _coherence(plain, 96) + 0.05
+    assert _shared(large) < _shared(plain) - 0.05
+    assert bool(matcher.allowed[large.sources].all())
+
+
+def _shared(field):
+    """The share of targets whose source serves another target too."""
+    counts = torch.bincount(field.sources)
+    return float((counts[field.sources] > 1).float().mean())
+
+
+def test_the_fine_share_tells_fine_texture_from_structure():
+    """Grain at the pixel level (needles, grass) scores above ``FINE_TEXTURE``; smooth fields with
+    straight edges and a line score below it, and grain inside the excluded region (the ROI, which
+    the fill replaces) does not tip them over."""
+    from scipy.ndimage import gaussian_filter
+
+    from rs_geo_edit.patch.fill import FINE_TEXTURE, pieces_for
+
+    rng = np.random.default_rng(2)
+    grain = gaussian_filter(rng.standard_normal((3, 128, 128)), (0, 0.6, 0.6))
+    grain += 0.5 * gaussian_filter(rng.standard_normal((3, 128, 128)), (0, 6, 6)) / 0.05
+    fields = np.zeros((3, 128, 128))
+    for k, (top, left) in enumerate(((0, 0), (0, 64), (64, 0), (64, 64))):
+        fields[:, top:top + 64, left:left + 64] = rng.uniform(-0.8, 0.8, (3, 1, 1))
+    fields[:, 90:93, :] = 0.9                                   # a road
+    fields = gaussian_filter(fields, (0, 0.8, 0.8))
+    exclude = np.zeros((128, 128), bool)
+    exclude[32:96, 32:96] = True
+    fields_with_grain_inside = fields.copy()
+    fields_with_grain_inside[:, exclude] += 0.3 * grain[:, exclude] / grain.std()
+    fine = [pieces_for(img.astype(np.float32) / np.abs(img).max(), exclude)
+            for img in (grain, fields, fields_with_grain_inside)]
+    assert fine[0][1] >= FINE_TEXTURE and fine[0][0].coherence > 0
+    assert fine[1][1] < FINE_TEXTURE and fine[1][0].coherence == 0
+    assert fine[2][1] < min(FINE_TEXTURE, 0.5 * fine[0][1]) and fine[2][0].coherence == 0
 
 
 def _coherence(field, width):
@@ -188,6 +238,8 @@ def test_patch_engine_edits_only_the_roi_and_repeats_by_seed(tmp_path):
     assert np.array_equal(outs["a"], outs["b"])                                 # same seed, same bytes
     assert not np.array_equal(outs["a"], outs["c"])                             # another seed, another fill
     assert (outs["a"][:, roi] > 0).all()                                        # no nodata drawn in
+    window = json.loads((tmp_path / "a.json").read_text())["editor"]["windows"][0]
+    assert 0 < window["fine_share"] < 1 and isinstance(window["large_pieces"], bool)
 
 
 def test_patch_engine_refuses_text_mode_before_writing_anything(tmp_path):

@@ -59,19 +59,27 @@ class PatchEditor:
         out = fill(inputs, novelty=self.config.model.novelty, seed=int(request.seed), on_scale=on_scale)
         out = np.where(final[None], request.image, out).astype(np.float32)
         self.windows.append({"window": request.window.index, "scales": [list(s) for s in sizes],
-                             "fill_s": round(time.perf_counter() - started, 2)})
+                             **pieces_stats(inputs), "fill_s": round(time.perf_counter() - started, 2)})
         return out
+
+
+def pieces_stats(inputs) -> dict:
+    """What a window's provenance records of the pieces its fill favoured."""
+    return {"fine_share": round(float(inputs.fine_share), 4), "large_pieces": bool(inputs.pieces.coherence)}
 
 
 def fill_inputs(request, pyramid, band: float, copy_wiggle: float) -> tuple["FillInputs", np.ndarray]:
     """The fill's inputs for a window's request and pyramid (``band`` px of blend band) and the
     last step's keep mask (True beyond the band). A request that carries a copy source (copy
-    mode) brings its donor under copy mode's ramp, wandering by ``copy_wiggle``."""
-    from ..patch.fill import FillInputs
+    mode) brings its donor under copy mode's ramp, wandering by ``copy_wiggle``. The pieces the
+    fill favours follow the window's texture outside the ROI (``patch.fill.pieces_for``)."""
+    from ..patch.fill import FillInputs, pieces_for
 
     sizes = list(pyramid.spec.sizes)
     keep, final = keep_pyramid(request.roi, band, sizes)
-    inputs = FillInputs(pyramid, mask_pyramid(request.roi | ~request.valid, sizes), keep)
+    exclude = mask_pyramid(request.roi | ~request.valid, sizes)
+    pieces, share = pieces_for(pyramid.images[-1], exclude[-1])
+    inputs = FillInputs(pyramid, exclude, keep, pieces=pieces, fine_share=share)
     if request.copy_source is not None:
         target = request.copy_mask & request.roi
         ramp = copy_ramp(target, band, 2 * band, copy_wiggle, int(request.seed))

@@ -289,7 +289,7 @@ class SinDDMEditor:
 
         from ..model.sampler import KeepOriginal
         from ..patch.fill import fill
-        from .patch import fill_inputs
+        from .patch import fill_inputs, pieces_stats
 
         cfg = self.config.model
         sizes = list(pyramid.spec.sizes)
@@ -312,6 +312,7 @@ class SinDDMEditor:
             fill_progress(scale + 1, total, f"real patches, scale {scale + 1}/{total}")
 
         inputs, final = fill_inputs(request, pyramid, band, cfg.copy_wiggle)
+        stats.update(pieces_stats(inputs))
         result = fill(inputs, novelty=cfg.novelty, seed=int(request.seed), on_scale=on_scale, layout=(k - 1, layout))
         return np.where(final[None], request.image, result).astype(np.float32)
 

@@ -12,6 +12,12 @@ road keeps running where the window has patches that continue it; each finer sca
 field up (offsets scaled), votes the sharp patches of its own scale and refines the field once
 (a second match-and-vote pass lets smooth patches creep in where two copied pieces meet). Beyond
 the ROI the original is kept as the keep masks say.
+
+Where the window's detail is fine stochastic texture (crowns, grass, snow: ``ops.fine_share`` at
+least ``FINE_TEXTURE``), the field favours large pieces (``LARGE_PIECES``): a mosaic of small
+pieces of such texture reads as mush at 2x, and a crown copied whole does not. Where the detail
+is structure (fields, roads, water, a 10 m scene), pieces stay as the distances make them: a
+large piece there is a farmstead or a field corner, and it shows as a stamp.
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ import numpy as np
 import torch
 
 from ..model.pyramid import Pyramid
-from .ops import PATCH, as_tensor, blur, grow
-from .match import Matcher, carry, near, outside, similarity, vote
+from .ops import PATCH, as_tensor, blur, fine_share, grow
+from .match import Matcher, Pieces, carry, near, outside, similarity, vote
 
 COARSE_ITERATIONS = 6   # match-and-vote passes at the coarsest scale, where the layout settles
 ITERATIONS = 1          # passes at every finer scale: each further pass let smooth patches creep in where two
@@ -35,19 +41,31 @@ VOTE_SIGMA = 0.3        # a pixel's value comes from the patch centred on it: it
 START_SMOOTH = 1.5      # the coarsest start's noise is smooth over this many pixels: it moves layout, not grain
 START_NOISE = 0.75      # the start's noise is this much of ``novelty`` times the spread: 0.3 at the fast preset's
                         # 0.4; a creek still runs through a 128 px ROI of a 10 m scene; at 0.6 it broke
+FINE_TEXTURE = 0.092    # fine_share from which a window's field favours large pieces: 0.10-0.12 on 0.1-0.5 m
+                        # forest, meadow and snow, 0.05-0.09 on roads and on a 10 m scene (docs/quality.md)
+LARGE_PIECES = Pieces(coherence=0.5, reuse=0.5)   # preferred in a paired look on 12 of the 15 cases it changes
 
 
 @dataclass
 class FillInputs:
     """One window's pyramid (``images`` and ``blurry`` per scale, coarsest first), the ROI
-    (``exclude``, bool) and keep masks (float, 1 = the original) per scale, and for copy mode
-    the donor content and its weight per scale (None elsewhere)."""
+    (``exclude``, bool) and keep masks (float, 1 = the original) per scale, for copy mode the
+    donor content and its weight per scale (None elsewhere), and the pieces its fields favour."""
 
     pyramid: Pyramid
     exclude: list[np.ndarray]
     keep: list[np.ndarray]
     donors: Optional[list[Optional[np.ndarray]]] = None
     donor_weights: Optional[list[Optional[np.ndarray]]] = None
+    pieces: Pieces = Pieces()   # how every scale's field weighs its candidates (see ``pieces_for``)
+    fine_share: Optional[float] = None   # what ``pieces_for`` chose by, where it chose
+
+
+def pieces_for(image: np.ndarray, exclude: np.ndarray) -> tuple[Pieces, float]:
+    """The pieces a window's fill favours, from the fine share of its finest scale ``image``
+    outside ``exclude`` (what the fill copies from), and that share."""
+    share = fine_share(image, ~exclude)
+    return (LARGE_PIECES if share >= FINE_TEXTURE else Pieces()), share
 
 
 def fill(inputs: FillInputs, *, novelty: float, seed: int,
@@ -70,7 +88,7 @@ def fill(inputs: FillInputs, *, novelty: float, seed: int,
         original = as_tensor(images[s])
         keep = as_tensor(inputs.keep[s])[None]
         source, allowed = _source(inputs, s)
-        matcher = Matcher(source, allowed, PATCH, generator)
+        matcher = Matcher(source, allowed, PATCH, generator, inputs.pieces)
         targets = near(torch.from_numpy(inputs.keep[s] < 1), PATCH)
         if s == first:
             x = start = (_start(original, inputs, generator, novelty) if layout is None

@@ -10,6 +10,10 @@ candidate for every target at once.
 
 Patches are compared in a reduced space: the principal components of the source's patches, taken
 by one convolution per image, so a candidate costs a few dozen numbers however large the patch.
+
+A matcher may favour large pieces (``Pieces``): a candidate that continues the sources of its
+four neighbours costs less (coherence), and one whose source already serves other targets costs
+more (reuse), so pieces grow without the same piece being stamped twice.
 """
 
 from __future__ import annotations
@@ -28,6 +32,16 @@ DIMS = 48            # principal components a patch is compared in: with 16, wha
 SAMPLES = 4000       # source patches the components are fitted on
 CHUNK = 65536        # targets costed at once
 JUMPS = (8, 4, 2, 1)  # propagation distances, pixels, of one round
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """How a matcher weighs a candidate beyond its patch distance: its cost is scaled by
+    ``1 - coherence * (share of its four neighbours it continues)`` and by
+    ``1 + reuse * (other targets pointing at its source)``. Zero for both: distance alone."""
+
+    coherence: float = 0.0
+    reuse: float = 0.0
 
 
 @dataclass
@@ -50,8 +64,9 @@ class Matcher:
     """Matches patches of a (C, H, W) query image against those of ``source`` (same shape) centred
     where ``allowed`` (H, W bool) is True."""
 
-    def __init__(self, source: torch.Tensor, allowed: torch.Tensor, patch: int, generator: torch.Generator):
-        self.patch, self.shape, self.generator = patch, tuple(allowed.shape), generator
+    def __init__(self, source: torch.Tensor, allowed: torch.Tensor, patch: int, generator: torch.Generator,
+                 pieces: Pieces = Pieces()):
+        self.patch, self.shape, self.generator, self.pieces = patch, tuple(allowed.shape), generator, pieces
         self.allowed = allowed.flatten()
         self.pool = self.allowed.nonzero().flatten()
         if len(self.pool) == 0:
@@ -81,20 +96,57 @@ class Matcher:
     def improve(self, field: Field, query_image: torch.Tensor, rounds: int) -> Field:
         """``field`` after ``rounds`` of propagation and random search against ``query_image``."""
         query = self.describe(query_image)
-        field.costs = self.cost(query, field.targets, field.sources)
         slot = field.slots(self.shape[0] * self.shape[1])
         for _ in range(rounds):
+            # each round weighs reuse by the field as it stood at the round's start
+            usage = ((torch.bincount(field.sources, minlength=len(self.allowed)).float(), field.sources)
+                     if self.pieces.reuse else None)
+            field.costs = self._weighed(field, query, field.sources, slot, usage)
             for jump in JUMPS:
                 for dy, dx in ((0, jump), (jump, 0), (0, -jump), (-jump, 0)):
-                    self._try(field, query, self._propagated(field, slot, dy, dx))
+                    self._try(field, query, self._propagated(field, slot, dy, dx), slot, usage)
             radius = max(self.shape)
             while radius >= 1:
-                self._try(field, query, self._around(field.sources, radius))
+                self._try(field, query, self._around(field.sources, radius), slot, usage)
                 radius //= 2
+        if rounds == 0:
+            field.costs = self.cost(query, field.targets, field.sources)
         return field
 
-    def _try(self, field: Field, query: torch.Tensor, candidates: torch.Tensor) -> None:
+    def _weighed(self, field: Field, query: torch.Tensor, candidates: torch.Tensor, slot: torch.Tensor,
+                 usage) -> torch.Tensor:
+        """The candidates' costs for the field's targets, weighed as ``self.pieces`` says."""
         costs = self.cost(query, field.targets, candidates)
+        if self.pieces.coherence:
+            costs = costs * (1 - self.pieces.coherence / 4 * self._continued(field, slot, candidates))
+        if usage is not None:   # (targets per source, each target's source) at the round's start
+            counts, held = usage
+            others = counts[candidates] - (candidates == held).float()
+            costs = costs * (1 + self.pieces.reuse * others)
+        return costs
+
+    def _continued(self, field: Field, slot: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """How many of each target's four neighbours (0-4) point where the candidate continues:
+        the candidate shifted by the neighbour's offset (a neighbour that is no target points at
+        itself)."""
+        h, w = self.shape
+        rows, cols = field.targets // w, field.targets % w
+        c_rows, c_cols = candidates // w, candidates % w
+        count = torch.zeros(len(candidates))
+        for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
+            n_rows, n_cols = rows + dy, cols + dx
+            inside = (n_rows >= 0) & (n_rows < h) & (n_cols >= 0) & (n_cols < w)
+            neighbour = n_rows.clamp(0, h - 1) * w + n_cols.clamp(0, w - 1)
+            index = slot[neighbour]
+            points = torch.where(index >= 0, field.sources[index.clamp(min=0)], neighbour)
+            s_rows, s_cols = c_rows + dy, c_cols + dx
+            fits = (s_rows >= 0) & (s_rows < h) & (s_cols >= 0) & (s_cols < w)
+            count += (inside & fits & (points == s_rows * w + s_cols)).float()
+        return count
+
+    def _try(self, field: Field, query: torch.Tensor, candidates: torch.Tensor, slot: torch.Tensor,
+             usage) -> None:
+        costs = self._weighed(field, query, candidates, slot, usage)
         better = costs < field.costs
         field.sources = torch.where(better, candidates, field.sources)
         field.costs = torch.where(better, costs, field.costs)
