@@ -97,56 +97,63 @@ class Matcher:
         """``field`` after ``rounds`` of propagation and random search against ``query_image``."""
         query = self.describe(query_image)
         slot = field.slots(self.shape[0] * self.shape[1])
+        around = self._neighbours(field, slot) if self.pieces.coherence else None
         for _ in range(rounds):
             # each round weighs reuse by the field as it stood at the round's start
             usage = ((torch.bincount(field.sources, minlength=len(self.allowed)).float(), field.sources)
                      if self.pieces.reuse else None)
-            field.costs = self._weighed(field, query, field.sources, slot, usage)
+            field.costs = self._weighed(field, query, field.sources, around, usage)
             for jump in JUMPS:
                 for dy, dx in ((0, jump), (jump, 0), (0, -jump), (-jump, 0)):
-                    self._try(field, query, self._propagated(field, slot, dy, dx), slot, usage)
+                    self._try(field, query, self._propagated(field, slot, dy, dx), around, usage)
             radius = max(self.shape)
             while radius >= 1:
-                self._try(field, query, self._around(field.sources, radius), slot, usage)
+                self._try(field, query, self._around(field.sources, radius), around, usage)
                 radius //= 2
         if rounds == 0:
             field.costs = self.cost(query, field.targets, field.sources)
         return field
 
-    def _weighed(self, field: Field, query: torch.Tensor, candidates: torch.Tensor, slot: torch.Tensor,
-                 usage) -> torch.Tensor:
+    def _neighbours(self, field: Field, slot: torch.Tensor) -> list:
+        """For each of the four directions, each target's neighbour there (flat index), its
+        position in the field (-1: no target) and whether it lies in the image."""
+        h, w = self.shape
+        rows, cols = field.targets // w, field.targets % w
+        out = []
+        for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
+            n_rows, n_cols = rows + dy, cols + dx
+            inside = (n_rows >= 0) & (n_rows < h) & (n_cols >= 0) & (n_cols < w)
+            neighbour = n_rows.clamp(0, h - 1) * w + n_cols.clamp(0, w - 1)
+            out.append((dy, dx, neighbour, slot[neighbour], inside))
+        return out
+
+    def _weighed(self, field: Field, query: torch.Tensor, candidates: torch.Tensor, around, usage) -> torch.Tensor:
         """The candidates' costs for the field's targets, weighed as ``self.pieces`` says."""
         costs = self.cost(query, field.targets, candidates)
-        if self.pieces.coherence:
-            costs = costs * (1 - self.pieces.coherence / 4 * self._continued(field, slot, candidates))
+        if around is not None:
+            costs = costs * (1 - self.pieces.coherence / 4 * self._continued(field, around, candidates))
         if usage is not None:   # (targets per source, each target's source) at the round's start
             counts, held = usage
             others = counts[candidates] - (candidates == held).float()
             costs = costs * (1 + self.pieces.reuse * others)
         return costs
 
-    def _continued(self, field: Field, slot: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    def _continued(self, field: Field, around: list, candidates: torch.Tensor) -> torch.Tensor:
         """How many of each target's four neighbours (0-4) point where the candidate continues:
         the candidate shifted by the neighbour's offset (a neighbour that is no target points at
         itself)."""
         h, w = self.shape
-        rows, cols = field.targets // w, field.targets % w
         c_rows, c_cols = candidates // w, candidates % w
         count = torch.zeros(len(candidates))
-        for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
-            n_rows, n_cols = rows + dy, cols + dx
-            inside = (n_rows >= 0) & (n_rows < h) & (n_cols >= 0) & (n_cols < w)
-            neighbour = n_rows.clamp(0, h - 1) * w + n_cols.clamp(0, w - 1)
-            index = slot[neighbour]
+        for dy, dx, neighbour, index, inside in around:
             points = torch.where(index >= 0, field.sources[index.clamp(min=0)], neighbour)
             s_rows, s_cols = c_rows + dy, c_cols + dx
             fits = (s_rows >= 0) & (s_rows < h) & (s_cols >= 0) & (s_cols < w)
             count += (inside & fits & (points == s_rows * w + s_cols)).float()
         return count
 
-    def _try(self, field: Field, query: torch.Tensor, candidates: torch.Tensor, slot: torch.Tensor,
-             usage) -> None:
-        costs = self._weighed(field, query, candidates, slot, usage)
+    def _try(self, field: Field, query: torch.Tensor, candidates: torch.Tensor, around, usage) -> None:
+        costs = self._weighed(field, query, candidates, around, usage)
         better = costs < field.costs
         field.sources = torch.where(better, candidates, field.sources)
         field.costs = torch.where(better, costs, field.costs)
