@@ -212,6 +212,9 @@ def test_windows_too_large_for_the_fill_have_the_net_draw_every_scale(tmp_path, 
     window = records["capped"]["windows"][0]
     assert window["net_scales"] == len(window["scales"]) > 2
     assert records["hybrid"]["windows"][0]["net_scales"] == 1
+    # the hybrid's fill records the pieces it favoured; a net drawing every scale has no fill
+    assert isinstance(records["hybrid"]["windows"][0]["large_pieces"], bool)
+    assert "fine_share" not in window
     # the net's pixels have their grain matched; copied ones keep theirs
     assert "detail_gains" in blends["capped"] and "detail_gains" not in blends["hybrid"]
     keys = {name: record["models"][0]["cache_key"] for name, record in records.items()}
