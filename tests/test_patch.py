@@ -77,7 +77,7 @@ def test_the_fine_share_tells_fine_texture_from_structure():
     grain = gaussian_filter(rng.standard_normal((3, 128, 128)), (0, 0.6, 0.6))
     grain += 0.5 * gaussian_filter(rng.standard_normal((3, 128, 128)), (0, 6, 6)) / 0.05
     fields = np.zeros((3, 128, 128))
-    for k, (top, left) in enumerate(((0, 0), (0, 64), (64, 0), (64, 64))):
+    for top, left in ((0, 0), (0, 64), (64, 0), (64, 64)):
         fields[:, top:top + 64, left:left + 64] = rng.uniform(-0.8, 0.8, (3, 1, 1))
     fields[:, 90:93, :] = 0.9                                   # a road
     fields = gaussian_filter(fields, (0, 0.8, 0.8))

@@ -96,13 +96,15 @@ class Matcher:
     def improve(self, field: Field, query_image: torch.Tensor, rounds: int) -> Field:
         """``field`` after ``rounds`` of propagation and random search against ``query_image``."""
         query = self.describe(query_image)
+        field.costs = self.cost(query, field.targets, field.sources)
         slot = field.slots(self.shape[0] * self.shape[1])
         around = self._neighbours(field, slot) if self.pieces.coherence else None
         for _ in range(rounds):
-            # each round weighs reuse by the field as it stood at the round's start
+            # a weighed cost depends on the field: each round weighs by the field at its start
             usage = ((torch.bincount(field.sources, minlength=len(self.allowed)).float(), field.sources)
                      if self.pieces.reuse else None)
-            field.costs = self._weighed(field, query, field.sources, around, usage)
+            if around is not None or usage is not None:
+                field.costs = self._weighed(field, query, field.sources, around, usage)
             for jump in JUMPS:
                 for dy, dx in ((0, jump), (jump, 0), (0, -jump), (-jump, 0)):
                     self._try(field, query, self._propagated(field, slot, dy, dx), around, usage)
@@ -110,8 +112,6 @@ class Matcher:
             while radius >= 1:
                 self._try(field, query, self._around(field.sources, radius), around, usage)
                 radius //= 2
-        if rounds == 0:
-            field.costs = self.cost(query, field.targets, field.sources)
         return field
 
     def _neighbours(self, field: Field, slot: torch.Tensor) -> list:
