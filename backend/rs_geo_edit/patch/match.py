@@ -84,19 +84,24 @@ class Matcher:
         pick = torch.randint(len(self.pool), (len(targets),), generator=self.generator)
         return Field(targets, self.pool[pick], torch.full((len(targets),), float("inf")))
 
-    def cost(self, query: torch.Tensor, targets: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
-        """Squared distances between the query's patches at ``targets`` and the source's at
-        ``sources`` (infinite where a source is not allowed)."""
-        out = torch.empty(len(targets))
-        for start in range(0, len(targets), CHUNK):
-            t, s = targets[start:start + CHUNK], sources[start:start + CHUNK]
-            out[start:start + CHUNK] = ((query[t] - self.features[s]) ** 2).sum(dim=1)
+    def cost(self, query: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+        """Squared distances between the query's patch features ``query`` (one row per target,
+        as ``at`` gathers them) and the source's patches at ``sources`` (infinite where a source
+        is not allowed)."""
+        out = torch.empty(len(sources))
+        for start in range(0, len(sources), CHUNK):
+            part = slice(start, start + CHUNK)
+            out[part] = ((query[part] - self.features[sources[part]]) ** 2).sum(dim=1)
         return torch.where(self.allowed[sources], out, torch.full_like(out, float("inf")))
+
+    def at(self, query_image: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The features of ``query_image``'s patches at ``targets``: what ``cost`` compares."""
+        return self.describe(query_image)[targets]
 
     def improve(self, field: Field, query_image: torch.Tensor, rounds: int) -> Field:
         """``field`` after ``rounds`` of propagation and random search against ``query_image``."""
-        query = self.describe(query_image)
-        field.costs = self.cost(query, field.targets, field.sources)
+        query = self.at(query_image, field.targets)   # the targets stay: their features are gathered once
+        distances = field.costs = self.cost(query, field.sources)   # each target's to its source, unweighed
         slot = field.slots(self.shape[0] * self.shape[1])
         around = self._neighbours(field, slot) if self.pieces.coherence else None
         for _ in range(rounds):
@@ -104,19 +109,21 @@ class Matcher:
             usage = ((torch.bincount(field.sources, minlength=len(self.allowed)).float(), field.sources)
                      if self.pieces.reuse else None)
             if around is not None or usage is not None:
-                field.costs = self._weighed(field, query, field.sources, around, usage)
+                field.costs = self._weighed(field, distances, field.sources, around, usage)
             for jump in JUMPS:
                 for dy, dx in ((0, jump), (jump, 0), (0, -jump), (-jump, 0)):
-                    self._try(field, query, self._propagated(field, slot, dy, dx), around, usage)
+                    distances = self._try(field, query, distances, self._propagated(field, slot, dy, dx),
+                                           around, usage)
             radius = max(self.shape)
             while radius >= 1:
-                self._try(field, query, self._around(field.sources, radius), around, usage)
+                distances = self._try(field, query, distances, self._around(field.sources, radius), around, usage)
                 radius //= 2
         return field
 
     def _neighbours(self, field: Field, slot: torch.Tensor) -> list:
-        """For each of the four directions, each target's neighbour there (flat index), its
-        position in the field (-1: no target) and whether it lies in the image."""
+        """For each of the four directions: the step to the neighbour there (flat), its column
+        step, each target's neighbour (flat index), whether that neighbour is a target and its
+        position in the field if so, and whether it lies in the image."""
         h, w = self.shape
         rows, cols = field.targets // w, field.targets % w
         out = []
@@ -124,12 +131,12 @@ class Matcher:
             n_rows, n_cols = rows + dy, cols + dx
             inside = (n_rows >= 0) & (n_rows < h) & (n_cols >= 0) & (n_cols < w)
             neighbour = n_rows.clamp(0, h - 1) * w + n_cols.clamp(0, w - 1)
-            out.append((dy, dx, neighbour, slot[neighbour], inside))
+            index = slot[neighbour]
+            out.append((dy * w + dx, dx, neighbour, index >= 0, index.clamp(min=0), inside))
         return out
 
-    def _weighed(self, field: Field, query: torch.Tensor, candidates: torch.Tensor, around, usage) -> torch.Tensor:
-        """The candidates' costs for the field's targets, weighed as ``self.pieces`` says."""
-        costs = self.cost(query, field.targets, candidates)
+    def _weighed(self, field: Field, costs: torch.Tensor, candidates: torch.Tensor, around, usage) -> torch.Tensor:
+        """The candidates' distances ``costs`` to the field's targets, weighed as ``self.pieces`` says."""
         if around is not None:
             costs = costs * (1 - self.pieces.coherence / 4 * self._continued(field, around, candidates))
         if usage is not None:   # (targets per source, each target's source) at the round's start
@@ -141,22 +148,34 @@ class Matcher:
     def _continued(self, field: Field, around: list, candidates: torch.Tensor) -> torch.Tensor:
         """How many of each target's four neighbours (0-4) point where the candidate continues:
         the candidate shifted by the neighbour's offset (a neighbour that is no target points at
-        itself)."""
-        h, w = self.shape
-        c_rows, c_cols = candidates // w, candidates % w
+        itself). A shift off the top or bottom matches no source; one off a side is ruled out by
+        the candidate's column."""
+        w = self.shape[1]
+        cols = candidates % w
         count = torch.zeros(len(candidates))
-        for dy, dx, neighbour, index, inside in around:
-            points = torch.where(index >= 0, field.sources[index.clamp(min=0)], neighbour)
-            s_rows, s_cols = c_rows + dy, c_cols + dx
-            fits = (s_rows >= 0) & (s_rows < h) & (s_cols >= 0) & (s_cols < w)
-            count += (inside & fits & (points == s_rows * w + s_cols)).float()
+        for step, dx, neighbour, is_target, index, inside in around:
+            points = torch.where(is_target, field.sources[index], neighbour)
+            fits = inside & (points == candidates + step)
+            if dx:
+                fits &= (cols < w - 1) if dx > 0 else (cols > 0)
+            count += fits.float()
         return count
 
-    def _try(self, field: Field, query: torch.Tensor, candidates: torch.Tensor, around, usage) -> None:
-        costs = self._weighed(field, query, candidates, around, usage)
+    def _try(self, field: Field, query: torch.Tensor, distances: torch.Tensor, candidates: torch.Tensor,
+             around, usage) -> torch.Tensor:
+        """Moves each target to its candidate where that costs less; returns the targets' new
+        distances. A candidate that is the target's source already (much of what propagation
+        proposes inside a copied piece) keeps its distance instead of being measured again."""
+        moved = (candidates != field.sources).nonzero().flatten()
+        tried = distances.clone()
+        tried[moved] = self.cost(query[moved], candidates[moved])
+        costs = tried
+        if around is not None or usage is not None:
+            costs = self._weighed(field, tried, candidates, around, usage)
         better = costs < field.costs
         field.sources = torch.where(better, candidates, field.sources)
         field.costs = torch.where(better, costs, field.costs)
+        return torch.where(better, tried, distances)
 
     def _propagated(self, field: Field, slot: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
         """Each target's candidate from its neighbour at (dy, dx): that neighbour's source moved
