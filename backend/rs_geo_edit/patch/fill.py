@@ -36,6 +36,9 @@ COARSE_ITERATIONS = 6   # match-and-vote passes at the coarsest scale, where the
 ITERATIONS = 1          # passes at every finer scale: each further pass let smooth patches creep in where two
                         # copied pieces meet (a flat dark blob in a forest: luminance detail 0.56 with 3, 0.72 with 1)
 ROUNDS = 4              # propagation and random-search rounds of a pass: what makes the field coherent
+FINEST_ROUNDS = 1       # rounds at the finest scale, over the field carried from the scale below: each try of a
+                        # further round moved 0.05-0.3 % of the targets (to a patch that differs by 0.002 on
+                        # average) for a third to a half of the fill's time on a 450 px ROI
 ANCHOR = 0.5            # the coarsest scale's queries hold this much of the start: the layout the novelty allows
 VOTE_SIGMA = 0.3        # a pixel's value comes from the patch centred on it: its own match, copied whole
 START_SMOOTH = 1.5      # the coarsest start's noise is smooth over this many pixels: it moves layout, not grain
@@ -97,9 +100,10 @@ def fill(inputs: FillInputs, *, novelty: float, seed: int,
         else:
             field = carry(field, sizes[s - 1], size, targets, matcher)
             x = _compose(original, keep, vote(source, field, size, PATCH, torch.ones(len(targets)), VOTE_SIGMA))
+        rounds = FINEST_ROUNDS if first < s == len(sizes) - 1 else ROUNDS
         for _ in range(COARSE_ITERATIONS if s == first else ITERATIONS):
             query = ANCHOR * start + (1 - ANCHOR) * x if s == first else x
-            field = matcher.improve(field, query, ROUNDS)
+            field = matcher.improve(field, query, rounds)
             x = _compose(original, keep, vote(source, field, size, PATCH, similarity(field.costs), VOTE_SIGMA))
         if on_scale is not None:
             on_scale(s, len(sizes))
