@@ -85,9 +85,9 @@ class Matcher:
         return Field(targets, self.pool[pick], torch.full((len(targets),), float("inf")))
 
     def cost(self, query: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
-        """Squared distances between the query's patch features ``query`` (one row per target,
-        as ``at`` gathers them) and the source's patches at ``sources`` (infinite where a source
-        is not allowed)."""
+        """Squared distances between the query's patch features ``query`` (as ``at`` gathers
+        them, one row per entry of ``sources``) and the source's patches at ``sources`` (infinite
+        where a source is not allowed)."""
         out = torch.empty(len(sources))
         for start in range(0, len(sources), CHUNK):
             part = slice(start, start + CHUNK)
@@ -135,8 +135,11 @@ class Matcher:
             out.append((dy * w + dx, dx, neighbour, index >= 0, index.clamp(min=0), inside))
         return out
 
-    def _weighed(self, field: Field, costs: torch.Tensor, candidates: torch.Tensor, around, usage) -> torch.Tensor:
-        """The candidates' distances ``costs`` to the field's targets, weighed as ``self.pieces`` says."""
+    def _weighed(self, field: Field, distances: torch.Tensor, candidates: torch.Tensor, around,
+                 usage) -> torch.Tensor:
+        """The candidates' costs for the field's targets: their ``distances``, weighed as
+        ``self.pieces`` says."""
+        costs = distances
         if around is not None:
             costs = costs * (1 - self.pieces.coherence / 4 * self._continued(field, around, candidates))
         if usage is not None:   # (targets per source, each target's source) at the round's start
@@ -163,9 +166,10 @@ class Matcher:
 
     def _try(self, field: Field, query: torch.Tensor, distances: torch.Tensor, candidates: torch.Tensor,
              around, usage) -> torch.Tensor:
-        """Moves each target to its candidate where that costs less; returns the targets' new
-        distances. A candidate that is the target's source already (much of what propagation
-        proposes inside a copied piece) keeps its distance instead of being measured again."""
+        """Moves each target to its candidate where that costs less. ``distances`` are the
+        targets' unweighed distances to their sources as they stand; returns them after the move.
+        A candidate that is the target's source already (much of what propagation proposes inside
+        a copied piece) keeps its distance instead of being measured again."""
         moved = (candidates != field.sources).nonzero().flatten()
         tried = distances.clone()
         tried[moved] = self.cost(query[moved], candidates[moved])
