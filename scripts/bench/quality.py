@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -514,6 +515,16 @@ def main(argv=None) -> int:
         return 1
     model_over, blend = parse_overrides(args.set)
     tmp = Path(tempfile.mkdtemp(prefix="rs-quality-"))
+    try:
+        return run_cases(args, scene, scene_path, cases, model_over, blend, tmp)
+    finally:   # the edits, AOIs and the fresh model cache are the bench's own: nothing of them is kept
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_cases(args, scene: BenchScene, scene_path: Path, cases: list[str], model_over: dict, blend,
+              tmp: Path) -> int:
+    """Edits and measures every case and mode, working in ``tmp``; prints the table, writes what
+    the options ask for; 0."""
     cache = args.cache_dir or tmp / "cache"
     for folder in (args.crops, args.blind):
         if folder:
