@@ -59,6 +59,11 @@ class Field:
         slot[self.targets] = torch.arange(len(self.targets))
         return slot
 
+    def pointing(self, cells: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Where each of ``cells`` (flat indices) points: its source where it is a target
+        (``index``, its position in ``targets`` as ``slots`` gives it), else itself."""
+        return torch.where(index >= 0, self.sources[index.clamp(min=0)], cells)
+
 
 class Matcher:
     """Matches patches of a (C, H, W) query image against those of ``source`` (same shape) centred
@@ -122,8 +127,8 @@ class Matcher:
 
     def _neighbours(self, field: Field, slot: torch.Tensor) -> list:
         """For each of the four directions: the step to the neighbour there (flat), its column
-        step, each target's neighbour (flat index), whether that neighbour is a target and its
-        position in the field if so, and whether it lies in the image."""
+        step, each target's neighbour (flat index), the neighbour's position in the field (-1
+        where it is no target), and whether it lies in the image."""
         h, w = self.shape
         rows, cols = field.targets // w, field.targets % w
         out = []
@@ -131,8 +136,7 @@ class Matcher:
             n_rows, n_cols = rows + dy, cols + dx
             inside = (n_rows >= 0) & (n_rows < h) & (n_cols >= 0) & (n_cols < w)
             neighbour = n_rows.clamp(0, h - 1) * w + n_cols.clamp(0, w - 1)
-            index = slot[neighbour]
-            out.append((dy * w + dx, dx, neighbour, index >= 0, index.clamp(min=0), inside))
+            out.append((dy * w + dx, dx, neighbour, slot[neighbour], inside))
         return out
 
     def _weighed(self, field: Field, distances: torch.Tensor, candidates: torch.Tensor, around,
@@ -156,9 +160,8 @@ class Matcher:
         w = self.shape[1]
         cols = candidates % w
         count = torch.zeros(len(candidates))
-        for step, dx, neighbour, is_target, index, inside in around:
-            points = torch.where(is_target, field.sources[index], neighbour)
-            fits = inside & (points == candidates + step)
+        for step, dx, neighbour, index, inside in around:
+            fits = inside & (field.pointing(neighbour, index) == candidates + step)
             if dx:
                 fits &= (cols < w - 1) if dx > 0 else (cols > 0)
             count += fits.float()
@@ -189,8 +192,7 @@ class Matcher:
         rows, cols = field.targets // w, field.targets % w
         n_rows, n_cols = (rows + dy).clamp(0, h - 1), (cols + dx).clamp(0, w - 1)
         neighbour = n_rows * w + n_cols
-        index = slot[neighbour]
-        source = torch.where(index >= 0, field.sources[index.clamp(min=0)], neighbour)
+        source = field.pointing(neighbour, slot[neighbour])
         s_rows = (source // w - (n_rows - rows)).clamp(0, h - 1)
         s_cols = (source % w - (n_cols - cols)).clamp(0, w - 1)
         return s_rows * w + s_cols
@@ -224,8 +226,7 @@ def carry(field: Field, below: tuple[int, int], size: tuple[int, int], targets: 
     c_rows = ((rows + 0.5) * h0 / h - 0.5).round().long().clamp(0, h0 - 1)
     c_cols = ((cols + 0.5) * w0 / w - 0.5).round().long().clamp(0, w0 - 1)
     coarse = c_rows * w0 + c_cols
-    index = field.slots(h0 * w0)[coarse]
-    source = torch.where(index >= 0, field.sources[index.clamp(min=0)], coarse)
+    source = field.pointing(coarse, field.slots(h0 * w0)[coarse])
     s_rows = (rows + ((source // w0 - c_rows) * h / h0).round().long()).clamp(0, h - 1)
     s_cols = (cols + ((source % w0 - c_cols) * w / w0).round().long()).clamp(0, w - 1)
     sources = s_rows * w + s_cols
