@@ -21,7 +21,8 @@ shows). --crops DIR writes before/after crops at 2x zoom per case. --raw runs ea
 with the post-processes that rescale these figures switched off (chroma smoothing, grain
 matching; same seed, so the same sampled pixels) and prints those raw figures beside the final
 ones. --blind DIR writes, per case, an unmarked original/edit pair in a seeded random order at
-1x and 2x for a reviewer, and the key in DIR/key.json. A scene of more than 8 bits is shown as
+1x and 2x for a reviewer, and the key in DIR/key.json (scripts/bench/rounds.py makes reviewers'
+rounds of them, absolute or two versions side by side, and tallies the replies). A scene of more than 8 bits is shown as
 RGB (its red, green, blue bands) with a 2-98 % stretch per band of the original, applied alike
 to before and after; any other band (NIR) is edited too but not shown. --proxy adds the
 discriminator figure (eval/discriminator.py): auc, how well a small CNN tells patches of the
@@ -357,7 +358,8 @@ def middle(tile: np.ndarray, side: int) -> np.ndarray:
 def save_blind(fig: dict, folder: Path, label: str, engine: str, seed: int) -> dict:
     """Write ``<label>-<engine>-{1x,2x}-{A,B}.png``: the original and the edit on the same crop,
     unmarked, in an order drawn from ``seed`` and the pair's name (the 2x: the crop's middle
-    ``BLIND_SIDE`` px); return its key entry."""
+    ``BLIND_SIDE`` px); return its key entry (the crop in the window and in the scene: rounds.py
+    keeps pairs whose crops overlap out of one round)."""
     from PIL import Image
 
     name = f"{label}-{engine}"
@@ -371,8 +373,10 @@ def save_blind(fig: dict, folder: Path, label: str, engine: str, seed: int) -> d
         for letter, which in letters.items():
             shown = tiles[which] if factor == 1 else middle(tiles[which], BLIND_SIDE)
             Image.fromarray(zoom(shown, factor)).save(folder / f"{name}-{factor}x-{letter}.png")
+    row, col = fig["offset"]
     return {"pair": name, "edit": "A" if edit_is_a else "B",
-            "crop": {"rows": [rows.start, rows.stop], "cols": [cols.start, cols.stop]}}
+            "crop": {"rows": [rows.start, rows.stop], "cols": [cols.start, cols.stop]},
+            "scene_crop": {"rows": [row + rows.start, row + rows.stop], "cols": [col + cols.start, col + cols.stop]}}
 
 
 def write_key(folder: Path, entries: list[dict]) -> None:
