@@ -22,13 +22,14 @@ with the post-processes that rescale these figures switched off (chroma smoothin
 matching; same seed, so the same sampled pixels) and prints those raw figures beside the final
 ones. --blind DIR writes, per case, an unmarked original/edit pair in a seeded random order at
 1x and 2x for a reviewer, and the key in DIR/key.json (scripts/bench/rounds.py makes reviewers'
-rounds of them, absolute or two versions side by side, and tallies the replies). A scene of more than 8 bits is shown as
-RGB (its red, green, blue bands) with a 2-98 % stretch per band of the original, applied alike
-to before and after; any other band (NIR) is edited too but not shown. --proxy adds the
-discriminator figure (eval/discriminator.py): auc, how well a small CNN tells patches of the
-edited ROI from patches of its window (0.5 cannot, 1 always), and real, the highest AUC of real
-content: the original's ROI and the ROI's place on windows of the same size elsewhere in the
-scene. An edit at or below real is as separable as the scene's own regions; no target.
+rounds of them, absolute or two versions side by side, and tallies the replies). A scene of more
+than 8 bits is shown as RGB (its red, green, blue bands) with a 2-98 % stretch per band of the
+original, applied alike to before and after; any other band (NIR) is edited too but not shown.
+--proxy adds the discriminator figure (eval/discriminator.py): auc, how well a small CNN tells
+patches of the edited ROI from patches of its window (0.5 cannot, 1 always), and real, the
+highest AUC of real content: the original's ROI and the ROI's place on windows of the same size
+elsewhere in the scene. An edit at or below real is as separable as the scene's own regions; no
+target.
 
 Targets: luminance in [0.8, 1.2], colour <= 1.3, seam <= 1.1; time (2 threads, a quiet machine,
 fresh cache): sinddm's first edit <= 60 s for ROIs up to 128 px and <= 120 s up to 450 px, a
@@ -376,7 +377,8 @@ def save_blind(fig: dict, folder: Path, label: str, engine: str, seed: int) -> d
     row, col = fig["offset"]
     return {"pair": name, "edit": "A" if edit_is_a else "B",
             "crop": {"rows": [rows.start, rows.stop], "cols": [cols.start, cols.stop]},
-            "scene_crop": {"rows": [row + rows.start, row + rows.stop], "cols": [col + cols.start, col + cols.stop]}}
+            "scene_crop": {"rows": [row + rows.start, row + rows.stop],
+                           "cols": [col + cols.start, col + cols.stop]}}
 
 
 def write_key(folder: Path, entries: list[dict]) -> None:
