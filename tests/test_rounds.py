@@ -105,7 +105,7 @@ def test_bad_input_is_one_line_and_writes_nothing(folders, tmp_path, capsys):
     (out / "something").write_text("x")
     assert rounds.main(["paired", str(old), str(new), str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "not empty" in err
+    assert err.count("\n") == 1 and "not an empty folder" in err
     assert sorted(p.name for p in out.iterdir()) == ["something"]
 
     stale = tmp_path / "stale"
@@ -118,3 +118,8 @@ def test_bad_input_is_one_line_and_writes_nothing(folders, tmp_path, capsys):
 
     assert rounds.main(["absolute", str(old), str(tmp_path / "none"), "--engine", "sinddm"]) == 2
     assert "no pair to show" in capsys.readouterr().err
+
+    next(old.glob("*-2x-B.png")).unlink()   # a folder the bench did not finish: nothing is written
+    assert rounds.main(["paired", str(old), str(new), str(tmp_path / "partial")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is missing" in err and not (tmp_path / "partial").exists()

@@ -83,12 +83,21 @@ def load_key(folder: Path, engine: str | None, mode: str | None) -> dict[tuple, 
     path = folder / "key.json"
     if not path.is_file():
         raise RoundsError(f"{path} not found: give a folder the quality bench wrote with --blind")
+    try:
+        listed = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RoundsError(f"{path} is not a readable bench key ({exc}): write it again with the bench's --blind")
     entries = {}
-    for e in json.loads(path.read_text()):
+    for e in listed:
         if "scene_crop" not in e:
             raise RoundsError(f"{path} has no scene crops (pair {e.get('pair')}): write it again with this "
                               "version of the bench's --blind")
         if (engine is None or e["engine"] == engine) and (mode is None or e["mode"] == mode):
+            for factor in (1, 2):
+                for letter in ("A", "B"):
+                    if not (folder / f"{e['pair']}-{factor}x-{letter}.png").is_file():
+                        raise RoundsError(f"{folder / e['pair']}-{factor}x-{letter}.png is missing: the folder "
+                                          "is not as the bench wrote it (write it again with --blind)")
             entries[(e["scene"], e["case"], e["engine"], e["mode"])] = e
     return entries
 
@@ -127,8 +136,9 @@ def make(kind: str, sources: list[Path], out: Path, *, engine: str | None, mode:
     common = sorted(set(keys[0]).intersection(*keys[1:]))
     if not common:
         raise RoundsError("no pair to show: the folders hold no common case for this engine and mode")
-    if out.exists() and any(out.iterdir()):
-        raise RoundsError(f"{out} is not empty: give a new folder (a reviewer must see only that round's pairs)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RoundsError(f"{out} exists and is not an empty folder: give a new folder (a reviewer must see "
+                          "only that round's pairs)")
     rng = random.Random(seed)
     rounds = group([keys[-1][k] for k in common], per_round)
     by_pair = {keys[-1][k]["pair"]: k for k in common}
