@@ -74,10 +74,40 @@ def test_paired_rounds_keep_overlapping_ground_apart_and_the_tally_counts(folder
                  for p in members]
         (out / "replies" / f"{name}.txt").write_text("\n".join(lines + ["an overall remark"]) + "\n")
     summary = rounds.tally(out)["summary"]
-    assert summary == {"pairs": 3, "new_preferred": 2, "realism_new": 4.0, "realism_old": 2.0}
+    assert summary == {"answered": 3, "pairs": 3, "unanswered": [], "new_preferred": 2, "old_preferred": 1,
+                       "ties": 0, "realism_new": 4.0, "realism_old": 2.0}
     capsys.readouterr()
     assert rounds.main(["tally", str(out)]) == 0
     assert '"new_preferred": 2' in capsys.readouterr().out
+
+
+def test_the_tally_reads_replies_as_reviewers_write_them_and_refuses_what_it_cannot_read(folders, tmp_path):
+    old, new, _, _ = folders
+    out = tmp_path / "ab"
+    assert rounds.main(["paired", str(old), str(new), str(out), "--per-round", "1"]) == 0
+    key = json.loads((out / "key.json").read_text())["pairs"]
+    first, second = key[0], key[1]
+    (out / "replies").mkdir()
+    reply = out / "replies" / f"{first['round']}.txt"
+    # markdown, a list bullet, other spacing and case, a colon, a decimal score: one answer, a tie
+    reply.write_text("Here are my answers:\n- **Pair1** | Prefer: a | 50 % | realism a: 4.5 | Realism B 3 | close\n")
+    summary = rounds.tally(out)["summary"]
+    assert summary["answered"] == 1 and summary["ties"] == 1 and summary["new_preferred"] == 0
+    assert summary["unanswered"] == sorted(f"{p['round']} {p['pair']}" for p in key[1:])
+    assert summary["realism_new" if first["new"] == "A" else "realism_old"] == 4.5
+    for bad, said in (("pair01 | prefer A | 70 % | realism A 4 |", "not in the form"),
+                      ("pair01 | prefer A | 700 % | realism A 4 | realism B 3 | x", "50-100"),
+                      ("pair01 | prefer A | 70 % | realism A 10 | realism B 3 | x", "realism 1-5"),
+                      ("pair02 | prefer A | 70 % | realism A 4 | realism B 3 | x", "not a pair of round"),
+                      ("pair01 | prefer A | 70 % | realism A 4 | realism B 3 | x\n"
+                       "pair01 | prefer B | 60 % | realism A 3 | realism B 4 | changed my mind", "answered twice")):
+        reply.write_text(bad + "\n")
+        with pytest.raises(rounds.RoundsError, match=said):
+            rounds.tally(out)
+    reply.write_bytes(b"\xff\xfe pair01")
+    with pytest.raises(rounds.RoundsError, match="UTF-8"):
+        rounds.tally(out)
+    assert second["round"] != first["round"]
 
 
 def test_absolute_rounds_copy_the_bench_pairs_and_tally_found_and_missed(folders, tmp_path):
@@ -95,7 +125,8 @@ def test_absolute_rounds_copy_the_bench_pairs_and_tally_found_and_missed(folders
     for name, lines in replies.items():
         (out / "replies" / f"{name}.txt").write_text("\n".join(lines) + "\n")
     summary = rounds.tally(out)["summary"]
-    assert summary == {"pairs": 3, "found": 2, "confidence": 80.0, "realism": 3.0, "at_a_guess": 1}
+    assert summary == {"answered": 3, "pairs": 3, "unanswered": [], "found": 2, "confidence": 80.0, "realism": 3.0,
+                       "at_a_guess": 1}
 
 
 def test_bad_input_is_one_line_and_writes_nothing(folders, tmp_path, capsys):
@@ -114,12 +145,22 @@ def test_bad_input_is_one_line_and_writes_nothing(folders, tmp_path, capsys):
     (stale / "key.json").write_text(json.dumps([{k: v for k, v in e.items() if k != "scene_crop"} for e in entries]))
     assert rounds.main(["absolute", str(stale), str(tmp_path / "fresh")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "scene crops" in err and not (tmp_path / "fresh").exists()
+    assert err.count("\n") == 1 and "no scene_crop" in err and not (tmp_path / "fresh").exists()
 
     assert rounds.main(["absolute", str(old), str(tmp_path / "none"), "--engine", "sinddm"]) == 2
     assert "no pair to show" in capsys.readouterr().err
+
+    assert rounds.main(["paired", str(old), str(new), str(tmp_path / "p"), "--prefix", "../out"]) == 2
+    assert "--prefix" in capsys.readouterr().err and not list(tmp_path.glob("out*"))
+
+    moved = json.loads((new / "key.json").read_text())   # a version run on another crop of a case
+    moved[0]["scene_crop"]["rows"] = [r + 8 for r in moved[0]["scene_crop"]["rows"]]
+    (new / "key.json").write_text(json.dumps(moved))
+    assert rounds.main(["paired", str(old), str(new), str(tmp_path / "moved")]) == 2
+    assert "other ground" in capsys.readouterr().err and not (tmp_path / "moved").exists()
 
     next(old.glob("*-2x-B.png")).unlink()   # a folder the bench did not finish: nothing is written
     assert rounds.main(["paired", str(old), str(new), str(tmp_path / "partial")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is missing" in err and not (tmp_path / "partial").exists()
+    assert not list(tmp_path.glob(".*")), "a temporary folder was left behind"

@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 KINDS = ("absolute", "paired")
@@ -66,11 +68,19 @@ INSTRUCTIONS = {
         "one-line overall remark:\n"
         "pairNN | prefer A or B | NN % | realism A N | realism B N | short reason (what differs, where)\n"),
 }
+_LEAD = r"^[\s>*#`\-.)(\d]*?"          # bullets, numbering or markdown a reviewer may put before the pair
+_SEP = r"[\s*`]*\|[\s*`]*"               # the column separator, markdown emphasis around it allowed
+_NUM = r"(\d+(?:\.\d+)?)(?![\d.])"          # a number, whole or decimal, never a prefix of a longer one
 REPLY = {
-    "absolute": re.compile(r"^\s*(pair\d+)\s*\|\s*edited\s+([AB])\s*\|\s*(\d+)\s*%\s*\|\s*realism\s+(\d)"),
-    "paired": re.compile(r"^\s*(pair\d+)\s*\|\s*prefer\s+([AB])\s*\|\s*(\d+)\s*%\s*\|\s*realism A\s+(\d)"
-                         r"\s*\|\s*realism B\s+(\d)"),
+    "absolute": re.compile(_LEAD + r"pair\s*(\d+)" + _SEP + r"edited[\s:]*([AB])\b" + _SEP + _NUM + r"\s*%"
+                           + _SEP + r"realism[\s:]*" + _NUM, re.I),
+    "paired": re.compile(_LEAD + r"pair\s*(\d+)" + _SEP + r"prefer[\s:]*([AB])\b" + _SEP + _NUM + r"\s*%"
+                         + _SEP + r"realism\s*A[\s:]*" + _NUM + _SEP + r"realism\s*B[\s:]*" + _NUM, re.I),
 }
+PAIR_LINE = re.compile(_LEAD + r"pair\s*\d+\s*\|", re.I)   # a line meant as a reply (then it must parse)
+CONFIDENCE, REALISM = (50, 100), (1, 5)
+ENTRY_KEYS = ("pair", "edit", "scene_crop", "case", "mode", "engine", "scene")
+ROUND_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 class RoundsError(Exception):
@@ -85,20 +95,24 @@ def load_key(folder: Path, engine: str | None, mode: str | None) -> dict[tuple, 
         raise RoundsError(f"{path} not found: give a folder the quality bench wrote with --blind")
     try:
         listed = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise RoundsError(f"{path} is not a readable bench key ({exc}): write it again with the bench's --blind")
+    if not isinstance(listed, list) or not all(isinstance(e, dict) for e in listed):
+        raise RoundsError(f"{path} is not a bench key (a list of pairs): give a folder the bench wrote with --blind")
     entries = {}
     for e in listed:
-        if "scene_crop" not in e:
-            raise RoundsError(f"{path} has no scene crops (pair {e.get('pair')}): write it again with this "
+        if (engine is not None and e.get("engine") != engine) or (mode is not None and e.get("mode") != mode):
+            continue
+        lacking = [k for k in ENTRY_KEYS if k not in e]
+        if lacking:
+            raise RoundsError(f"{path}: pair {e.get('pair')} has no {', '.join(lacking)}: write it again with this "
                               "version of the bench's --blind")
-        if (engine is None or e["engine"] == engine) and (mode is None or e["mode"] == mode):
-            for factor in (1, 2):
-                for letter in ("A", "B"):
-                    if not (folder / f"{e['pair']}-{factor}x-{letter}.png").is_file():
-                        raise RoundsError(f"{folder / e['pair']}-{factor}x-{letter}.png is missing: the folder "
-                                          "is not as the bench wrote it (write it again with --blind)")
-            entries[(e["scene"], e["case"], e["engine"], e["mode"])] = e
+        for factor in (1, 2):
+            for letter in ("A", "B"):
+                if not (folder / f"{e['pair']}-{factor}x-{letter}.png").is_file():
+                    raise RoundsError(f"{folder / e['pair']}-{factor}x-{letter}.png is missing: the folder "
+                                      "is not as the bench wrote it (write it again with --blind)")
+        entries[(e["scene"], e["case"], e["engine"], e["mode"])] = e
     return entries
 
 
@@ -131,39 +145,60 @@ def round_name(prefix: str, index: int) -> str:
 
 def make(kind: str, sources: list[Path], out: Path, *, engine: str | None, mode: str | None, per_round: int,
          seed: int, prefix: str) -> list[dict]:
-    """Write the rounds (see the module's text) and return the key's entries."""
+    """Write the rounds (see the module's text) and return the key's entries. Everything is
+    written into a temporary folder beside ``out`` and moved into place at the end, so a failure
+    leaves no round half written."""
+    if not ROUND_NAME.match(prefix):
+        raise RoundsError(f"--prefix {prefix!r}: use letters, digits, '-' or '_' (it names the rounds' folders)")
     keys = [load_key(folder, engine, mode) for folder in sources]
     common = sorted(set(keys[0]).intersection(*keys[1:]))
     if not common:
         raise RoundsError("no pair to show: the folders hold no common case for this engine and mode")
+    for case in common:
+        if any(keys[0][case][k] != keys[-1][case][k] for k in ("crop", "scene_crop")):
+            raise RoundsError(f"{case[0]} {case[1]} shows other ground in the two folders (its crop differs): "
+                              "compare versions run on the same cases and ROIs")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RoundsError(f"{out} exists and is not an empty folder: give a new folder (a reviewer must see "
                           "only that round's pairs)")
+    if not out.parent.is_dir():
+        raise RoundsError(f"{out.parent} is not a folder: give OUT inside an existing folder")
     rng = random.Random(seed)
     rounds = group([keys[-1][k] for k in common], per_round)
     by_pair = {keys[-1][k]["pair"]: k for k in common}
-    key = []
-    for i, members in enumerate(rounds):
-        rng.shuffle(members)
-        for n, entry in enumerate(members, 1):
-            case = by_pair[entry["pair"]]
-            folder = out / round_name(prefix, i) / f"pair{n:02d}"
-            folder.mkdir(parents=True)
-            record = {"round": round_name(prefix, i), "pair": f"pair{n:02d}", "scene": case[0], "case": case[1],
-                      "engine": case[2], "mode": case[3], "bench_pair": entry["pair"]}
-            if kind == "absolute":
-                _copy(sources[0], entry["pair"], {"A": "A", "B": "B"}, folder)
-                record["edit"] = entry["edit"]
-            else:
-                old, new = keys[0][case], keys[1][case]
-                new_is_a = rng.random() < 0.5
-                _copy(sources[1], new["pair"], {"A" if new_is_a else "B": new["edit"]}, folder)
-                _copy(sources[0], old["pair"], {"B" if new_is_a else "A": old["edit"]}, folder)
-                record["new"] = "A" if new_is_a else "B"
-            key.append(record)
-    (out / "key.json").write_text(json.dumps({"kind": kind, "sources": [str(s) for s in sources], "pairs": key},
-                                             indent=1))
-    (out / "instructions.txt").write_text(INSTRUCTIONS[kind])
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        key = []
+        for i, members in enumerate(rounds):
+            rng.shuffle(members)
+            for n, entry in enumerate(members, 1):
+                case = by_pair[entry["pair"]]
+                folder = work / round_name(prefix, i) / f"pair{n:02d}"
+                folder.mkdir(parents=True)
+                record = {"round": round_name(prefix, i), "pair": f"pair{n:02d}", "scene": case[0],
+                          "case": case[1], "engine": case[2], "mode": case[3], "bench_pair": entry["pair"]}
+                if kind == "absolute":
+                    _copy(sources[0], entry["pair"], {"A": "A", "B": "B"}, folder)
+                    record["edit"] = entry["edit"]
+                else:
+                    old, new = keys[0][case], keys[1][case]
+                    new_is_a = rng.random() < 0.5
+                    _copy(sources[1], new["pair"], {"A" if new_is_a else "B": new["edit"]}, folder)
+                    _copy(sources[0], old["pair"], {"B" if new_is_a else "A": old["edit"]}, folder)
+                    record["new"] = "A" if new_is_a else "B"
+                key.append(record)
+        (work / "key.json").write_text(json.dumps({"kind": kind, "sources": [str(s) for s in sources],
+                                                   "pairs": key}, indent=1))
+        (work / "instructions.txt").write_text(INSTRUCTIONS[kind])
+        umask = os.umask(0)
+        os.umask(umask)
+        work.chmod(0o777 & ~umask)   # a temporary folder is private; the rounds are not
+        if out.exists():
+            out.rmdir()   # empty, checked above
+        work.replace(out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     return key
 
 
@@ -176,44 +211,68 @@ def _copy(folder: Path, pair: str, letters: dict[str, str], to: Path) -> None:
 
 
 def tally(out: Path) -> dict:
-    """Read OUT/replies/<round>.txt against OUT/key.json; return the rows and the summary."""
+    """Read OUT/replies/<round>.txt against OUT/key.json; return the rows and the summary. A line
+    that starts as a reply (``pairNN |``) must parse, name a pair of its round once, and hold a
+    confidence of 50-100 % and realism scores of 1-5."""
     path = out / "key.json"
-    if not path.is_file():
-        raise RoundsError(f"{path} not found: give the folder `rounds.py absolute|paired` wrote")
-    key = json.loads(path.read_text())
-    kind, pairs = key["kind"], {(p["round"], p["pair"]): p for p in key["pairs"]}
-    rows = []
+    try:
+        key = json.loads(path.read_text())
+        kind, listed = key["kind"], key["pairs"]
+        pairs = {(p["round"], p["pair"]): p for p in listed}
+        if kind not in KINDS:
+            raise ValueError(f"kind {kind!r}")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise RoundsError(f"{path} is not a rounds key ({exc}): give the folder `rounds.py absolute|paired` wrote")
+    rows, seen = [], set()
     for reply in sorted((out / "replies").glob("*.txt")):
-        for line in reply.read_text().splitlines():
+        try:
+            text = reply.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RoundsError(f"{reply} cannot be read as text ({exc}): save the reply as UTF-8")
+        for number, line in enumerate(text.splitlines(), 1):
             m = REPLY[kind].match(line)
             if not m:
+                if PAIR_LINE.match(line):
+                    raise RoundsError(f"{reply}:{number} is not in the form instructions.txt asks: {line.strip()!r}")
                 continue
-            entry = pairs.get((reply.stem, m.group(1)))
+            name = f"pair{int(m.group(1)):02d}"
+            entry = pairs.get((reply.stem, name))
             if entry is None:
-                raise RoundsError(f"{reply}: {m.group(1)} is not a pair of round {reply.stem}")
-            confidence = int(m.group(3))
+                raise RoundsError(f"{reply}:{number}: {name} is not a pair of round {reply.stem}")
+            if (reply.stem, name) in seen:
+                raise RoundsError(f"{reply}:{number}: {name} is answered twice: keep one line per pair")
+            seen.add((reply.stem, name))
+            letter, confidence = m.group(2).upper(), float(m.group(3))
+            scores = [float(g) for g in m.groups()[3:]]
+            if not CONFIDENCE[0] <= confidence <= CONFIDENCE[1] or not all(REALISM[0] <= x <= REALISM[1]
+                                                                           for x in scores):
+                raise RoundsError(f"{reply}:{number}: confidence must be 50-100 % and realism 1-5: {line.strip()!r}")
             if kind == "absolute":
-                rows.append({**entry, "found": m.group(2) == entry["edit"], "confidence": confidence,
-                             "realism": int(m.group(4))})
+                rows.append({**entry, "found": letter == entry["edit"], "confidence": confidence,
+                             "realism": scores[0]})
             else:
-                scores = {"A": int(m.group(4)), "B": int(m.group(5))}
+                shown = dict(zip("AB", scores))
                 old = "B" if entry["new"] == "A" else "A"
-                rows.append({**entry, "new_preferred": m.group(2) == entry["new"], "confidence": confidence,
-                             "realism_new": scores[entry["new"]], "realism_old": scores[old]})
+                rows.append({**entry, "new_preferred": letter == entry["new"], "confidence": confidence,
+                             "realism_new": shown[entry["new"]], "realism_old": shown[old]})
     if not rows:
         raise RoundsError(f"no reply line read in {out / 'replies'}: one file per round, "
                           "lines as instructions.txt asks")
 
     def mean(name: str) -> float:
-        return sum(r[name] for r in rows) / len(rows)
+        return round(sum(r[name] for r in rows) / len(rows), 3)
 
-    if kind == "absolute":
-        summary = {"pairs": len(rows), "found": sum(r["found"] for r in rows), "confidence": mean("confidence"),
-                   "realism": mean("realism"),
-                   "at_a_guess": sum((not r["found"]) or r["confidence"] <= 60 for r in rows)}
-    else:
-        summary = {"pairs": len(rows), "new_preferred": sum(r["new_preferred"] for r in rows),
-                   "realism_new": mean("realism_new"), "realism_old": mean("realism_old")}
+    summary = {"answered": len(rows), "pairs": len(pairs),
+               "unanswered": sorted(f"{r} {p}" for r, p in set(pairs) - seen)}
+    if kind == "absolute":   # realism: of the image picked (the original's where the edit was missed)
+        summary.update({"found": sum(r["found"] for r in rows), "confidence": mean("confidence"),
+                        "realism": mean("realism"),
+                        "at_a_guess": sum((not r["found"]) or r["confidence"] <= 60 for r in rows)})
+    else:   # a preference at 50 % is no preference: counted as a tie, not for either version
+        summary.update({"new_preferred": sum(r["new_preferred"] and r["confidence"] > 50 for r in rows),
+                        "old_preferred": sum(not r["new_preferred"] and r["confidence"] > 50 for r in rows),
+                        "ties": sum(r["confidence"] == 50 for r in rows),
+                        "realism_new": mean("realism_new"), "realism_old": mean("realism_old")})
     return {"kind": kind, "rows": rows, "summary": summary}
 
 
@@ -238,17 +297,18 @@ def main(argv=None) -> int:
     try:
         if args.command == "tally":
             result = tally(args.out)
-            for r in result["rows"]:
-                if result["kind"] == "absolute":
-                    print(f"{r['round']} {r['pair']} {r['scene']} {r['case']} {r['engine']} {r['mode']}: "
-                          f"{'found' if r['found'] else 'missed'} {r['confidence']} %, realism {r['realism']}")
-                else:
-                    print(f"{r['round']} {r['pair']} {r['scene']} {r['case']} {r['engine']} {r['mode']}: "
-                          f"{'new' if r['new_preferred'] else 'old'} preferred at {r['confidence']} %, "
-                          f"realism new {r['realism_new']} old {r['realism_old']}")
-            print(json.dumps(result["summary"]))
             if args.json:
                 args.json.write_text(json.dumps(result, indent=1))
+            for r in result["rows"]:
+                where = f"{r['round']} {r['pair']} {r['scene']} {r['case']} {r['engine']} {r['mode']}"
+                if result["kind"] == "absolute":
+                    print(f"{where}: {'found' if r['found'] else 'missed'} at {r['confidence']:g} %, "
+                          f"realism {r['realism']:g}")
+                else:
+                    said = ("no preference" if r["confidence"] == 50 else
+                            f"{'new' if r['new_preferred'] else 'old'} preferred at {r['confidence']:g} %")
+                    print(f"{where}: {said}, realism new {r['realism_new']:g} old {r['realism_old']:g}")
+            print(json.dumps(result["summary"]))
         else:
             if args.per_round < 1:
                 raise RoundsError("--per-round must be at least 1")
@@ -259,6 +319,10 @@ def main(argv=None) -> int:
                   f"hand each reviewer {args.out / 'instructions.txt'} with its round's folder")
     except RoundsError as exc:
         print(f"rounds.py: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"rounds.py: {exc.filename or ''}: {exc.strerror or exc}: check the paths and free space",
+              file=sys.stderr)
         return 2
     return 0
 
