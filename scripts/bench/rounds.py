@@ -112,8 +112,13 @@ def load_key(folder: Path, engine: str | None, mode: str | None) -> dict[tuple, 
                 if not (folder / f"{e['pair']}-{factor}x-{letter}.png").is_file():
                     raise RoundsError(f"{folder / e['pair']}-{factor}x-{letter}.png is missing: the folder "
                                       "is not as the bench wrote it (write it again with --blind)")
-        entries[(e["scene"], e["case"], e["engine"], e["mode"])] = e
+        entries[case_of(e)] = e
     return entries
+
+
+def case_of(entry: dict) -> tuple:
+    """A key entry's case: (scene, case, engine, mode)."""
+    return entry["scene"], entry["case"], entry["engine"], entry["mode"]
 
 
 def overlap(a: dict, b: dict) -> bool:
@@ -165,14 +170,13 @@ def make(kind: str, sources: list[Path], out: Path, *, engine: str | None, mode:
         raise RoundsError(f"{out.parent} is not a folder: give OUT inside an existing folder")
     rng = random.Random(seed)
     rounds = group([keys[-1][k] for k in common], per_round)
-    by_pair = {keys[-1][k]["pair"]: k for k in common}
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         key = []
         for i, members in enumerate(rounds):
             rng.shuffle(members)
             for n, entry in enumerate(members, 1):
-                case = by_pair[entry["pair"]]
+                case = case_of(entry)
                 folder = work / round_name(prefix, i) / f"pair{n:02d}"
                 folder.mkdir(parents=True)
                 record = {"round": round_name(prefix, i), "pair": f"pair{n:02d}", "scene": case[0],
