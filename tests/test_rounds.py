@@ -159,6 +159,21 @@ def test_bad_input_is_one_line_and_writes_nothing(folders, tmp_path, capsys):
     assert rounds.main(["paired", str(old), str(new), str(tmp_path / "moved")]) == 2
     assert "other ground" in capsys.readouterr().err and not (tmp_path / "moved").exists()
 
+    as_file = tmp_path / "a-file"
+    as_file.write_text("mine")
+    assert rounds.main(["absolute", str(old), str(as_file)]) == 2
+    assert "not an empty folder" in capsys.readouterr().err and as_file.read_text() == "mine"
+
+    for text, said in (("{not json", "not a readable bench key"), ('{"pair": "x"}', "not a bench key")):
+        broken = tmp_path / f"broken{len(text)}"
+        broken.mkdir()
+        (broken / "key.json").write_text(text)
+        assert rounds.main(["absolute", str(broken), str(tmp_path / "from-broken")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and said in err and not (tmp_path / "from-broken").exists()
+    assert rounds.main(["tally", str(old)]) == 2   # a bench folder is no rounds folder
+    assert "not a rounds key" in capsys.readouterr().err
+
     next(old.glob("*-2x-B.png")).unlink()   # a folder the bench did not finish: nothing is written
     assert rounds.main(["paired", str(old), str(new), str(tmp_path / "partial")]) == 2
     err = capsys.readouterr().err
