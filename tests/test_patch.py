@@ -163,6 +163,87 @@ def test_the_fill_laid_on_another_engines_layout_follows_it_with_outside_patches
     assert fills["dark"][:, roi].mean() < fills["bright"][:, roi].mean() - 0.2
 
 
+def _fields(rng, size):
+    """A (3, size, size) mosaic of flat rectangular fields of 8 colours (24-63 px a side) with a
+    little grain, and the colours (8, 3)."""
+    colours = rng.uniform(-0.9, 0.5, (8, 3)).astype(np.float32)
+    label = np.zeros((size, size), int)
+    rows, cols = np.cumsum(rng.integers(24, 64, 20)), np.cumsum(rng.integers(24, 64, 20))
+    for r0, r1 in zip(np.r_[0, rows[:-1]], rows):
+        for c0, c1 in zip(np.r_[0, cols[:-1]], cols):
+            label[r0:r1, c0:c1] = rng.integers(8)
+    grain = 0.03 * rng.standard_normal((3, size, size)).astype(np.float32)
+    return colours[label].transpose(2, 0, 1) + grain, colours
+
+
+def _field_shares(pixels, colours):
+    """Of (C, N) pixels, the share nearest each field colour (within 0.14), and the share near none."""
+    distance = ((pixels.T[:, None, :] - colours[None]) ** 2).sum(-1)
+    near = distance.min(axis=1) < 0.02
+    return np.bincount(distance.argmin(axis=1)[near], minlength=len(colours)) / pixels.shape[1], 1 - near.mean()
+
+
+def test_a_large_roi_over_fields_is_laid_out_as_several_whole_fields_not_one_blob(monkeypatch):
+    """A 256 px ROI over a mosaic of flat fields: the fill lays it out as a quilt of real blocks
+    at a finer scale than its coarsest, and the ROI holds at least five of the fields' colours on
+    3 % of it or more, none of the ROI's own colour and hardly a pixel that is no field's (no
+    averaged seam). Without the quilt the coarsest scale's 7 px patches, each spanning several
+    fields, settle on the commonest field: two colours or fewer. The same seed fills alike."""
+    from rs_geo_edit.editors.keep import keep_pyramid
+    from rs_geo_edit.model.pyramid import build_pyramid, mask_pyramid
+    from rs_geo_edit.patch import fill as fill_module
+    from rs_geo_edit.patch.fill import FillInputs, fill
+
+    image, colours = _fields(np.random.default_rng(5), 448)
+    roi = np.zeros((448, 448), bool)
+    roi[96:352, 96:352] = True
+    image[:, roi] = 0.95
+    pyramid = build_pyramid(image, np.ones((448, 448), bool))
+    sizes = list(pyramid.spec.sizes)
+    keep, _ = keep_pyramid(roi, 8, sizes)
+    inputs = FillInputs(pyramid, mask_pyramid(roi, sizes), keep)
+    out = fill(inputs, novelty=0.4, seed=1)
+    assert 0 < inputs.quilt_scale < len(sizes) - 1
+    assert out[:, roi].max() < 0.8, "ROI content was copied back"
+    shares, stray = _field_shares(out[:, roi], colours)
+    assert (shares >= 0.03).sum() >= 5, shares
+    assert stray < 0.02
+    again = FillInputs(pyramid, mask_pyramid(roi, sizes), keep)
+    assert np.array_equal(fill(again, novelty=0.4, seed=1), out)
+
+    monkeypatch.setattr(fill_module, "LARGE_ROI", 10 ** 6)
+    plain = FillInputs(pyramid, mask_pyramid(roi, sizes), keep)
+    shares, _ = _field_shares(fill(plain, novelty=0.4, seed=1)[:, roi], colours)
+    assert plain.quilt_scale is None and (shares >= 0.03).sum() <= 2, shares
+
+
+def test_the_quilt_is_made_of_outside_blocks_met_along_the_cheapest_cut():
+    """The quilt itself: every pixel it lays is one of the scene's field colours (whole blocks,
+    no blend), none is the ROI's; a ring too thin to hold a block gives no quilt; and the cut
+    between two blocks runs where they agree."""
+    from rs_geo_edit.patch.quilt import BLOCK, OVERLAP, _cheapest_path, _cut_mask, quilt
+
+    image, colours = _fields(np.random.default_rng(9), 160)
+    roi = np.zeros((160, 160), bool)
+    roi[40:120, 40:120] = True
+    image[:, roi] = 0.95
+    x = torch.from_numpy(image)
+    out = quilt(x, roi, roi, x, torch.Generator().manual_seed(0)).numpy()
+    assert out[:, roi].max() < 0.8
+    _, stray = _field_shares(out[:, roi], colours)
+    assert stray < 0.005
+    thin = np.ones((160, 160), bool)
+    thin[:BLOCK - 2] = False
+    assert quilt(x, roi, thin, x, torch.Generator().manual_seed(0)) is None
+
+    error = np.ones((BLOCK, OVERLAP))
+    error[:, 3] = 0.0
+    assert list(_cheapest_path(error)) == [3] * BLOCK
+    take = _cut_mask(np.pad(error, ((0, 0), (0, BLOCK - OVERLAP)), constant_values=1.0),
+                     np.pad(np.ones((BLOCK, OVERLAP), bool), ((0, 0), (0, BLOCK - OVERLAP))))
+    assert not take[:, :3].any() and take[:, 3:].all()
+
+
 def test_the_fast_preset_draws_the_fine_scales_of_real_patches(tmp_path):
     """``fast`` (the net draws the coarsest scale, real patches the rest): a ROI of a colour found
     nowhere else in the scene is remade without it, the edit repeats by seed, and the model
@@ -243,6 +324,7 @@ def test_patch_engine_edits_only_the_roi_and_repeats_by_seed(tmp_path):
     assert (outs["a"][:, roi] > 0).all()                                        # no nodata drawn in
     window = json.loads((tmp_path / "a.json").read_text())["editor"]["windows"][0]
     assert 0 < window["fine_share"] < 1 and isinstance(window["large_pieces"], bool)
+    assert window["quilt_scale"] is None                                        # a 56 px ROI is not quilted
 
 
 def test_patch_engine_refuses_text_mode_before_writing_anything(tmp_path):

@@ -65,7 +65,8 @@ class PatchEditor:
 
 def pieces_stats(inputs) -> dict:
     """What a window's provenance records of the pieces its fill favoured."""
-    return {"fine_share": round(float(inputs.fine_share), 4), "large_pieces": bool(inputs.pieces.coherence)}
+    return {"fine_share": round(float(inputs.fine_share), 4), "large_pieces": bool(inputs.pieces.coherence),
+            "quilt_scale": inputs.quilt_scale}
 
 
 def fill_inputs(request, pyramid, band: float, copy_wiggle: float) -> tuple["FillInputs", np.ndarray]:

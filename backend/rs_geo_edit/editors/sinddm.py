@@ -312,8 +312,8 @@ class SinDDMEditor:
             fill_progress(scale + 1, total, f"real patches, scale {scale + 1}/{total}")
 
         inputs, final = fill_inputs(request, pyramid, band, cfg.copy_wiggle)
-        stats.update(pieces_stats(inputs))
         result = fill(inputs, novelty=cfg.novelty, seed=int(request.seed), on_scale=on_scale, layout=(k - 1, layout))
+        stats.update(pieces_stats(inputs))
         return np.where(final[None], request.image, result).astype(np.float32)
 
     def _run_net(self, net, schedule, request, drawn: list, paste_sizes: list, kept, band: float,

@@ -18,6 +18,12 @@ least ``FINE_TEXTURE``), the field favours large pieces (``LARGE_PIECES``): a mo
 pieces of such texture reads as mush at 2x, and a crown copied whole does not. Where the detail
 is structure (fields, roads, water, a 10 m scene), pieces stay as the distances make them: a
 large piece there is a farmstead or a field corner, and it shows as a stamp.
+
+Where the ROI spans ``LARGE_ROI`` pixels or more (regenerate), the coarsest scale is too coarse for
+its layout (a patch spans several fields and its nearest real patch averages them: pale blobs).
+There the region is laid out at the first scale where it spans ``QUILT_SPAN`` pixels as a quilt of
+whole real blocks of that scale (``quilt.py``), guided by the noised original, and the fill starts
+there with its queries held wholly to the quilt.
 """
 
 from __future__ import annotations
@@ -28,9 +34,10 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ..model.pyramid import Pyramid
+from ..model.pyramid import Pyramid, upsample
 from .ops import PATCH, as_tensor, blur, fine_share, grow
 from .match import Matcher, Pieces, carry, near, outside, similarity, vote
+from .quilt import quilt
 
 COARSE_ITERATIONS = 6   # match-and-vote passes at the coarsest scale, where the layout settles
 ITERATIONS = 1          # passes at every finer scale: each further pass let smooth patches creep in where two
@@ -47,6 +54,10 @@ START_NOISE = 0.75      # the start's noise is this much of ``novelty`` times th
 FINE_TEXTURE = 0.092    # fine_share from which a window's field favours large pieces: 0.10-0.12 on 0.1-0.5 m
                         # forest, meadow and snow, 0.05-0.09 on roads and on a 10 m scene (docs/quality.md)
 LARGE_PIECES = Pieces(coherence=0.5, reuse=0.5)   # preferred in a paired look on 12 of the 15 cases it changes
+LARGE_ROI = 256         # ROIs spanning this many pixels or more are laid out as a quilt (regenerate mode)
+QUILT_SPAN = 72         # ... at the first scale where the region to fill spans this many pixels
+QUILT_BLUR = 2.0        # the quilt's guide: the original blurred over this many pixels, noised as the start
+QUILT_STREAM = 7        # the quilt draws from its own stream of the seed (seed + this)
 
 
 @dataclass
@@ -62,6 +73,7 @@ class FillInputs:
     donor_weights: Optional[list[Optional[np.ndarray]]] = None
     pieces: Pieces = Pieces()   # how every scale's field weighs its candidates (see ``pieces_for``)
     fine_share: Optional[float] = None   # what ``pieces_for`` chose by, where it chose
+    quilt_scale: Optional[int] = None    # set by ``fill``: the scale its quilt was laid out at, if any
 
 
 def pieces_for(image: np.ndarray, exclude: np.ndarray) -> tuple[Pieces, float]:
@@ -82,6 +94,12 @@ def fill(inputs: FillInputs, *, novelty: float, seed: int,
     is still a real patch's. In copy mode the donor is pasted onto it by its weight, as onto the
     noised original."""
     images, sizes = inputs.pyramid.images, inputs.pyramid.spec.sizes
+    anchor = ANCHOR
+    if inputs.donors is None:
+        quilted = quilt_layout(inputs, novelty, seed, layout)
+        if quilted is not None:
+            layout, anchor = quilted, 1.0
+            inputs.quilt_scale = quilted[0]
     generator = torch.Generator().manual_seed(int(seed))
     first = 0 if layout is None else layout[0]
     x = field = None
@@ -102,12 +120,45 @@ def fill(inputs: FillInputs, *, novelty: float, seed: int,
             x = _compose(original, keep, vote(source, field, size, PATCH, torch.ones(len(targets)), VOTE_SIGMA))
         rounds = FINEST_ROUNDS if first < s == len(sizes) - 1 else ROUNDS
         for _ in range(COARSE_ITERATIONS if s == first else ITERATIONS):
-            query = ANCHOR * start + (1 - ANCHOR) * x if s == first else x
+            query = anchor * start + (1 - anchor) * x if s == first else x
             field = matcher.improve(field, query, rounds)
             x = _compose(original, keep, vote(source, field, size, PATCH, similarity(field.costs), VOTE_SIGMA))
         if on_scale is not None:
             on_scale(s, len(sizes))
     return x.clamp(-1, 1).numpy()
+
+
+def quilt_layout(inputs: FillInputs, novelty: float, seed: int,
+                 layout: Optional[tuple[int, np.ndarray]] = None) -> Optional[tuple[int, np.ndarray]]:
+    """A large ROI's layout (scale, image) as a quilt of real blocks, or None: the ROI spans fewer
+    than ``LARGE_ROI`` pixels, no scale finer than the coarsest (or than ``layout``'s) holds
+    ``QUILT_SPAN`` of the region to fill, or too few blocks lie outside the ROI there. The guide
+    is ``layout`` (another engine's coarse result) taken up to that scale where one is given,
+    else the original there, blurred and noised as the fill's start is (smooth noise of
+    ``START_NOISE * novelty`` times its spread)."""
+    if _span(inputs.exclude[-1]) < LARGE_ROI:
+        return None
+    below = 0 if layout is None else layout[0]
+    scale = next((s for s, keep in enumerate(inputs.keep) if _span(keep < 1) >= QUILT_SPAN), 0)
+    if scale <= below:
+        return None
+    generator = torch.Generator().manual_seed(int(seed) + QUILT_STREAM)
+    original = as_tensor(inputs.pyramid.images[scale])
+    if layout is None:
+        spread = original.std(dim=(1, 2), keepdim=True)
+        noise = blur(torch.randn(original.shape, generator=generator), 3 * START_SMOOTH)
+        noise = noise / noise.std(dim=(1, 2), keepdim=True).clamp(min=1e-6)
+        guide = blur(original, QUILT_BLUR) + START_NOISE * novelty * spread * noise
+    else:
+        guide = blur(as_tensor(upsample(layout[1], inputs.pyramid.spec.sizes[scale])), QUILT_BLUR)
+    quilted = quilt(original, inputs.keep[scale] < 1, inputs.exclude[scale], guide, generator)
+    return None if quilted is None else (scale, quilted.numpy())
+
+
+def _span(mask: np.ndarray) -> int:
+    """The longer side of the bounding box of a (H, W) bool mask (0 where it is empty)."""
+    rows, cols = np.nonzero(mask)
+    return 0 if len(rows) == 0 else int(max(np.ptp(rows), np.ptp(cols))) + 1
 
 
 def _compose(original: torch.Tensor, keep: torch.Tensor, made: torch.Tensor) -> torch.Tensor:
