@@ -38,6 +38,7 @@ def quilt(image: torch.Tensor, region: np.ndarray, exclude: np.ndarray, guide: t
     if len(sources) < MIN_SOURCES:
         return None
     blocks = F.unfold(image[None], BLOCK)[0][:, sources].T.contiguous()   # (N, C * BLOCK * BLOCK)
+    squares = blocks ** 2
     source_rows, source_cols = sources // (w - BLOCK + 1), sources % (w - BLOCK + 1)
     used = torch.zeros(len(sources), dtype=torch.bool)
     canvas = image.clone()
@@ -56,7 +57,9 @@ def quilt(image: torch.Tensor, region: np.ndarray, exclude: np.ndarray, guide: t
             held = torch.from_numpy(there)
             weight = torch.where(held, 1.0, GUIDE).flatten().repeat(c)
             target = torch.where(held[None], current, guide[:, i:i + BLOCK, j:j + BLOCK]).flatten()
-            cost = torch.where(used, torch.inf, (((blocks - target) ** 2) * weight).sum(1))
+            # the weighted squared distance of every block to the target, as two products over the blocks
+            cost = squares @ weight - 2 * (blocks @ (weight * target)) + float((weight * target ** 2).sum())
+            cost = torch.where(used, torch.inf, cost)
             best = torch.argsort(cost)[:CHOICES]
             pick = best[torch.randint(len(best), (1,), generator=generator)].item()
             used |= (((source_rows - source_rows[pick]).abs() < BLOCK // 2)
