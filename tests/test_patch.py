@@ -99,26 +99,35 @@ def _coherence(field, width):
     return float(np.mean([int(field.sources[j]) == int(field.sources[i]) + 1 for i, j in pairs]))
 
 
+def _unique_roi(image, rows, cols, band):
+    """``image`` with the ROI (a box of ``rows`` x ``cols`` slices) painted a colour found nowhere
+    else, and the ROI, the window's pyramid, its sizes and its keep masks with ``band`` px of blend."""
+    from rs_geo_edit.editors.keep import keep_pyramid
+    from rs_geo_edit.model.pyramid import build_pyramid
+
+    roi = np.zeros(image.shape[1:], bool)
+    roi[rows, cols] = True
+    image[:, roi] = 0.95
+    pyramid = build_pyramid(image, np.ones(image.shape[1:], bool))
+    sizes = list(pyramid.spec.sizes)
+    keep, _ = keep_pyramid(roi, band, sizes)
+    return roi, pyramid, sizes, keep
+
+
 def test_the_fill_copies_no_roi_content_and_keeps_the_grain():
     """The ROI holds a colour found nowhere else: not one filled pixel comes near it. The fill of
     a grainy texture keeps at least 0.7 of its brightness detail (a vote that averaged the
     overlapping patches would blur it to about half)."""
     from conftest import texture
 
-    from rs_geo_edit.editors.keep import keep_pyramid
-    from rs_geo_edit.model.pyramid import build_pyramid, mask_pyramid
+    from rs_geo_edit.model.pyramid import mask_pyramid
     from rs_geo_edit.patch.fill import FillInputs, fill
 
     rng = np.random.default_rng(7)
     image = (texture(rng, 3, 128, 128) * 1.6 - 1).astype(np.float32)
     image += 0.1 * rng.standard_normal((1, 128, 128)).astype(np.float32)
     image = np.clip(image, -1, 0.6)
-    roi = np.zeros((128, 128), bool)
-    roi[40:88, 44:92] = True
-    image[:, roi] = 0.95
-    pyramid = build_pyramid(image, np.ones((128, 128), bool))
-    sizes = list(pyramid.spec.sizes)
-    keep, _ = keep_pyramid(roi, 4, sizes)
+    roi, pyramid, sizes, keep = _unique_roi(image, slice(40, 88), slice(44, 92), 4)
     out = fill(FillInputs(pyramid, mask_pyramid(roi, sizes), keep), novelty=0.6, seed=1)
     assert out[:, roi].max() < 0.8, "ROI content was copied back"
 
@@ -138,19 +147,13 @@ def test_the_fill_laid_on_another_engines_layout_follows_it_with_outside_patches
     bright there."""
     from conftest import texture
 
-    from rs_geo_edit.editors.keep import keep_pyramid
-    from rs_geo_edit.model.pyramid import build_pyramid, mask_pyramid
+    from rs_geo_edit.model.pyramid import mask_pyramid
     from rs_geo_edit.patch.fill import FillInputs, fill
 
     rng = np.random.default_rng(3)
     image = np.clip((texture(rng, 3, 128, 128) * 1.6 - 1).astype(np.float32), -1, 0.6)
-    roi = np.zeros((128, 128), bool)
-    roi[40:88, 44:92] = True
-    image[:, roi] = 0.95
-    pyramid = build_pyramid(image, np.ones((128, 128), bool))
-    sizes = list(pyramid.spec.sizes)
+    roi, pyramid, sizes, keep = _unique_roi(image, slice(40, 88), slice(44, 92), 4)
     assert len(sizes) >= 3
-    keep, _ = keep_pyramid(roi, 4, sizes)
     inputs = FillInputs(pyramid, mask_pyramid(roi, sizes), keep)
     inside = mask_pyramid(roi, sizes)[1]
     fills = {}
@@ -189,18 +192,12 @@ def test_a_large_roi_over_fields_is_laid_out_as_several_whole_fields_not_one_blo
     3 % of it or more, none of the ROI's own colour and hardly a pixel that is no field's (no
     averaged seam). Without the quilt the coarsest scale's 7 px patches, each spanning several
     fields, settle on the commonest field: two colours or fewer. The same seed fills alike."""
-    from rs_geo_edit.editors.keep import keep_pyramid
-    from rs_geo_edit.model.pyramid import build_pyramid, mask_pyramid
+    from rs_geo_edit.model.pyramid import mask_pyramid
     from rs_geo_edit.patch import fill as fill_module
     from rs_geo_edit.patch.fill import FillInputs, fill
 
     image, colours = _fields(np.random.default_rng(5), 448)
-    roi = np.zeros((448, 448), bool)
-    roi[96:352, 96:352] = True
-    image[:, roi] = 0.95
-    pyramid = build_pyramid(image, np.ones((448, 448), bool))
-    sizes = list(pyramid.spec.sizes)
-    keep, _ = keep_pyramid(roi, 8, sizes)
+    roi, pyramid, sizes, keep = _unique_roi(image, slice(96, 352), slice(96, 352), 8)
     inputs = FillInputs(pyramid, mask_pyramid(roi, sizes), keep)
     out = fill(inputs, novelty=0.4, seed=1)
     assert 0 < inputs.quilt_scale < len(sizes) - 1
