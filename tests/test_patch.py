@@ -214,6 +214,32 @@ def test_a_large_roi_over_fields_is_laid_out_as_several_whole_fields_not_one_blo
     assert plain.quilt_scale is None and (shares >= 0.03).sum() <= 2, shares
 
 
+def test_only_an_roi_part_of_256_px_or_more_is_quilted_not_small_rois_far_apart_nor_nodata():
+    """Two 64 px ROIs at opposite corners of one window span 300 px together, and a nodata frame
+    spans the whole window: neither is a large ROI. One 260 px ROI is."""
+    from rs_geo_edit.editors.keep import keep_pyramid
+    from rs_geo_edit.model.pyramid import build_pyramid, mask_pyramid
+    from rs_geo_edit.patch.fill import FillInputs, quilt_layout
+
+    image, _ = _fields(np.random.default_rng(2), 448)
+    valid = np.ones((448, 448), bool)
+    valid[:, :6] = valid[:, -6:] = False
+    pyramid = build_pyramid(image, valid)
+    sizes = list(pyramid.spec.sizes)
+
+    def quilted(roi):
+        keep, _ = keep_pyramid(roi, 8, sizes)
+        return quilt_layout(FillInputs(pyramid, mask_pyramid(roi | ~valid, sizes), keep), 0.4, 1)
+
+    two = np.zeros((448, 448), bool)
+    two[40:104, 40:104] = two[276:340, 276:340] = True
+    assert quilted(two) is None
+    one = np.zeros((448, 448), bool)
+    one[94:354, 94:354] = True
+    scale, layout = quilted(one)
+    assert 0 < scale < len(sizes) - 1 and layout.shape[1:] == sizes[scale]
+
+
 def test_the_quilt_is_made_of_outside_blocks_met_along_the_cheapest_cut():
     """The quilt itself: every pixel it lays is one of the scene's field colours (whole blocks,
     no blend), none is the ROI's; a ring too thin to hold a block gives no quilt; and the cut

@@ -130,16 +130,16 @@ def fill(inputs: FillInputs, *, novelty: float, seed: int,
 
 def quilt_layout(inputs: FillInputs, novelty: float, seed: int,
                  layout: Optional[tuple[int, np.ndarray]] = None) -> Optional[tuple[int, np.ndarray]]:
-    """A large ROI's layout (scale, image) as a quilt of real blocks, or None: the ROI spans fewer
-    than ``LARGE_ROI`` pixels, no scale finer than the coarsest (or than ``layout``'s) holds
+    """A large ROI's layout (scale, image) as a quilt of real blocks, or None: no part of the ROI
+    spans ``LARGE_ROI`` pixels, no scale finer than the coarsest (or than ``layout``'s) holds
     ``QUILT_SPAN`` of the region to fill, or too few blocks lie outside the ROI there. The guide
     is ``layout`` (another engine's coarse result) taken up to that scale where one is given,
     else the original there, blurred and noised as the fill's start is (smooth noise of
     ``START_NOISE * novelty`` times its spread)."""
-    if _span(inputs.exclude[-1]) < LARGE_ROI:
+    if _largest_span(inputs.keep[-1] == 0) < LARGE_ROI:   # the ROI's own parts, not nodata nor the band
         return None
     below = 0 if layout is None else layout[0]
-    scale = next((s for s, keep in enumerate(inputs.keep) if _span(keep < 1) >= QUILT_SPAN), 0)
+    scale = next((s for s, keep in enumerate(inputs.keep) if _largest_span(keep < 1) >= QUILT_SPAN), 0)
     if scale <= below:
         return None
     generator = torch.Generator().manual_seed(int(seed) + QUILT_STREAM)
@@ -155,10 +155,14 @@ def quilt_layout(inputs: FillInputs, novelty: float, seed: int,
     return None if quilted is None else (scale, quilted.numpy())
 
 
-def _span(mask: np.ndarray) -> int:
-    """The longer side of the bounding box of a (H, W) bool mask (0 where it is empty)."""
-    rows, cols = np.nonzero(mask)
-    return 0 if len(rows) == 0 else int(max(np.ptp(rows), np.ptp(cols))) + 1
+def _largest_span(mask: np.ndarray) -> int:
+    """The longest bounding-box side of the connected parts of a (H, W) bool mask (0 where it is
+    empty): two small ROIs in one window are not one large one."""
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(mask)
+    boxes = ndimage.find_objects(labels)
+    return max((max(b[0].stop - b[0].start, b[1].stop - b[1].start) for b in boxes), default=0)
 
 
 def _compose(original: torch.Tensor, keep: torch.Tensor, made: torch.Tensor) -> torch.Tensor:
