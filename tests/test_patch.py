@@ -216,10 +216,11 @@ def test_a_large_roi_over_fields_is_laid_out_as_several_whole_fields_not_one_blo
 
 def test_only_an_roi_part_of_256_px_or_more_is_quilted_not_small_rois_far_apart_nor_nodata():
     """Two 64 px ROIs at opposite corners of one window span 300 px together, and a nodata frame
-    spans the whole window: neither is a large ROI. One 260 px ROI is."""
+    spans the whole window: neither is a large ROI. One 260 px ROI is, unless the window is fine
+    texture (its fill favours large pieces)."""
     from rs_geo_edit.editors.keep import keep_pyramid
     from rs_geo_edit.model.pyramid import build_pyramid, mask_pyramid
-    from rs_geo_edit.patch.fill import FillInputs, quilt_layout
+    from rs_geo_edit.patch.fill import LARGE_PIECES, FillInputs, quilt_layout
 
     image, _ = _fields(np.random.default_rng(2), 448)
     valid = np.ones((448, 448), bool)
@@ -238,6 +239,9 @@ def test_only_an_roi_part_of_256_px_or_more_is_quilted_not_small_rois_far_apart_
     one[94:354, 94:354] = True
     scale, layout = quilted(one)
     assert 0 < scale < len(sizes) - 1 and layout.shape[1:] == sizes[scale]
+    keep, _ = keep_pyramid(one, 8, sizes)
+    texture = FillInputs(pyramid, mask_pyramid(one | ~valid, sizes), keep, pieces=LARGE_PIECES)
+    assert quilt_layout(texture, 0.4, 1) is None          # fine texture: its large pieces copy it whole
 
 
 def test_the_quilt_is_made_of_outside_blocks_met_along_the_cheapest_cut():

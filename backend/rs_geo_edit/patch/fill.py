@@ -19,8 +19,9 @@ pieces of such texture reads as mush at 2x, and a crown copied whole does not. W
 is structure (fields, roads, water, a 10 m scene), pieces stay as the distances make them: a
 large piece there is a farmstead or a field corner, and it shows as a stamp.
 
-Where the ROI spans ``LARGE_ROI`` pixels or more (regenerate), the coarsest scale is too coarse for
-its layout (a patch spans several fields and its nearest real patch averages them: pale blobs).
+Where the ROI spans ``LARGE_ROI`` pixels or more (regenerate) and the window is structure, not fine
+texture, the coarsest scale is too coarse for its layout (a patch spans several fields and its
+nearest real patch averages them: pale blobs).
 There the region is laid out at the first scale where it spans ``QUILT_SPAN`` pixels as a quilt of
 whole real blocks of that scale (``quilt.py``), guided by the noised original, and the fill starts
 there with its queries held wholly to the quilt.
@@ -54,7 +55,7 @@ START_NOISE = 0.75      # the start's noise is this much of ``novelty`` times th
 FINE_TEXTURE = 0.092    # fine_share from which a window's field favours large pieces: 0.10-0.12 on 0.1-0.5 m
                         # forest, meadow and snow, 0.05-0.09 on roads and on a 10 m scene (docs/quality.md)
 LARGE_PIECES = Pieces(coherence=0.5, reuse=0.5)   # preferred in a paired look on 12 of the 15 cases it changes
-LARGE_ROI = 256         # ROIs spanning this many pixels or more are laid out as a quilt (regenerate mode)
+LARGE_ROI = 256         # ROIs spanning this many pixels or more are laid out as a quilt (regenerate mode, structure)
 QUILT_SPAN = 72         # ... at the first scale where the region to fill spans this many pixels
 QUILT_BLUR = 2.0        # the quilt's guide: the original blurred over this many pixels, noised as the start
 QUILT_STREAM = 7        # the quilt draws from its own stream of the seed (seed + this)
@@ -130,13 +131,15 @@ def fill(inputs: FillInputs, *, novelty: float, seed: int,
 
 def quilt_layout(inputs: FillInputs, novelty: float, seed: int,
                  layout: Optional[tuple[int, np.ndarray]] = None) -> Optional[tuple[int, np.ndarray]]:
-    """A large ROI's layout (scale, image) as a quilt of real blocks, or None: no part of the ROI
+    """A large ROI's layout (scale, image) as a quilt of real blocks, or None: the window is fine
+    texture (its field favours large pieces, which copy it whole already: there the quilt's
+    block seams lost a paired look, 8 of 20), no part of the ROI (not nodata, not the band)
     spans ``LARGE_ROI`` pixels, no scale finer than the coarsest (or than ``layout``'s) holds
     ``QUILT_SPAN`` of the region to fill, or too few blocks lie outside the ROI there. The guide
     is ``layout`` (another engine's coarse result) taken up to that scale where one is given,
     else the original there, blurred and noised as the fill's start is (smooth noise of
     ``START_NOISE * novelty`` times its spread)."""
-    if _largest_span(inputs.keep[-1] == 0) < LARGE_ROI:   # the ROI's own parts, not nodata nor the band
+    if inputs.pieces != Pieces() or _largest_span(inputs.keep[-1] == 0) < LARGE_ROI:
         return None
     below = 0 if layout is None else layout[0]
     scale = next((s for s, keep in enumerate(inputs.keep) if _largest_span(keep < 1) >= QUILT_SPAN), 0)
