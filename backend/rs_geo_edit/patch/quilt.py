@@ -5,7 +5,8 @@ patches: one spans several fields, its nearest real patch is one that averages t
 layout merges into pale blobs (docs/quality.md, "The layout of large ROIs"). A quilt lays the
 region out at a finer scale of blocks of ``BLOCK`` pixels, each wholly outside the ROI, in rows:
 each block is drawn from the ``CHOICES`` that best continue what is already there (the ring
-around the region and the blocks placed before it) and follow a guide where nothing is yet, and
+around the region and the blocks placed before it) and follow a guide where nothing is yet (the
+more so near the ring, so the outline continues what lies beyond it), and
 it meets the blocks above and to its left along the cheapest path through their overlap, so a
 field's edges, a forest belt or a farmstead come whole and the seams run where the two agree.
 No source is used twice (nor one within half a block of it).
@@ -19,10 +20,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..imaging import distance_to
+
 BLOCK = 20        # block side, pixels of the quilt's scale: at a 10 m scene's quilt scale, about 800 m of
                   # farmland, several whole fields with their edges
 OVERLAP = 6       # pixels a block shares with the blocks above and to its left, where the cut runs
-GUIDE = 0.3       # weight of the guide against what is already there in a block's cost
+GUIDE = 0.3       # weight of the guide against what is already there in a block's cost, inside the region
+RIM = 8           # pixels over which the guide's weight rises from GUIDE to 1 towards the ring: near the outline
+                  # a block follows the original as much as its neighbours (seams 0.79-1.03 where 0.3 gave 0.89-1.25)
 CHOICES = 4       # a block is drawn from this many best
 MIN_SOURCES = 50  # fewer blocks wholly outside the ROI: no quilt (a ring too thin to hold a block)
 
@@ -43,6 +48,8 @@ def quilt(image: torch.Tensor, region: np.ndarray, exclude: np.ndarray, guide: t
     used = torch.zeros(len(sources), dtype=torch.bool)
     canvas = image.clone()
     known = ~region
+    near_ring = np.clip(1 - (distance_to(~region) - 1) / RIM, 0, 1)
+    guide_weight = torch.from_numpy((GUIDE + (1 - GUIDE) * near_ring).astype(np.float32))
     rows, cols = np.nonzero(region)
     step = BLOCK - OVERLAP
     for top in range(max(0, rows.min() - OVERLAP), rows.max() + 1, step):
@@ -55,7 +62,7 @@ def quilt(image: torch.Tensor, region: np.ndarray, exclude: np.ndarray, guide: t
             there = known[i:i + BLOCK, j:j + BLOCK]
             current = canvas[:, i:i + BLOCK, j:j + BLOCK]
             held = torch.from_numpy(there)
-            weight = torch.where(held, 1.0, GUIDE).flatten().repeat(c)
+            weight = torch.where(held, 1.0, guide_weight[i:i + BLOCK, j:j + BLOCK]).flatten().repeat(c)
             target = torch.where(held[None], current, guide[:, i:i + BLOCK, j:j + BLOCK]).flatten()
             # the weighted squared distance of every block to the target, as two products over the blocks
             cost = squares @ weight - 2 * (blocks @ (weight * target)) + float((weight * target ** 2).sum())
