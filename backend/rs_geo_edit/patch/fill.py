@@ -21,10 +21,10 @@ large piece there is a farmstead or a field corner, and it shows as a stamp.
 
 Where the ROI spans ``LARGE_ROI`` pixels or more (regenerate) and the window is structure, not fine
 texture, the coarsest scale is too coarse for its layout (a patch spans several fields and its
-nearest real patch averages them: pale blobs).
-There the region is laid out at the first scale where it spans ``QUILT_SPAN`` pixels as a quilt of
-whole real blocks of that scale (``quilt.py``), guided by the noised original, and the fill starts
-there with its queries held wholly to the quilt.
+nearest real patch averages them: pale blobs). There the region is laid out at the first scale
+where it spans ``QUILT_SPAN`` pixels as a quilt of whole real blocks of that scale (``quilt.py``),
+guided by the noised original or by another engine's coarse layout, and the fill starts there
+with its queries held wholly to the quilt.
 """
 
 from __future__ import annotations
@@ -93,7 +93,9 @@ def fill(inputs: FillInputs, *, novelty: float, seed: int,
     there (the SinDDM net's coarse scales, ``editors/sinddm.py``) instead of from the noised
     original at the coarsest: the layout settles on it as it would on that start, and every pixel
     is still a real patch's. In copy mode the donor is pasted onto it by its weight, as onto the
-    noised original."""
+    noised original. Where the ROI is large and the window structure (``quilt_layout``), the fill
+    starts instead from a quilt of real blocks at a finer scale, which ``layout`` (or the noised
+    original) guides, and records that scale in ``inputs.quilt_scale``."""
     images, sizes = inputs.pyramid.images, inputs.pyramid.spec.sizes
     anchor = ANCHOR
     if inputs.donors is None:
