@@ -32,6 +32,9 @@ DIMS = 48            # principal components a patch is compared in: with 16, wha
 SAMPLES = 4000       # source patches the components are fitted on
 CHUNK = 65536        # targets costed at once
 JUMPS = (8, 4, 2, 1)  # propagation distances, pixels, of one round
+VOTE_FLOOR = 1e-6    # a patch's pixels this far down its vote's fall-off are not cast: at the fill's 0.3 px only a 3 x 3
+                     # core of the 7 x 7 patch is: the fill's votes on the 450 px creek took 0.25 s instead of 1.6 s, and
+                     # under 0.04 % of the pixels of the bench's 29 regenerate cases changed (single pixels, none visible)
 
 
 @dataclass(frozen=True)
@@ -261,9 +264,12 @@ def vote(source: torch.Tensor, field: Field, shape: tuple[int, int], patch: int,
     s_rows, s_cols = field.sources // w, field.sources % w
     for dy in range(patch):
         for dx in range(patch):
+            falloff = math.exp(-((dy - r) ** 2 + (dx - r) ** 2) / (2 * sigma ** 2))
+            if falloff < VOTE_FLOOR:
+                continue
             cell = (t_rows + dy) * wp + t_cols + dx
             values = padded[:, (s_rows + dy) * wp + s_cols + dx]
-            share = weights * math.exp(-((dy - r) ** 2 + (dx - r) ** 2) / (2 * sigma ** 2))
+            share = weights * falloff
             total.index_add_(1, cell, values * share)
             weight.index_add_(0, cell, share)
     out = total / weight
