@@ -252,7 +252,8 @@ def vote(source: torch.Tensor, field: Field, shape: tuple[int, int], patch: int,
          weights: torch.Tensor, sigma: float) -> torch.Tensor:
     """The (C, H, W) image every target's source patch votes for: a pixel is the weighted mean
     of the source pixels that the patches covering it put there, each patch's vote falling off
-    from its centre with a Gaussian of ``sigma`` pixels (NaN where no patch covers it)."""
+    from its centre with a Gaussian of ``sigma`` pixels and not cast where the fall-off is under
+    ``VOTE_FLOOR`` (NaN where no patch covers it)."""
     c = source.shape[0]
     h, w = shape
     r = patch // 2
