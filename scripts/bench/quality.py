@@ -490,10 +490,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scene", choices=sorted(SCENES), default="aerial")
     parser.add_argument("--cases", nargs="+", default=None, metavar="CASE",
-                        help="the scene's cases (default: its default set); aerial: "
-                             + ", ".join(SCENES["aerial"].cases) + "; s2-coast: " + ", ".join(SCENES["s2-coast"].cases)
-                             + "; neon-yell: " + ", ".join(SCENES["neon-yell"].cases)
-                             + "; landsat-lake: " + ", ".join(SCENES["landsat-lake"].cases))
+                        help="the scene's cases (default: its default set); "
+                             + "; ".join(f"{name}: {', '.join(scene.cases)}" for name, scene in SCENES.items()))
     parser.add_argument("--modes", nargs="+", default=["regenerate", "copy"], choices=["regenerate", "copy"])
     parser.add_argument("--engine", choices=["sinddm", "patch", "gpnn"], default="sinddm")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
